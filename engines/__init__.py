@@ -1,0 +1,113 @@
+"""The engine registry: every engine archbench can drive, by name.
+
+An engine says whether it can run here (``available()`` with the reason
+when not), how it runs each of the three models (``supports``), its
+version, the settings it will use, and ``start(workers=N)`` gives a
+session. Engines are imported only when asked for, so listing them never
+starts a JVM or a Ray cluster.
+
+    >>> engine = get_engine("serial")
+    >>> engine.supports["tasks"]
+    'native'
+    >>> with engine.start(workers=1) as session:
+    ...     with session.tasks() as tasks:
+    ...         tasks.submit(pow, 2, 10).result()
+    1024
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from importlib import metadata
+
+from engines.api import MODELS, ArchbenchError, Session
+
+
+class UnknownName(ArchbenchError, LookupError):
+    """A name that is not in a registry; the message lists the valid ones."""
+
+
+class Engine:
+    """What the harness and the CLI know of an engine before starting it."""
+
+    name = "?"
+    architecture = "?"          # "baseline" | "data parallel" | "task parallel" | "actors" | "mixed"
+    description = ""
+    supports: dict[str, str] = {}
+    requires: tuple[str, ...] = ()      # distributions that must be installed
+    extra = ""                          # the pip extra that installs them
+
+    def available(self) -> tuple[bool, str]:
+        """``(True, "")``, or ``(False, what is missing and how to get it)``."""
+        for dist in self.requires:
+            if importlib.util.find_spec(dist) is None:
+                return False, (f"{dist} is not installed; pip install 'archbench[{self.extra}]'"
+                               if self.extra else f"{dist} is not installed")
+        return True, ""
+
+    def version(self) -> str:
+        """The version of the thing measured (the framework's, or archbench's own)."""
+        dist = self.requires[0] if self.requires else "archbench"
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    def settings(self, workers: int, **options) -> dict:
+        """Every setting that matters for a fair comparison; ``start`` uses the same."""
+        return {"workers": workers, **options}
+
+    def start(self, workers: int = 2, **options) -> Session:
+        raise NotImplementedError
+
+
+class Planned(Engine):
+    """An engine on the plan whose issue has not landed; listed so the CLI shows the whole plan."""
+
+    def __init__(self, name: str, architecture: str, description: str):
+        self.name, self.architecture, self.description = name, architecture, description
+        self.supports = {m: "unsupported: not built yet" for m in MODELS}
+
+    def available(self):
+        return False, "not built yet"
+
+    def version(self):
+        return "-"
+
+
+# name -> "module:Class" (imported on first use) or a Planned engine
+_ENGINES: dict[str, str | Engine] = {
+    "serial": "engines.serial:SerialEngine",
+    "pool": "engines.pool:PoolEngine",
+    "mini-data": Planned("mini-data", "data parallel",
+                         "archbench's own engine: identical workers exchange records by key"),
+    "mini-tasks": Planned("mini-tasks", "task parallel",
+                          "archbench's own engine: a scheduler dispatches a task graph"),
+    "mini-actors": Planned("mini-actors", "actors",
+                           "archbench's own engine: stateful actors with mailboxes"),
+    "spark": Planned("spark", "data parallel", "Apache Spark (PySpark RDDs), local mode"),
+    "dask": Planned("dask", "task parallel", "Dask distributed, a LocalCluster of processes"),
+    "ray": Planned("ray", "actors", "Ray tasks and actors, a local cluster"),
+    "bytewax": Planned("bytewax", "data parallel", "Bytewax dataflows, worker processes"),
+}
+_loaded: dict[str, Engine] = {}
+
+
+def engine_names() -> list[str]:
+    """Every registered engine name, in the order the CLI lists them."""
+    return list(_ENGINES)
+
+
+def get_engine(name: str) -> Engine:
+    """The engine called ``name``; an unknown name lists the valid ones."""
+    if name not in _ENGINES:
+        raise UnknownName(f"unknown engine {name!r}; choose from: {', '.join(_ENGINES)}")
+    if name not in _loaded:
+        spec = _ENGINES[name]
+        if isinstance(spec, Engine):
+            _loaded[name] = spec
+        else:
+            module, cls = spec.split(":")
+            _loaded[name] = getattr(importlib.import_module(module), cls)()
+    return _loaded[name]

@@ -1,0 +1,72 @@
+"""Small pieces every engine needs the same way: names, dependencies, remote errors.
+
+    >>> from engines.api import Future
+    >>> f = Future("double-1"); f._set_result(4)
+    >>> resolve((f, 1), {"k": f})
+    ((4, 1), {'k': 4})
+"""
+
+from __future__ import annotations
+
+import itertools
+import traceback
+
+from engines.api import ActorError, Future, TaskError
+
+_ids = itertools.count(1)
+
+
+def task_name(fn) -> str:
+    """``double-7``: the function's name and a number unique in this process."""
+    return f"{getattr(fn, '__name__', type(fn).__name__)}-{next(_ids)}"
+
+
+def dependencies(args: tuple, kwargs: dict) -> list[Future]:
+    """The Futures among the top-level arguments: a task's dependencies."""
+    return [a for a in itertools.chain(args, kwargs.values()) if isinstance(a, Future)]
+
+
+def resolve(args: tuple, kwargs: dict, value=None) -> tuple[tuple, dict]:
+    """Replace each Future argument by ``value(future)`` (default: its result).
+
+    A failed dependency raises, naming it, so the dependent task fails too.
+    """
+    value = value or _result_of
+
+    def one(a):
+        return value(a) if isinstance(a, Future) else a
+
+    return tuple(one(a) for a in args), {k: one(v) for k, v in kwargs.items()}
+
+
+def _result_of(future: Future):
+    try:
+        return future.result()
+    except Exception as e:
+        raise TaskError(f"dependency {future.name} failed: {str(e).splitlines()[0]}") from e
+
+
+def task_error(name: str, error: BaseException) -> TaskError:
+    """A TaskError naming the task, carrying the traceback from where it ran."""
+    if isinstance(error, TaskError) and str(error).startswith("dependency "):
+        return TaskError(f"task {name} did not run: {error}")
+    remote = "".join(traceback.format_exception(error)).rstrip()
+    return TaskError(f"task {name} raised {type(error).__name__}: {error}\n\nTraceback on the worker:\n{remote}")
+
+
+def invoke(actor, actor_id: str, method: str, args: tuple, kwargs: dict):
+    """Run one message on an actor object; errors name the actor and the method.
+
+    An unknown method lists the ones the class has (the fix is usually a typo).
+    """
+    cls = type(actor).__name__
+    fn = getattr(actor, method, None) if not method.startswith("_") else None
+    if not callable(fn):
+        methods = sorted(m for m in dir(actor) if not m.startswith("_") and callable(getattr(actor, m)))
+        raise ActorError(f"{cls} actor {actor_id} has no method {method!r}; its methods: {', '.join(methods)}")
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:
+        remote = "".join(traceback.format_exception(e)).rstrip()
+        raise ActorError(f"{cls} actor {actor_id}: {method}() raised {type(e).__name__}: {e}\n\n"
+                         f"Traceback on the worker:\n{remote}") from None

@@ -1,0 +1,216 @@
+"""A Dataflow as partitioned collections: the pieces every runtime shares.
+
+A flow's steps fall in two kinds. **Narrow** steps (``flat_map`` and the
+composites built on it) need nothing but the item in hand, so a chain of
+them is *fused* into one loop over a partition and runs wherever the
+partition is. **Keyed** steps (``reduce_by_key``, ``join``) need every item
+of a key in one place, so they cut the flow into stages joined by a
+**shuffle**: each partition is *split* into one bucket per owner
+(``stable_hash(key) % n``), and owner ``j`` *merges* bucket ``j`` of every
+partition. This is Spark's stage boundary, Dask bag's split/concat tasks,
+and the exchange of a data-parallel worker; the runtimes differ only in
+where the buckets travel.
+
+`evaluate` runs a flow given ``run(fn, calls)``, a way to run one function
+over a list of argument tuples (in this process, in a pool, as tasks). The
+functions it ships -- `narrow`, `split`, `merge_reduce`, `merge_join` -- are
+plain module-level functions, so any worker can import them.
+
+    >>> from engines.api import Dataflow
+    >>> flow = Dataflow("wc")
+    >>> flow.read([["a b a"], ["b"]]).flat_map(str.split).count_by_key().collect("n")
+    >>> evaluate(flow, run_here, buckets=2)
+    {'n': [('a', 2), ('b', 2)]}
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+import zlib
+from itertools import chain
+from typing import Callable, Iterable
+
+from engines.api import DataflowError, Dataflow, FilterFn, MapFn, Step, describe_function, user_function
+
+
+# ------------------------------------------------------------- ownership
+
+
+def stable_hash(key) -> int:
+    """A hash that every process agrees on (Python salts ``hash`` of str per process).
+
+    >>> stable_hash("word") == stable_hash("word") and stable_hash(7) == 7
+    True
+    """
+    if isinstance(key, str):
+        return zlib.crc32(key.encode())
+    if isinstance(key, (int, float)) or key is None:
+        return hash(key)  # numbers and None are not salted
+    if isinstance(key, bytes):
+        return zlib.crc32(key)
+    if isinstance(key, tuple):
+        h = 0x345678
+        for part in key:
+            h = ((h * 1000003) ^ stable_hash(part)) & 0xFFFFFFFFFFFF
+        return h
+    return zlib.crc32(pickle.dumps(key, protocol=5))
+
+
+def owner(key, n: int) -> int:
+    """The worker (0..n-1) that owns ``key``."""
+    return stable_hash(key) % n
+
+
+# ------------------------------------------------------------- per partition
+
+
+def source_items(source) -> Iterable:
+    """A partition's items: the list itself, or what its callable returns."""
+    return source() if callable(source) else source
+
+
+def fuse(items: Iterable, ops: tuple[Step, ...]) -> Iterable:
+    """Chain narrow steps into one lazy loop (maps and filters run as C loops)."""
+    it = iter(items)
+    for step in ops:
+        fn = step.fn
+        if isinstance(fn, MapFn):
+            it = map(fn.fn, it)
+        elif isinstance(fn, FilterFn):
+            it = filter(fn.pred, it)
+        else:
+            it = chain.from_iterable(map(fn, it))
+    return it
+
+
+def step_error(error: BaseException, steps: tuple[Step, ...]) -> DataflowError:
+    """Name the step whose user function raised ``error`` (found in its traceback)."""
+    if isinstance(error, DataflowError):
+        return error
+    codes = {}
+    for step in steps:
+        code = getattr(user_function(step.fn), "__code__", None) if step.fn else None
+        if code is not None:
+            codes[code] = step
+    culprit = None
+    tb = error.__traceback__
+    while tb is not None:
+        culprit = codes.get(tb.tb_frame.f_code, culprit)
+        tb = tb.tb_next
+    if culprit is None:  # a builtin (str.split) or the engine's own unpacking
+        culprit = next((s for s in reversed(steps) if s.fn is not None), steps[-1])
+    where = f" ({describe_function(culprit.fn)})" if culprit.fn is not None else ""
+    remote = "".join(traceback.format_exception(error)).rstrip()
+    return DataflowError(f"step {culprit.name!r}{where} raised {type(error).__name__}: {error}\n\n"
+                         f"Traceback on the worker:\n{remote}")
+
+
+def narrow(source, ops: tuple[Step, ...]) -> list:
+    """Read a partition and run its fused narrow steps."""
+    try:
+        return list(fuse(source_items(source), ops))
+    except Exception as e:
+        raise step_error(e, ops) from None
+
+
+def combine(pairs: Iterable, fn: Callable, step: Step) -> dict:
+    """Fold ``(key, value)`` pairs into ``{key: combined value}``."""
+    acc = {}
+    get = acc.get
+    missing = acc  # a sentinel no value can be
+    try:
+        for key, value in pairs:
+            old = get(key, missing)
+            acc[key] = value if old is missing else fn(old, value)
+    except (TypeError, ValueError) as e:
+        if "unpack" in str(e):
+            raise DataflowError(f"step {step.name!r} needs (key, value) items: {e}") from None
+        raise
+    return acc
+
+
+def split(source, ops: tuple[Step, ...], keyed: Step, n: int) -> list[list]:
+    """Map side of a shuffle: run the narrow steps, combine if reducing, cut into n buckets."""
+    steps = ops + (keyed,)
+    try:
+        items = fuse(source_items(source), ops)
+        if keyed.op == "reduce_by_key":
+            items = combine(items, keyed.fn, keyed).items()
+        buckets = [[] for _ in range(n)]
+        if n == 1:
+            buckets[0].extend(items)
+            return buckets
+        for item in items:
+            key = item[0] if type(item) is tuple and len(item) == 2 else _bad_pair(keyed, item)
+            buckets[stable_hash(key) % n].append(item)
+        return buckets
+    except Exception as e:
+        raise step_error(e, steps) from None
+
+
+def _bad_pair(step: Step, item):
+    raise DataflowError(f"step {step.name!r} needs (key, value) items, got {item!r}")
+
+
+def merge_reduce(buckets: list[list], step: Step) -> list:
+    """Reduce side: combine one owner's buckets from every partition."""
+    try:
+        return list(combine(chain.from_iterable(buckets), step.fn, step).items())
+    except Exception as e:
+        raise step_error(e, (step,)) from None
+
+
+def merge_join(left: list[list], right: list[list], step: Step) -> list:
+    """Join side: pair every left value with every right value of the same key."""
+    table: dict = {}
+    try:
+        for key, value in chain.from_iterable(left):
+            table.setdefault(key, []).append(value)
+        return [(key, (lv, rv)) for key, rv in chain.from_iterable(right) for lv in table.get(key, ())]
+    except (TypeError, ValueError) as e:
+        raise DataflowError(f"step {step.name!r} needs (key, value) items: {e}") from None
+
+
+# ------------------------------------------------------------- a whole flow
+
+
+def run_here(fn: Callable, calls: list[tuple]) -> list:
+    """The simplest ``run``: every call in this process, one after another."""
+    return [fn(*args) for args in calls]
+
+
+def evaluate(flow: Dataflow, run: Callable, buckets: int) -> dict[str, list]:
+    """Run ``flow`` stage by stage with ``run(fn, calls)``; ``{sink: items}``.
+
+    State: ``lazy[step name] = (sources, ops)`` -- the partitions a stream
+    starts from and the narrow steps still to apply to them. Narrow steps
+    only extend ``ops``; a keyed step runs a shuffle and starts a new stage
+    from its merged buckets; a sink runs the narrow steps and concatenates.
+    """
+    lazy: dict[str, tuple[list, tuple[Step, ...]]] = {}
+    out: dict[str, list] = {}
+
+    def shuffle(name: str, step: Step) -> list[list]:
+        sources, ops = lazy[name]
+        parts = run(split, [(src, ops, step, buckets) for src in sources])
+        return [[p[j] for p in parts] for j in range(buckets)]
+
+    for step in flow.steps:
+        if step.op == "read":
+            lazy[step.name] = (list(step.arg), ())
+        elif step.op == "flat_map":
+            sources, ops = lazy[step.inputs[0]]
+            lazy[step.name] = (sources, ops + (step,))
+        elif step.op == "reduce_by_key":
+            per_owner = shuffle(step.inputs[0], step)
+            lazy[step.name] = (run(merge_reduce, [(b, step) for b in per_owner]), ())
+        elif step.op == "join":
+            left, right = (shuffle(name, step) for name in step.inputs)
+            lazy[step.name] = (run(merge_join, [(lb, rb, step) for lb, rb in zip(left, right)]), ())
+        elif step.op == "collect":
+            sources, ops = lazy[step.inputs[0]]
+            out[step.arg] = list(chain.from_iterable(run(narrow, [(s, ops) for s in sources])))
+        else:
+            raise DataflowError(f"step {step.name!r}: unknown op {step.op!r}")
+    return out

@@ -1,0 +1,146 @@
+"""The serial engine: one process, no framework, every model, deterministic.
+
+This is the debugging and teaching form of all three architectures, the way
+Dask's synchronous scheduler is: nothing runs in parallel and nothing is
+pickled, so a workload that fails here fails for a reason of its own, with
+an ordinary traceback.
+
+- **dataflow**: the flow is evaluated stage by stage in this process
+  (`engines.plan.evaluate` with one bucket: no shuffle is needed).
+- **tasks**: ``submit`` runs the function at once; its dependencies were
+  submitted earlier, so they are already done.
+- **actors**: one FIFO queue of messages for all actors. Sending a message
+  appends it; if nothing is being handled, the queue is drained, one
+  message at a time, in order. A ``tell`` sent from inside a method is
+  queued and handled after the current message -- never re-entrantly --
+  so every run gives the same interleaving.
+
+    >>> class Counter:
+    ...     def __init__(self): self.n = 0
+    ...     def add(self, k): self.n += k; return self.n
+    >>> with SerialEngine().start() as s, s.actors() as actors:
+    ...     c = actors.spawn(Counter)
+    ...     c.tell("add", 2)
+    ...     c.call("add", 3).result()
+    5
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from engines import Engine
+from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session, Tasks
+from engines.common import invoke, resolve, task_error, task_name
+from engines.plan import evaluate, run_here
+
+
+class SerialEngine(Engine):
+    name = "serial"
+    architecture = "baseline"
+    description = "one process, no framework: the reference and debug mode"
+    supports = {
+        "dataflow": "native",
+        "tasks": "native",
+        "actors": "native",
+    }
+
+    def start(self, workers: int = 1, **options) -> Session:
+        return SerialSession(workers, self.supports, self.settings(1, **options))
+
+    def settings(self, workers: int, **options) -> dict:
+        return {"workers": 1, "note": "always one process, whatever --workers says", **options}
+
+
+class SerialSession(Session):
+    engine = "serial"
+
+    def dataflow(self, flow: Dataflow) -> dict[str, list]:
+        return evaluate(flow, run_here, buckets=1)
+
+    def tasks(self) -> Tasks:
+        return SerialTasks(self)
+
+    def actors(self) -> Actors:
+        return SerialActors(self)
+
+
+class SerialTasks(Tasks):
+    def submit(self, fn, *args, retries: int = 0, **kwargs) -> Future:
+        future = Future(task_name(fn), self.session.latencies)
+        for attempt in range(retries + 1):
+            try:
+                a, k = resolve(args, kwargs)
+                future._set_result(fn(*a, **k))
+                break
+            except Exception as e:
+                if attempt == retries:
+                    future._set_error(task_error(future.name, e))
+        return future
+
+
+class SerialRef(ActorRef):
+    def __init__(self, actor_id, cls_name, system: "SerialActors"):
+        super().__init__(actor_id, cls_name)
+        self._system = system
+
+    def call(self, method, *args, **kwargs) -> Future:
+        future = Future(f"{self.actor_id}.{method}", self._system.session.latencies)
+        self._system._send(self, method, args, kwargs, future)
+        return future
+
+    def tell(self, method, *args, **kwargs) -> None:
+        self._system._send(self, method, args, kwargs, None)
+
+
+class SerialActors(Actors):
+    def __init__(self, session):
+        super().__init__(session)
+        self._actors: dict[str, object] = {}     # actor id -> the object
+        self._names: dict[str, SerialRef] = {}   # name -> ref
+        self._queue: deque = deque()             # (ref, method, args, kwargs, future | None)
+        self._draining = False
+        self._closed = False
+
+    def spawn(self, cls, *args, name=None, **kwargs) -> ActorRef:
+        if name is not None and name in self._names:
+            raise ActorError(f"an actor named {name!r} exists already")
+        actor_id = f"{cls.__name__}-{len(self._actors) + 1}"
+        self._actors[actor_id] = cls(*args, **kwargs)
+        ref = SerialRef(actor_id, cls.__name__, self)
+        if name is not None:
+            self._names[name] = ref
+        return ref
+
+    def get(self, name) -> ActorRef:
+        if name not in self._names:
+            raise ActorError(f"no actor named {name!r}; named actors: {sorted(self._names)}")
+        return self._names[name]
+
+    def _send(self, ref, method, args, kwargs, future) -> None:
+        self._queue.append((ref, method, args, kwargs, future))
+        if not self._draining:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Handle queued messages in order until none is left. Mutates the queue."""
+        self._draining = True
+        try:
+            while self._queue:
+                ref, method, args, kwargs, future = self._queue.popleft()
+                try:
+                    if self._closed:
+                        raise ActorError(f"{ref.cls_name} actor {ref.actor_id} is stopped "
+                                         "(its actors() context has closed)")
+                    value = invoke(self._actors[ref.actor_id], ref.actor_id, method, args, kwargs)
+                    if future is not None:
+                        future._set_result(value)
+                except ActorError as e:
+                    if future is not None:
+                        future._set_error(e)
+        finally:
+            self._draining = False
+
+    def close(self) -> None:
+        self._closed = True
+        self._actors.clear()

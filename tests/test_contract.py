@@ -1,0 +1,215 @@
+"""The engine contract: every engine, every model, the same expectations.
+
+Each test runs once per available engine (the ``session`` fixture). A model
+an engine does not run must be refused with its reason, never half-run.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+
+import pytest
+
+from conftest import require, supports
+from engines.api import ActorError, Dataflow, DataflowError, MODELS, TaskError, UnsupportedModel
+
+
+def test_unsupported_models_say_why(session):
+    for model in MODELS:
+        if not supports(session, model):
+            with pytest.raises(UnsupportedModel, match=session.supports[model].split(": ", 1)[-1][:40]):
+                getattr(session, model)(Dataflow("x")) if model == "dataflow" else getattr(session, model)()
+
+
+# ----------------------------------------------------------------- dataflow
+
+
+def _pid_partition():
+    return [os.getpid()]
+
+
+def test_wordcount(session):
+    require(session, "dataflow")
+    flow = Dataflow("wc")
+    flow.read([["a b a", "c"], ["b a"], []]).flat_map(str.split).count_by_key().collect("counts")
+    assert sorted(session.dataflow(flow)["counts"]) == [("a", 3), ("b", 2), ("c", 1)]
+
+
+def test_filter_map_join_and_two_sinks(session):
+    require(session, "dataflow")
+    flow = Dataflow("orders")
+    orders = flow.read([[("ann", 5), ("bob", 7)], [("ann", 1), ("cat", 9), ("bob", -2)]])
+    valid = orders.filter(lambda o: o[1] > 0)
+    totals = valid.reduce_by_key(operator.add, name="totals")
+    cities = flow.read([[("ann", "Oslo"), ("bob", "Lima")], [("dan", "Pune")]]).key_by(lambda p: p[0]) \
+        .map(lambda kv: (kv[0], kv[1][1]))
+    totals.join(cities).map(lambda kv: (kv[1][1], kv[1][0])).collect("by_city")
+    valid.map(lambda o: o[0]).collect("buyers")
+    out = session.dataflow(flow)
+    assert sorted(out["by_city"]) == [("Lima", 7), ("Oslo", 6)]
+    assert sorted(out["buyers"]) == ["ann", "ann", "bob", "cat"]
+
+
+def test_join_pairs_every_match(session):
+    require(session, "dataflow")
+    flow = Dataflow("join")
+    left = flow.read([[(1, "a"), (1, "b")], [(2, "c")]]).map(tuple)
+    right = flow.read([[(1, "x")], [(1, "y"), (3, "z")]]).map(tuple)
+    left.join(right).collect("pairs")
+    got = session.dataflow(flow)["pairs"]
+    assert sorted(got) == [(1, ("a", "x")), (1, ("a", "y")), (1, ("b", "x")), (1, ("b", "y"))]
+    assert all(type(item) is tuple and type(item[1]) is tuple for item in got)  # tuples stay tuples
+
+
+def test_callable_partitions_are_read_on_the_workers(session):
+    require(session, "dataflow")
+    flow = Dataflow("where")
+    flow.read([_pid_partition] * 4).collect("pids")
+    pids = set(session.dataflow(flow)["pids"])
+    if session.worker_pids:
+        assert pids <= set(session.worker_pids)
+        assert os.getpid() not in pids
+
+
+def test_a_failing_step_is_named(session):
+    require(session, "dataflow")
+    flow = Dataflow("bad")
+    flow.read([[1, 0, 2]]).map(lambda x: 1 / x, name="invert").collect("out")
+    with pytest.raises(DataflowError, match=r"invert.*ZeroDivisionError"):
+        session.dataflow(flow)
+
+
+# ----------------------------------------------------------------- tasks
+
+
+def double(x):
+    return 2 * x
+
+
+def add(*xs, extra=0):
+    return sum(xs) + extra
+
+
+def fail(x):
+    raise ValueError(f"bad input {x}")
+
+
+def flaky(marker):
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first attempt fails")
+    return "second attempt"
+
+
+def test_futures_are_dependencies(session):
+    require(session, "tasks")
+    with session.tasks() as tasks:
+        a = tasks.submit(double, 3)
+        b = tasks.submit(double, a)                 # a chain
+        c = tasks.submit(add, a, b, extra=a)        # a diamond, a Future as a keyword too
+        assert tasks.gather([c, b, a]) == [24, 12, 6]
+
+
+def test_a_wide_fan_in(session):
+    require(session, "tasks")
+    with session.tasks() as tasks:
+        leaves = [tasks.submit(double, i) for i in range(50)]
+        assert tasks.submit(add, *leaves).result() == 2 * sum(range(50))
+
+
+def test_a_task_error_names_the_task_and_carries_its_traceback(session):
+    require(session, "tasks")
+    with session.tasks() as tasks:
+        with pytest.raises(TaskError, match=r"fail.*ValueError: bad input 7(.|\n)*Traceback"):
+            tasks.submit(fail, 7).result()
+        downstream = tasks.submit(double, tasks.submit(fail, 1))
+        with pytest.raises(TaskError, match="fail"):
+            downstream.result()
+
+
+def test_retries_rerun_a_failed_task(session, tmp_path):
+    require(session, "tasks")
+    with session.tasks() as tasks:
+        assert tasks.submit(flaky, str(tmp_path / "m1"), retries=1).result() == "second attempt"
+        with pytest.raises(TaskError, match="first attempt fails"):
+            tasks.submit(flaky, str(tmp_path / "m2")).result()
+
+
+def test_task_latency_is_recorded_per_future(session):
+    require(session, "tasks")
+    session.latencies.clear()
+    with session.tasks() as tasks:
+        tasks.gather([tasks.submit(double, i) for i in range(10)])
+    assert len(session.latencies.samples) == 10
+    assert all(s >= 0 for s in session.latencies.samples)
+
+
+# ----------------------------------------------------------------- actors
+
+
+class Log:
+    def __init__(self, prefix=""):
+        self.prefix, self.items = prefix, []
+
+    def add(self, x):
+        self.items.append(self.prefix + str(x))
+        return len(self.items)
+
+    def items_(self):
+        return list(self.items)
+
+    def forward(self, other, x):
+        other.tell("add", x)            # actor -> actor, from inside a method
+        return "sent"
+
+    def explode(self):
+        raise KeyError("no such thing")
+
+
+def test_tells_from_one_sender_arrive_in_order(session):
+    require(session, "actors")
+    with session.actors() as actors:
+        log = actors.spawn(Log, "n")
+        for i in range(200):
+            log.tell("add", i)
+        assert log.call("items_").result() == [f"n{i}" for i in range(200)]
+
+
+def test_named_actor_and_call_replies(session):
+    require(session, "actors")
+    with session.actors() as actors:
+        actors.spawn(Log, name="the-log")
+        ref = actors.get("the-log")
+        assert actors.gather([ref.call("add", "x"), ref.call("add", "y")]) == [1, 2]
+
+
+def test_refs_travel_and_actors_message_each_other(session):
+    require(session, "actors")
+    with session.actors() as actors:
+        a, b = actors.spawn(Log), actors.spawn(Log)
+        assert actors.gather([a.call("forward", b, i) for i in range(20)]) == ["sent"] * 20
+        for _ in range(10_000):       # b's mailbox may still hold a's tells: ask until it has them
+            items = b.call("items_").result()
+            if len(items) == 20:
+                break
+        assert items == [str(i) for i in range(20)]   # one sender (a): its order is kept
+
+
+def test_a_raising_method_fails_its_call_and_the_actor_goes_on(session):
+    require(session, "actors")
+    with session.actors() as actors:
+        log = actors.spawn(Log)
+        with pytest.raises(ActorError, match=r"Log.*explode.*KeyError"):
+            log.call("explode").result()
+        assert log.call("add", 1).result() == 1
+
+
+def test_errors_teach_the_fix(session):
+    require(session, "actors")
+    with session.actors() as actors:
+        log = actors.spawn(Log)
+        with pytest.raises(ActorError, match=r"no method 'ad'.*add"):
+            log.call("ad", 1).result()
+        with pytest.raises(AttributeError, match=r"ref.call\('add'"):
+            log.add(1)

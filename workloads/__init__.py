@@ -1,0 +1,149 @@
+"""Workloads: programs written once, against the session's three models.
+
+A workload is a class in its own module. Subclassing `Workload` with a
+``name`` registers it; the built-in modules are listed in ``BUILTIN`` and a
+user's own module is loaded with `load_workload_file` (``archbench run
+--workload-file my_workload.py``). The harness calls, for each cell::
+
+    inputs = workload.generate(seed=seed, **workload.sizes[size])
+    got = workload.run(session, inputs)                 # timed
+    workload.check(got, workload.reference(inputs))     # not timed
+
+    >>> wc = get_workload("wordcount")
+    >>> wc.model, wc.unit
+    ('dataflow', 'words')
+    >>> get_workload("wordcont")
+    Traceback (most recent call last):
+    ...
+    engines.UnknownName: unknown workload 'wordcont'; did you mean wordcount? choose from: ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+from engines import UnknownName
+from engines.api import MODELS, ArchbenchError
+from workloads.check import same
+
+BUILTIN = ("workloads.wordcount", "workloads.fanout", "workloads.actor_pipeline")
+SIZES = ("tiny", "small", "medium", "large")
+
+_registry: dict[str, type["Workload"]] = {}
+
+
+class Workload:
+    """Base class of every workload; see the module docstring for the protocol."""
+
+    name: str = ""
+    model: str = ""          # "dataflow" | "tasks" | "actors"
+    unit: str = "items"      # what throughput counts
+    sizes: dict[str, dict] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            return  # an abstract helper class
+        if cls.model not in MODELS:
+            raise ArchbenchError(f"workload {cls.name!r} ({cls.__module__}): model must be one of "
+                                 f"{', '.join(MODELS)}, got {cls.model!r}")
+        missing = [s for s in SIZES if s not in cls.sizes]
+        if missing:
+            raise ArchbenchError(f"workload {cls.name!r} ({cls.__module__}): sizes lacks {', '.join(missing)}; "
+                                 f"give all of {', '.join(SIZES)}")
+        old = _registry.get(cls.name)
+        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ArchbenchError(f"two workloads are named {cls.name!r}: {old.__module__}.{old.__qualname__} "
+                                 f"and {cls.__module__}.{cls.__qualname__}; rename one")
+        _registry[cls.name] = cls
+
+    @property
+    def description(self) -> str:
+        """The first line of the workload module's docstring."""
+        doc = sys.modules[type(self).__module__].__doc__ or type(self).__doc__ or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    def generate(self, *, seed: int, **size):
+        """Deterministic, picklable inputs for one size."""
+        raise NotImplementedError
+
+    def reference(self, inputs):
+        """Plain single-process Python: the oracle every engine is checked against."""
+        raise NotImplementedError
+
+    def run(self, session, inputs):
+        """The program, written once against the session's models."""
+        raise NotImplementedError
+
+    def check(self, got, want) -> None:
+        """Raise `workloads.check.WrongResult` unless ``got`` matches ``want``.
+
+        Default: canonical equality; a dataflow's sinks may come in any order.
+        """
+        same(got, want, unordered=self.model == "dataflow")
+
+    def units(self, inputs) -> int:
+        """How many units (``unit``) one run processes; throughput = units / run time."""
+        raise NotImplementedError
+
+
+def _load_builtins() -> None:
+    for module in BUILTIN:
+        importlib.import_module(module)
+
+
+def workload_names() -> list[str]:
+    """Every registered workload (built-ins and loaded files), sorted by model then name."""
+    _load_builtins()
+    return sorted(_registry, key=lambda n: (MODELS.index(_registry[n].model), n))
+
+
+def get_workload(name: str) -> Workload:
+    """A fresh instance of the workload called ``name``."""
+    _load_builtins()
+    if name not in _registry:
+        close = difflib.get_close_matches(name, _registry, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise UnknownName(f"unknown workload {name!r}; {hint}choose from: {', '.join(workload_names())} "
+                          "(or load your own with --workload-file)")
+    return _registry[name]()
+
+
+def load_workload_file(path: str | Path) -> list[str]:
+    """Import a user's workload module from ``path``; the names it registered.
+
+    The module is registered with cloudpickle *by value*: worker processes
+    cannot import a file that is not on their path, so its functions and
+    classes travel inside each pickle instead.
+    """
+    import cloudpickle
+
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ArchbenchError(f"--workload-file {path}: no such file")
+    module_name = "archbench_user_" + re.sub(r"\W", "_", path.stem)
+    if module_name in sys.modules:
+        return [n for n, c in _registry.items() if c.__module__ == module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    before = set(_registry)
+    try:
+        spec.loader.exec_module(module)
+    except ArchbenchError:
+        del sys.modules[module_name]
+        raise
+    except Exception as e:
+        del sys.modules[module_name]
+        raise ArchbenchError(f"--workload-file {path}: importing it raised {type(e).__name__}: {e}") from e
+    cloudpickle.register_pickle_by_value(module)
+    added = [n for n, c in _registry.items() if c.__module__ == module_name or n not in before]
+    if not added:
+        raise ArchbenchError(f"--workload-file {path}: defines no Workload subclass with a name; "
+                             "see the README, 'Your own workload'")
+    return added
