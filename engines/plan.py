@@ -11,20 +11,23 @@ partition. This is Spark's stage boundary, Dask bag's split/concat tasks,
 and the exchange of a data-parallel worker; the runtimes differ only in
 where the buckets travel.
 
-`evaluate` runs a flow given ``run(fn, calls)``, a way to run one function
-over a list of argument tuples (in this process, in a pool, as tasks). The
-functions it ships -- `narrow`, `split`, `merge_reduce`, `merge_join` -- are
-plain module-level functions, so any worker can import them.
+`evaluate` runs a flow on a `Runner`: a way to start one function over a
+list of argument tuples -- in this process (`InProcess`), in a pool, or as
+tasks of any engine's task model (`OnTasks`: a dataflow compiled to a task
+graph, as Dask does). The functions it ships -- `narrow`, `split`,
+`merge_reduce`, `merge_join` -- are plain module-level functions, so any
+worker can import them.
 
     >>> from engines.api import Dataflow
     >>> flow = Dataflow("wc")
     >>> flow.read([["a b a"], ["b"]]).flat_map(str.split).count_by_key().collect("n")
-    >>> evaluate(flow, run_here, buckets=2)
+    >>> evaluate(flow, InProcess(), buckets=2)
     {'n': [('a', 2), ('b', 2)]}
 """
 
 from __future__ import annotations
 
+import operator
 import pickle
 import traceback
 import zlib
@@ -153,7 +156,7 @@ def _bad_pair(step: Step, item):
     raise DataflowError(f"step {step.name!r} needs (key, value) items, got {item!r}")
 
 
-def merge_reduce(buckets: list[list], step: Step) -> list:
+def merge_reduce(step: Step, *buckets: list) -> list:
     """Reduce side: combine one owner's buckets from every partition."""
     try:
         return list(combine(chain.from_iterable(buckets), step.fn, step).items())
@@ -161,13 +164,17 @@ def merge_reduce(buckets: list[list], step: Step) -> list:
         raise step_error(e, (step,)) from None
 
 
-def merge_join(left: list[list], right: list[list], step: Step) -> list:
-    """Join side: pair every left value with every right value of the same key."""
+def merge_join(step: Step, n_left: int, *buckets: list) -> list:
+    """Join side: pair every left value with every right value of the same key.
+
+    ``buckets`` are this owner's buckets of the left side (the first
+    ``n_left``), then of the right side.
+    """
     table: dict = {}
     try:
-        for key, value in chain.from_iterable(left):
+        for key, value in chain.from_iterable(buckets[:n_left]):
             table.setdefault(key, []).append(value)
-        return [(key, (lv, rv)) for key, rv in chain.from_iterable(right) for lv in table.get(key, ())]
+        return [(key, (lv, rv)) for key, rv in chain.from_iterable(buckets[n_left:]) for lv in table.get(key, ())]
     except (TypeError, ValueError) as e:
         raise DataflowError(f"step {step.name!r} needs (key, value) items: {e}") from None
 
@@ -175,26 +182,68 @@ def merge_join(left: list[list], right: list[list], step: Step) -> list:
 # ------------------------------------------------------------- a whole flow
 
 
-def run_here(fn: Callable, calls: list[tuple]) -> list:
-    """The simplest ``run``: every call in this process, one after another."""
-    return [fn(*args) for args in calls]
+class Runner:
+    """Where the per-partition functions run, and what stands for their results.
+
+    ``map(fn, calls)`` starts ``fn(*args)`` for each argument tuple and returns
+    one *handle* per call: the value itself (this process, a pool) or a
+    Future (a task engine: handles then travel worker to worker as
+    dependencies and never come back to the driver until a sink needs them).
+    ``pick(handle, j)`` is bucket ``j`` of a split's output; ``values`` turns
+    handles into values on the driver.
+    """
+
+    def map(self, fn: Callable, calls: list[tuple]) -> list:
+        raise NotImplementedError
+
+    def pick(self, handle, j: int):
+        return handle[j]
+
+    def values(self, handles: list) -> list:
+        return handles
 
 
-def evaluate(flow: Dataflow, run: Callable, buckets: int) -> dict[str, list]:
-    """Run ``flow`` stage by stage with ``run(fn, calls)``; ``{sink: items}``.
+class InProcess(Runner):
+    """Every call in this process, one after another."""
 
-    State: ``lazy[step name] = (sources, ops)`` -- the partitions a stream
-    starts from and the narrow steps still to apply to them. Narrow steps
-    only extend ``ops``; a keyed step runs a shuffle and starts a new stage
-    from its merged buckets; a sink runs the narrow steps and concatenates.
+    def map(self, fn, calls):
+        return [fn(*args) for args in calls]
+
+
+class OnTasks(Runner):
+    """Every call a task of the task model; picking a bucket is a small task too,
+    run where the split's output lives, so only that bucket moves (as ``dask.bag`` does)."""
+
+    def __init__(self, tasks):
+        self.tasks = tasks
+
+    def map(self, fn, calls):
+        return [self.tasks.submit(fn, *args) for args in calls]
+
+    def pick(self, handle, j):
+        return self.tasks.submit(operator.getitem, handle, j)
+
+    def values(self, handles):
+        return self.tasks.gather(handles)
+
+
+def evaluate(flow: Dataflow, runner: Runner, buckets: int) -> dict[str, list]:
+    """Run ``flow`` stage by stage on ``runner``; ``{sink: items}``.
+
+    State: ``lazy[step name] = (sources, ops)`` -- the partitions (or handles
+    of them) a stream starts from and the narrow steps still to apply.
+    Narrow steps only extend ``ops``; a keyed step runs a shuffle and starts a
+    new stage from its merged buckets; a sink runs the narrow steps and
+    brings the items to the driver.
     """
     lazy: dict[str, tuple[list, tuple[Step, ...]]] = {}
     out: dict[str, list] = {}
 
     def shuffle(name: str, step: Step) -> list[list]:
+        """Split every partition of stream ``name``; per owner j, the handles of its buckets."""
         sources, ops = lazy[name]
-        parts = run(split, [(src, ops, step, buckets) for src in sources])
-        return [[p[j] for p in parts] for j in range(buckets)]
+        parts = runner.map(split, [(src, ops, step, buckets) for src in sources])
+        return [[runner.pick(p, j) for p in parts] for j in range(buckets)]
 
     for step in flow.steps:
         if step.op == "read":
@@ -204,13 +253,14 @@ def evaluate(flow: Dataflow, run: Callable, buckets: int) -> dict[str, list]:
             lazy[step.name] = (sources, ops + (step,))
         elif step.op == "reduce_by_key":
             per_owner = shuffle(step.inputs[0], step)
-            lazy[step.name] = (run(merge_reduce, [(b, step) for b in per_owner]), ())
+            lazy[step.name] = (runner.map(merge_reduce, [(step, *b) for b in per_owner]), ())
         elif step.op == "join":
             left, right = (shuffle(name, step) for name in step.inputs)
-            lazy[step.name] = (run(merge_join, [(lb, rb, step) for lb, rb in zip(left, right)]), ())
+            calls = [(step, len(lb), *lb, *rb) for lb, rb in zip(left, right)]
+            lazy[step.name] = (runner.map(merge_join, calls), ())
         elif step.op == "collect":
             sources, ops = lazy[step.inputs[0]]
-            out[step.arg] = list(chain.from_iterable(run(narrow, [(s, ops) for s in sources])))
+            out[step.arg] = list(chain.from_iterable(runner.values(runner.map(narrow, [(s, ops) for s in sources]))))
         else:
             raise DataflowError(f"step {step.name!r}: unknown op {step.op!r}")
     return out

@@ -34,7 +34,7 @@ import cloudpickle
 from engines import Engine
 from engines.api import Dataflow, Future, Session, Tasks
 from engines.common import dependencies, resolve, task_error, task_name
-from engines.plan import evaluate
+from engines.plan import Runner, evaluate
 
 _barrier = None  # set in each pool process by _init, used once at start-up
 
@@ -97,22 +97,30 @@ class PoolSession(Session):
         """Send one call to the pool; a concurrent.futures.Future of ``(ok, value)``."""
         return self._pool.submit(_run_pickled, cloudpickle.dumps((fn, args, kwargs), protocol=5))
 
-    def run_many(self, fn, calls: list[tuple]) -> list:
-        """Run ``fn`` over argument tuples in the pool; results in order (a `plan` runner)."""
-        outcomes = [cloudpickle.loads(f.result()) for f in [self._submit(fn, c, {}) for c in calls]]
-        for ok, value in outcomes:
-            if not ok:
-                raise value
-        return [value for _, value in outcomes]
-
     def dataflow(self, flow: Dataflow) -> dict[str, list]:
-        return evaluate(flow, self.run_many, buckets=self.workers)
+        return evaluate(flow, PoolRunner(self), buckets=self.workers)
 
     def tasks(self) -> Tasks:
         return PoolTasks(self)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class PoolRunner(Runner):
+    """A stage's calls run in the pool; every result comes back to the driver,
+    so a shuffle's buckets are regrouped here and sent out again."""
+
+    def __init__(self, session: PoolSession):
+        self.session = session
+
+    def map(self, fn, calls):
+        pending = [self.session._submit(fn, args, {}) for args in calls]
+        outcomes = [cloudpickle.loads(f.result()) for f in pending]
+        for ok, value in outcomes:
+            if not ok:
+                raise value
+        return [value for _, value in outcomes]
 
 
 class PoolTasks(Tasks):

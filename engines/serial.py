@@ -32,7 +32,7 @@ from collections import deque
 from engines import Engine
 from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session, Tasks
 from engines.common import invoke, resolve, task_error, task_name
-from engines.plan import evaluate, run_here
+from engines.plan import InProcess, evaluate
 
 
 class SerialEngine(Engine):
@@ -56,7 +56,7 @@ class SerialSession(Session):
     engine = "serial"
 
     def dataflow(self, flow: Dataflow) -> dict[str, list]:
-        return evaluate(flow, run_here, buckets=1)
+        return evaluate(flow, InProcess(), buckets=1)
 
     def tasks(self) -> Tasks:
         return SerialTasks(self)
