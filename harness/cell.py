@@ -1,0 +1,159 @@
+"""One cell of the matrix, in its own process: ``python -m harness.cell SPEC_JSON``.
+
+A cell is one engine × workload × size × worker count. It runs in a fresh
+process so that a crash, a hang or a leaked thread in one engine can never
+touch the next cell (polars-benchmark runs every case this way). The phases
+are timed apart, and the check is never inside a timed region::
+
+    load     generate the inputs; compute (or reuse) the reference answer
+    start    engine.start(workers)                   -> startup_s
+    warm-up  run, not recorded
+    repeat   run                                     -> run_s, latency, memory, CPU
+             check against the reference             -> check_s, ok | wrong
+
+Each repeat appends its row to ``results.jsonl`` as soon as it is checked.
+The cell tells the parent which phase it is in by printing ``PHASE <name>``
+lines on stdout; the parent gives each phase ``--timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import cloudpickle
+import psutil
+
+from engines import get_engine
+from harness.measure import TreeSampler, percentiles
+from harness.results import append_row, new_row
+from workloads import get_workload, load_workload_file
+
+
+def phase(name: str) -> None:
+    print(f"PHASE {name}", flush=True)
+
+
+def one_line(error: BaseException) -> str:
+    """``Type: first line of the message`` -- the row's error field."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
+
+
+def reference(workload, inputs, cache: Path):
+    """The reference answer, computed once per workload × size × seed in a run folder."""
+    if cache.exists():
+        return cloudpickle.loads(cache.read_bytes())
+    want = workload.reference(inputs)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_bytes(cloudpickle.dumps(want))
+    tmp.replace(cache)
+    return want
+
+
+def run_cell(spec: dict) -> int:
+    """Run the repeats listed in ``spec``; append a row for each. Returns an exit code."""
+    out = Path(spec["out"])
+    results = out / "results.jsonl"
+    for path in spec.get("workload_files", []):
+        load_workload_file(path)
+    workload = get_workload(spec["workload"])
+    engine = get_engine(spec["engine"])
+    base = {k: spec[k] for k in ("run_id", "engine", "workload", "size", "workers", "seed")}
+    base.update(model=workload.model, unit=workload.unit, architecture=engine.architecture)
+
+    phase("load")
+    t0 = time.perf_counter()
+    inputs = workload.generate(seed=spec["seed"], **workload.sizes[spec["size"]])
+    load_s = time.perf_counter() - t0
+    units = workload.units(inputs)
+    cache = out / "references" / f"{spec['workload']}-{spec['size']}-{spec['seed']}.pickle"
+    cache.parent.mkdir(exist_ok=True)
+    want = reference(workload, inputs, cache)
+
+    with TreeSampler() as sampler:
+        phase("start")
+        t0 = time.perf_counter()
+        try:
+            session = engine.start(workers=spec["workers"], **spec.get("options", {}))
+        except Exception as e:
+            traceback.print_exc()
+            for r in spec["repeats"]:
+                append_row(results, new_row(**base, repeat=r, status="failed", load_s=load_s,
+                                            error=f"engine did not start: {one_line(e)}"))
+            return 1
+        startup_s = time.perf_counter() - t0
+        with session:
+            for i in range(spec.get("warmup", 0)):
+                phase(f"warmup {i + 1}")
+                try:
+                    workload.run(session, inputs)
+                except Exception:
+                    traceback.print_exc()  # the repeats will fail the same way and say so
+                    break
+            for r in spec["repeats"]:
+                phase(f"repeat {r}")
+                row = new_row(**base, repeat=r, startup_s=startup_s, load_s=load_s, units=units)
+                session.latencies.clear()
+                sampler.reset()
+                t0 = time.perf_counter()
+                try:
+                    got = workload.run(session, inputs)
+                    row["run_s"] = time.perf_counter() - t0
+                    row["status"] = "ok"
+                except Exception as e:
+                    row["run_s"] = time.perf_counter() - t0
+                    row["error"] = one_line(e)
+                    traceback.print_exc()
+                row["cpu_s"] = sampler.cpu_seconds()
+                row["peak_rss_bytes"] = sampler.peak_rss()
+                samples = list(session.latencies.samples) or ([row["run_s"]] if workload.model == "dataflow" else [])
+                row.update(percentiles(samples))
+                if row["status"] == "ok":
+                    row["throughput"] = units / row["run_s"] if row["run_s"] > 0 else None
+                    t0 = time.perf_counter()
+                    try:
+                        workload.check(got, want)
+                    except AssertionError as e:  # WrongResult, or a workload's own assert
+                        row.update(status="wrong", error=f"result differs from the reference: {e}"[:2000])
+                        print(f"WRONG result in repeat {r}:\n{e}", file=sys.stderr)
+                    except Exception as e:
+                        row.update(status="failed", error=f"check raised {one_line(e)}")
+                        traceback.print_exc()
+                    row["check_s"] = time.perf_counter() - t0
+                    del got
+                append_row(results, row)
+    return 0
+
+
+def exit_with_parent() -> None:
+    """If the matrix runner dies (even by SIGKILL), end this cell and its engine's processes:
+    an orphaned cell would go on appending rows that a resumed run writes again."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        for child in psutil.Process().children(recursive=True):
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        os._exit(70)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    exit_with_parent()
+    return run_cell(json.loads(argv[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""``archbench``: list engines and workloads, run the matrix, plot and report.
+
+    archbench engines                  what exists, what runs here, and how
+    archbench workloads                the workloads and their sizes
+    archbench run [flags]              the matrix (no flags: a quick one on every available engine)
+    archbench plot DIR                 PNG figures from a results folder
+    archbench report DIR               a Markdown report from a results folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from engines import Planned, engine_names, get_engine
+from engines.api import MODELS, ArchbenchError
+from workloads import SIZES, get_workload, load_workload_file, workload_names
+
+DEFAULT_SIZE = "small"
+DEFAULT_WORKERS = "2"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one clear line and exit code 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def _short(support: str) -> str:
+    return support.split(":", 1)[0]
+
+
+def cmd_engines(args) -> int:
+    rows = []
+    for name in engine_names():
+        engine = get_engine(name)
+        ok, why = engine.available()
+        rows.append((name, engine.architecture, "yes" if ok else "no", *(_short(engine.supports[m]) for m in MODELS),
+                     engine.version() if ok else "-", engine, why))
+    header = ("engine", "architecture", "available", *MODELS, "version")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    print()
+    for name, *_, engine, why in rows:
+        notes = [] if isinstance(engine, Planned) else \
+            [f"{m} {engine.supports[m]}" for m in MODELS if engine.supports[m] != "native"]
+        if why:
+            notes.insert(0, f"unavailable: {why}")
+        print(f"{name}: {engine.description}" + "".join(f"\n    {n}" for n in notes))
+    return 0
+
+
+def cmd_workloads(args) -> int:
+    for path in args.workload_file or []:
+        load_workload_file(path)
+    names = workload_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        w = get_workload(name)
+        print(f"{name.ljust(width)}  {w.model:<8}  {w.unit:<8}  {w.description}")
+        if args.sizes:
+            for size in SIZES:
+                print(f"{'':{width}}    {size:<6} {w.sizes[size]}")
+    return 0
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _names(text: str, valid: list[str], what: str, parser) -> list[str]:
+    names = valid if text == "all" else _split(text)
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        parser.error(f"unknown {what} {', '.join(map(repr, unknown))}; choose from: {', '.join(valid)}, or all")
+    if not names:
+        parser.error(f"no {what} given")
+    return names
+
+
+def _engine_options(pairs: list[str], parser) -> dict[str, dict]:
+    """``dask.address=tcp://h:8786`` -> {"dask": {"address": "tcp://h:8786"}}; values may be JSON."""
+    options: dict[str, dict] = {}
+    for pair in pairs:
+        target, _, value = pair.partition("=")
+        engine, _, key = target.partition(".")
+        if not _ or not key or engine not in engine_names():
+            parser.error(f"--engine-option {pair!r}: write ENGINE.KEY=VALUE with ENGINE one of {', '.join(engine_names())}")
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+        options.setdefault(engine, {})[key] = value
+    return options
+
+
+def build_matrix(args, parser, stored: dict):
+    """The matrix from the flags; with --resume, flags not given come from the run's manifest."""
+    from harness.matrix import Matrix
+
+    def pick(flag, default):
+        given = getattr(args, flag)
+        return given if given is not None else stored.get(flag, default)
+
+    files = [str(Path(p).resolve()) for p in (args.workload_file or stored.get("workload_files", []))]
+    for path in files:
+        try:
+            load_workload_file(path)
+        except ArchbenchError as e:
+            parser.error(str(e))
+    if args.engines is None and "engines" not in stored:
+        engines = [n for n in engine_names() if get_engine(n).available()[0]]
+    else:
+        spec = args.engines if args.engines is not None else ",".join(stored["engines"])
+        engines = _names(spec, engine_names(), "engine", parser)
+    spec = args.workloads if args.workloads is not None else ",".join(stored.get("workloads", ["all"]))
+    workloads = _names(spec, workload_names(), "workload", parser)
+    sizes = _split(args.size) if args.size is not None else stored.get("sizes", [DEFAULT_SIZE])
+    bad = [s for s in sizes if s not in SIZES]
+    if bad or not sizes:
+        parser.error(f"--size {args.size!r}: choose from {', '.join(SIZES)} (comma-separated for several)")
+    if args.workers is not None:
+        try:
+            workers = [int(w) for w in _split(args.workers)]
+        except ValueError:
+            workers = []
+        if not workers or min(workers) < 1:
+            parser.error(f"--workers {args.workers!r}: give positive whole numbers, e.g. 1,2")
+    else:
+        workers = stored.get("workers", [int(DEFAULT_WORKERS)])
+    repeat, warmup, timeout = pick("repeat", 3), pick("warmup", 1), pick("timeout", 120.0)
+    if repeat < 1 or warmup < 0 or timeout <= 0:
+        parser.error("--repeat must be ≥ 1, --warmup ≥ 0 and --timeout > 0")
+    options = _engine_options(args.engine_option or [], parser) or stored.get("options", {})
+    return Matrix(engines=engines, workloads=workloads, sizes=sizes, workers=workers, repeat=repeat,
+                  warmup=warmup, timeout=timeout, seed=pick("seed", 42), workload_files=files, options=options)
+
+
+def cmd_run(args, parser) -> int:
+    from harness.matrix import Progress, run_matrix
+    from harness.results import make_manifest, read_manifest, read_rows, write_manifest
+
+    if args.resume:
+        if not args.out:
+            parser.error("--resume needs --out DIR: the run folder to continue")
+        out = Path(args.out)
+        stored = read_manifest(out)
+        if not stored:
+            parser.error(f"--resume: {out} has no manifest.json; it is not an archbench run folder")
+        matrix = build_matrix(args, parser, stored.get("matrix", {}))
+        run_id = stored["run_id"]
+    else:
+        run_id = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
+        out = Path(args.out) if args.out else Path("results") / "runs" / run_id
+        if read_rows(out):
+            parser.error(f"{out} already has results; add --resume to continue that run, or choose another --out")
+        matrix = build_matrix(args, parser, {})
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(out, make_manifest(run_id, matrix, sys.argv))
+    cells = matrix.cells()
+    print(f"archbench: {len(cells)} cells ({len(matrix.engines)} engines × {len(matrix.workloads)} workloads × "
+          f"{len(matrix.sizes)} sizes × {len(matrix.workers)} worker counts), {matrix.repeat} repeats each "
+          f"-> {out}", file=sys.stderr)
+    try:
+        rows = run_matrix(matrix, out, run_id, Progress(len(cells)))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished rows are kept. Continue with: archbench run --resume --out {out}",
+              file=sys.stderr)
+        return 130
+    from harness.report import summary_table
+
+    print(summary_table(rows))
+    if not args.no_plots:
+        from harness.plot import plot_run
+        from harness.report import write_report
+
+        for path in plot_run(out) + [write_report(out)]:
+            print(f"wrote {path}")
+    return 1 if any(r["status"] == "wrong" for r in rows) else 0
+
+
+def cmd_plot(args) -> int:
+    from harness.plot import plot_run
+
+    for path in plot_run(Path(args.dir)):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from harness.report import write_report
+
+    print(f"wrote {write_report(Path(args.dir))}")
+    return 0
+
+
+def make_parser() -> Parser:
+    parser = Parser(prog="archbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+    sub.add_parser("engines", help="engines, whether they run here, and their support for each model")
+    wl = sub.add_parser("workloads", help="the workloads, their model and unit")
+    wl.add_argument("--sizes", action="store_true", help="also show the parameters of every size")
+    wl.add_argument("--workload-file", action="append", metavar="PATH", help="also load your own workload module")
+    run = sub.add_parser("run", help="run the benchmark matrix", description=(
+        "Run engine × workload × size × workers; each cell in its own process. With no flags: every "
+        f"available engine, every workload, size {DEFAULT_SIZE}, {DEFAULT_WORKERS} workers, then plots and a report."))
+    run.add_argument("--engines", help="comma-separated engine names, or all (default: every available one)")
+    run.add_argument("--workloads", help="comma-separated workload names, or all (default: all)")
+    run.add_argument("--size", help=f"one of {', '.join(SIZES)}, or several comma-separated (default: {DEFAULT_SIZE})")
+    run.add_argument("--workers", help=f"worker counts, comma-separated (default: {DEFAULT_WORKERS})")
+    run.add_argument("--repeat", type=int, help="timed repeats per cell (default: 3)")
+    run.add_argument("--warmup", type=int, help="untimed runs before the repeats (default: 1)")
+    run.add_argument("--timeout", type=float, help="seconds each phase of a cell may take: start-up, "
+                     "each warm-up, each repeat (default: 120)")
+    run.add_argument("--out", help="the run folder (default: results/runs/<timestamp>)")
+    run.add_argument("--workload-file", action="append", metavar="PATH",
+                     help="load your own workload module (repeatable)")
+    run.add_argument("--seed", type=int, help="seed of the generated inputs (default: 42)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished repeats")
+    run.add_argument("--engine-option", action="append", metavar="ENGINE.KEY=VALUE",
+                     help="a start-up option of one engine, e.g. dask.address=tcp://host:8786 (repeatable)")
+    run.add_argument("--no-plots", action="store_true", help="skip the plots and report at the end")
+    plot = sub.add_parser("plot", help="draw PNG figures from a results folder")
+    plot.add_argument("dir")
+    report = sub.add_parser("report", help="write report.md from a results folder")
+    report.add_argument("dir")
+    parser.commands = sub.choices
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "run"
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv or [])])
+    try:
+        if command == "engines":
+            return cmd_engines(args)
+        if command == "workloads":
+            return cmd_workloads(args)
+        if command == "run":
+            return cmd_run(args, parser.commands["run"])
+        if command == "plot":
+            return cmd_plot(args)
+        return cmd_report(args)
+    except ArchbenchError as e:
+        print(f"archbench {command}: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,121 @@
+"""Figures from a results folder, one fixed colour per engine.
+
+``throughput.png``: per workload and size, the median throughput of each
+engine × worker count (bars, min–max whiskers, log scale); cells that did
+not pass are marked with their status instead of a bar, a wrong one in red.
+``latency.png``: per workload and size, the p50 / p90 / p99 latency of each
+engine (medians over repeats, log scale).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from pathlib import Path
+
+from engines.api import ArchbenchError
+from harness.report import cells, median_of
+from harness.results import read_rows
+
+# one colour per engine, the same in every figure of every run
+ENGINE_COLORS = {
+    "serial": "#7f7f7f", "pool": "#bcbd22",
+    "mini-data": "#1f77b4", "mini-tasks": "#2ca02c", "mini-actors": "#d62728",
+    "spark": "#ff7f0e", "spark-df": "#ffbb78",
+    "dask": "#9467bd", "dask-df": "#c5b0d5",
+    "ray": "#17becf", "bytewax": "#e377c2",
+}
+_SPARE = ["#8c564b", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
+
+
+def color(engine: str) -> str:
+    """The engine's colour; an engine not listed gets a spare one chosen by its name (stable)."""
+    return ENGINE_COLORS.get(engine) or _SPARE[zlib.crc32(engine.encode()) % len(_SPARE)]
+
+
+def _panels(rows):
+    """{(workload, size): [(engine, workers, rows of the cell)]}."""
+    panels: dict[tuple, list] = {}
+    for (engine, workload, size, workers), group in cells(rows).items():
+        panels.setdefault((workload, size), []).append((engine, workers, group))
+    return panels
+
+
+def _grid(n: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return plt, fig, list(axes.flat)
+
+
+def plot_throughput(rows: list[dict], path: Path) -> Path:
+    panels = _panels(rows)
+    plt, fig, axes = _grid(len(panels))
+    for ax, ((workload, size), entries) in zip(axes, panels.items()):
+        unit = entries[0][2][0].get("unit") or "units"
+        labels = []
+        for i, (engine, workers, group) in enumerate(entries):
+            labels.append(f"{engine}\n{workers}w")
+            value = median_of(group, "throughput")
+            if value is None:
+                status = next(r["status"] for r in group if r["status"] != "ok")
+                ax.text(i, 0.02, status.upper() if status == "wrong" else status, rotation=90, ha="center",
+                        va="bottom", transform=ax.get_xaxis_transform(), fontsize=8,
+                        color="red" if status == "wrong" else "dimgray", fontweight="bold" if status == "wrong" else None)
+                continue
+            values = [r["throughput"] for r in group if r["status"] == "ok" and r.get("throughput")]
+            ax.bar(i, value, color=color(engine), edgecolor="black", linewidth=0.5)
+            ax.plot([i, i], [min(values), max(values)], color="black", linewidth=1)
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(f"{workload} ({size})", fontsize=10)
+        ax.set_ylabel(f"{unit} / s (higher is better)", fontsize=8)
+        ax.grid(axis="y", which="both", alpha=0.3)
+    fig.suptitle("Throughput: median of the ok repeats, whiskers min–max", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_latency(rows: list[dict], path: Path) -> Path:
+    panels = _panels(rows)
+    plt, fig, axes = _grid(len(panels))
+    marks = (("latency_p50_s", "o", "p50"), ("latency_p90_s", "s", "p90"), ("latency_p99_s", "^", "p99"))
+    for ax, ((workload, size), entries) in zip(axes, panels.items()):
+        labels = []
+        for i, (engine, workers, group) in enumerate(entries):
+            labels.append(f"{engine}\n{workers}w")
+            for field, marker, name in marks:
+                value = median_of(group, field)
+                if value is not None:
+                    ax.scatter(i, value, color=color(engine), marker=marker, edgecolor="black", linewidth=0.5,
+                               s=36, label=name if i == 0 else None, zorder=3)
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(f"{workload} ({size})", fontsize=10)
+        ax.set_ylabel("seconds (lower is better)", fontsize=8)
+        ax.grid(axis="y", which="both", alpha=0.3)
+        handles = [plt.Line2D([], [], marker=m, linestyle="", color="gray", label=n) for _, m, n in marks]
+        ax.legend(handles=handles, fontsize=7, loc="best")
+    fig.suptitle("Latency per unit (task: submit→result seen; actor call: call→reply; dataflow: the job)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_run(out: Path) -> list[Path]:
+    """Draw every figure of the run folder ``out``; their paths."""
+    out = Path(out)
+    rows = read_rows(out)
+    if not rows:
+        raise ArchbenchError(f"{out} has no results.jsonl rows to plot; run `archbench run --out {out}` first")
+    return [plot_throughput(rows, out / "throughput.png"), plot_latency(rows, out / "latency.png")]

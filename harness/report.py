@@ -1,0 +1,147 @@
+"""Reports from a results folder: a terminal summary and ``report.md``.
+
+Only rows are read -- never an engine -- so a report can be rebuilt from a
+committed run anywhere. A cell's figure is the median of its ``ok``
+repeats; a ``wrong`` cell is never averaged in, it is listed loudly.
+
+    >>> rows = [{"engine": "serial", "workload": "wc", "size": "tiny", "workers": 1, "repeat": 0,
+    ...          "status": "ok", "run_s": 0.5, "throughput": 10.0, "unit": "words",
+    ...          "latency_p50_s": None, "latency_p99_s": None, "startup_s": 0.0,
+    ...          "peak_rss_bytes": 1e8, "cpu_s": 0.5, "error": None}]
+    >>> print(summary_table(rows))  # doctest: +NORMALIZE_WHITESPACE
+    workload  size  engine  workers  status  run_s (median)  throughput     latency p50
+    wc        tiny  serial  1        1 ok    0.5             10 words/s     -
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+from harness.results import cell_key, read_manifest, read_rows
+
+
+def cells(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Rows grouped by cell, in the order the cells first appear."""
+    grouped: dict[tuple, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(cell_key(row), []).append(row)
+    return grouped
+
+
+def median_of(rows: list[dict], field: str):
+    """The median of ``field`` over a cell's ok rows, None where there is none."""
+    values = [r[field] for r in rows if r["status"] == "ok" and r.get(field) is not None]
+    return statistics.median(values) if values else None
+
+
+def status_of(rows: list[dict]) -> str:
+    """``3 ok``, or ``2 ok, 1 timeout``: how a cell's repeats ended."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def fmt(value, unit: str = "", digits: int = 3) -> str:
+    """A number in a few significant digits, with k/M for large ones; '-' for None."""
+    if value is None:
+        return "-"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.{digits}g}{suffix}{unit}"
+    return f"{value:.{digits}g}{unit}"
+
+
+def fmt_seconds(value) -> str:
+    if value is None:
+        return "-"
+    if value < 1e-3:
+        return f"{value * 1e6:.3g} µs"
+    if value < 1:
+        return f"{value * 1e3:.3g} ms"
+    return f"{value:.3g} s"
+
+
+def _table(header: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *body])
+
+
+def summary_table(rows: list[dict]) -> str:
+    """One line per cell: status, median run time, throughput, median latency."""
+    body = []
+    for (engine, workload, size, workers), group in cells(rows).items():
+        unit = group[0].get("unit") or "units"
+        body.append([workload, size, engine, str(workers), status_of(group), fmt(median_of(group, "run_s")),
+                     fmt(median_of(group, "throughput"), f" {unit}/s"), fmt_seconds(median_of(group, "latency_p50_s"))])
+    return _table(["workload", "size", "engine", "workers", "status", "run_s (median)", "throughput", "latency p50"], body)
+
+
+def hypothesis(workload: str) -> str:
+    """The 'Hypothesis:' paragraph of a built-in workload's docstring, if it has one."""
+    try:
+        from workloads import get_workload
+
+        doc = sys.modules[type(get_workload(workload)).__module__].__doc__ or ""
+    except Exception:
+        return ""
+    for para in doc.split("\n\n"):
+        if para.strip().startswith("Hypothesis:"):
+            return " ".join(para.split())
+    return ""
+
+
+def write_report(out: Path) -> Path:
+    """Write ``out/report.md`` from the rows and manifest; its path."""
+    out = Path(out)
+    rows = read_rows(out)
+    manifest = read_manifest(out)
+    machine = manifest.get("machine", {})
+    git = manifest.get("git", {})
+    lines = [f"# archbench run {manifest.get('run_id', out.name)}", ""]
+    lines += [f"- command: `{manifest.get('command', '?')}`",
+              f"- machine: {machine.get('cpu_model', '?')}, {machine.get('cores_logical', '?')} cores, "
+              f"{fmt(machine.get('memory_bytes'), 'B')} memory, Python {machine.get('python', '?')}",
+              f"- code: commit {str(git.get('commit'))[:12]}{' (with uncommitted changes)' if git.get('dirty') else ''}",
+              f"- {len(rows)} rows; figures are medians of the `ok` repeats; start-up is timed apart from the run",
+              ""]
+    wrong = [r for r in rows if r["status"] == "wrong"]
+    if wrong:
+        lines += ["## WRONG RESULTS", "", "These cells returned an answer that differs from the reference. "
+                  "They are left out of every figure.", ""]
+        lines += [f"- **{r['engine']} × {r['workload']}** ({r['size']}, {r['workers']} workers, repeat {r['repeat']}): "
+                  f"{r['error']}" for r in wrong]
+        lines.append("")
+    for figure in ("throughput.png", "latency.png"):
+        if (out / figure).exists():
+            lines += [f"![{figure}]({figure})", ""]
+    by_workload: dict[str, list[tuple]] = {}
+    for key, group in cells(rows).items():
+        by_workload.setdefault(key[1], []).append((key, group))
+    for workload, groups in by_workload.items():
+        unit = groups[0][1][0].get("unit") or "units"
+        lines += [f"## {workload}", ""]
+        claim = hypothesis(workload)
+        if claim:
+            lines += [f"> {claim}", ""]
+        header = ["engine", "size", "workers", "status", "run (median)", f"throughput ({unit}/s)",
+                  "latency p50", "latency p99", "start-up", "peak memory", "CPU s"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        best = min((median_of(g, "run_s") for _, g in groups if median_of(g, "run_s") is not None), default=None)
+        for (engine, _, size, workers), group in groups:
+            run = median_of(group, "run_s")
+            mark = " (fastest)" if run is not None and run == best and len(groups) > 1 else ""
+            lines.append("| " + " | ".join([
+                engine, size, str(workers), status_of(group), fmt_seconds(run) + mark,
+                fmt(median_of(group, "throughput")), fmt_seconds(median_of(group, "latency_p50_s")),
+                fmt_seconds(median_of(group, "latency_p99_s")), fmt_seconds(median_of(group, "startup_s")),
+                fmt(median_of(group, "peak_rss_bytes"), "B"), fmt(median_of(group, "cpu_s"))]) + " |")
+        reasons = {(g[0]["engine"], g[0]["workers"]): next((r["error"] for r in g if r["status"] != "ok"), None)
+                   for _, g in groups}
+        notes = [f"- {engine} ({workers} workers): {why}" for (engine, workers), why in reasons.items() if why]
+        lines += [""] + (["Cells that did not run or did not pass:", ""] + notes + [""] if notes else [])
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
