@@ -1,0 +1,172 @@
+"""The matrix runner as a user meets it: the CLI in a subprocess, real cells.
+
+Workloads that crash, hang, answer wrongly or interrupt the run are written
+as workload files, the way a user plugs in their own.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from harness.results import FIELDS, read_rows
+
+HEADER = '''
+import os, signal, threading
+from workloads import Workload
+from workloads.wordcount import WordCount
+
+SIZES = {s: {"n": 3} for s in ("tiny", "small", "medium", "large")}
+
+class Base(Workload):
+    model = "tasks"
+    unit = "items"
+    sizes = SIZES
+    def generate(self, *, seed, n):
+        return list(range(n))
+    def reference(self, inputs):
+        return [2 * x for x in inputs]
+    def units(self, inputs):
+        return len(inputs)
+    def run(self, session, inputs):
+        with session.tasks() as tasks:
+            return tasks.gather([tasks.submit(lambda x: 2 * x, x) for x in inputs])
+'''
+
+
+def archbench(*args, check=False, timeout=180) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"archbench {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def workload_file(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "my_workloads.py"
+    path.write_text(HEADER + textwrap.dedent(body))
+    return str(path)
+
+
+def statuses(out: Path) -> dict[tuple, str]:
+    return {(r["engine"], r["workload"], r["repeat"]): r["status"] for r in read_rows(out)}
+
+
+def test_a_quick_matrix_records_every_field_and_draws_plots(tmp_path):
+    out = tmp_path / "run"
+    archbench("run", "--engines", "serial,pool", "--workloads", "wordcount,fanout", "--size", "tiny",
+              "--workers", "2", "--repeat", "2", "--warmup", "0", "--out", str(out), check=True)
+    rows = read_rows(out)
+    assert len(rows) == 2 * 2 * 2
+    assert all(set(r) == set(FIELDS) and r["status"] == "ok" for r in rows)
+    assert all(r["run_s"] > 0 and r["throughput"] > 0 and r["peak_rss_bytes"] > 0 for r in rows)
+    fanout = [r for r in rows if r["workload"] == "fanout"]
+    assert all(r["latency_count"] == 16 + 4 + 1 for r in fanout)     # one sample per task Future
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["machine"]["cores_logical"] >= 1 and manifest["packages"]["cloudpickle"]
+    assert manifest["engines"]["pool"]["settings"]["2"]["workers"] == 2
+    for name in ("throughput.png", "latency.png", "report.md"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_crash_hang_and_wrong_are_recorded_and_the_matrix_goes_on(tmp_path):
+    path = workload_file(tmp_path, '''
+        class Crash(Base):
+            name = "t-crash"
+            def run(self, session, inputs):
+                os._exit(3)
+
+        class Hang(Base):
+            name = "t-hang"
+            def run(self, session, inputs):
+                threading.Event().wait()
+
+        class Wrong(Base):
+            name = "t-wrong"
+            def run(self, session, inputs):
+                return [2 * x + (x == 1) for x in inputs]
+    ''')
+    out = tmp_path / "run"
+    proc = archbench("run", "--engines", "serial", "--workloads", "t-crash,t-hang,t-wrong,fanout",
+                     "--workload-file", path, "--size", "tiny", "--repeat", "2", "--warmup", "0",
+                     "--timeout", "5", "--out", str(out), "--no-plots")
+    assert proc.returncode == 1            # a wrong result makes the run fail loudly
+    rows = {r["workload"]: r for r in read_rows(out)}
+    assert rows["t-crash"]["status"] == "failed" and "code 3" in rows["t-crash"]["error"]
+    assert rows["t-hang"]["status"] == "timeout" and "repeat 0 still running after 5 s" in rows["t-hang"]["error"]
+    assert rows["t-wrong"]["status"] == "wrong" and "at [1]: got 3, want 2" in rows["t-wrong"]["error"]
+    assert rows["fanout"]["status"] == "ok"            # cells after the bad ones still ran
+    assert Counter(r["workload"] for r in read_rows(out)) == {"t-crash": 2, "t-hang": 2, "t-wrong": 2, "fanout": 2}
+    assert "WRONG" in proc.stderr or "wrong" in proc.stdout
+
+
+def test_an_interrupted_run_resumes_without_losing_or_repeating_rows(tmp_path):
+    marker = tmp_path / "interrupted-once"
+    path = workload_file(tmp_path, f'''
+        class Interrupt(Base):
+            name = "t-interrupt"
+            runs = 0
+            def run(self, session, inputs):
+                Interrupt.runs += 1
+                if Interrupt.runs == 3 and not os.path.exists({str(marker)!r}):
+                    open({str(marker)!r}, "w").close()
+                    os.kill(os.getppid(), signal.SIGINT)      # Ctrl-C in the runner, mid-cell
+                    threading.Event().wait()
+                return super().run(session, inputs)
+    ''')
+    out = tmp_path / "run"
+    first = archbench("run", "--engines", "serial,pool", "--workloads", "t-interrupt", "--workload-file", path,
+                      "--size", "tiny", "--repeat", "4", "--warmup", "0", "--out", str(out), "--no-plots")
+    assert first.returncode == 130 and "--resume" in first.stderr
+    before = read_rows(out)
+    assert [(r["engine"], r["repeat"]) for r in before] == [("serial", 0), ("serial", 1)]
+    again = archbench("run", "--out", str(out), "--resume", "--no-plots")
+    assert again.returncode == 0, again.stderr
+    after = read_rows(out)
+    assert after[:2] == before                                    # nothing lost or rewritten
+    keys = [(r["engine"], r["repeat"]) for r in after]
+    assert sorted(keys) == sorted({(e, r) for e in ("serial", "pool") for r in range(4)})  # each once
+    assert all(r["status"] == "ok" for r in after)
+
+
+def test_unsupported_and_unavailable_cells_say_why(tmp_path):
+    out = tmp_path / "run"
+    archbench("run", "--engines", "pool,mini-actors", "--workloads", "actor-pipeline", "--size", "tiny",
+              "--repeat", "1", "--out", str(out), "--no-plots", check=True)
+    rows = {r["engine"]: r for r in read_rows(out)}
+    assert rows["pool"]["status"] == "unsupported" and "stateless" in rows["pool"]["error"]
+    assert rows["mini-actors"]["status"] in ("ok", "unavailable")
+    if rows["mini-actors"]["status"] == "unavailable":
+        assert rows["mini-actors"]["error"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--engines", "sparky"], "unknown engine 'sparky'; choose from: serial, pool"),
+    (["run", "--workloads", "wordcont"], "unknown workload 'wordcont'; choose from:"),
+    (["run", "--size", "huge"], "--size 'huge': choose from tiny, small, medium, large"),
+    (["run", "--workers", "0"], "--workers '0': give positive whole numbers"),
+    (["run", "--repeat", "x"], "argument --repeat: invalid int value: 'x'"),
+    (["run", "--resume"], "--resume needs --out DIR"),
+    (["run", "--engine-option", "dask"], "write ENGINE.KEY=VALUE"),
+    (["run", "--workload-file", "/nonexistent/w.py"], "no such file"),
+    (["plot", "/nonexistent/run"], "has no results.jsonl rows to plot"),
+])
+def test_bad_input_gives_one_clear_line(args, message):
+    proc = archbench(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_a_finished_run_folder_is_not_overwritten(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--engines", "serial", "--workloads", "fanout", "--size", "tiny", "--repeat", "1",
+            "--out", str(out), "--no-plots"]
+    archbench(*args, check=True)
+    proc = archbench(*args)
+    assert proc.returncode == 2 and "already has results; add --resume" in proc.stderr
