@@ -1,0 +1,60 @@
+"""The neutral definitions: frozen, composed from core steps, and wrong ones fail while being built."""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import subprocess
+import sys
+
+import pytest
+
+from engines import UnknownName, get_engine
+from engines.api import Dataflow, DataflowError
+
+
+def test_composites_are_built_from_the_core_steps():
+    flow = Dataflow("f")
+    s = flow.read([[1, 2]])
+    s.map(str).filter(len).key_by(len).count_by_key().collect("out")
+    assert {step.op for step in flow.steps} <= {"read", "flat_map", "reduce_by_key", "join", "collect"}
+
+
+def test_steps_are_frozen():
+    flow = Dataflow("f")
+    flow.read([[1]]).collect("out")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        flow.steps[0].name = "other"
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda f: f.read([[1]]).map("upper", name="shout"), r"step 'shout'.*map needs a callable, got str"),
+    (lambda f: f.read([[1]]).reduce_by_key(None, name="sum"), r"step 'sum'.*reduce_by_key needs a callable"),
+    (lambda f: f.read([["a"]], name="raw").join(f.read([[("a", 1)]]).map(tuple), name="j"),
+     r"step 'j'.*left input 'raw' is not keyed: key_by\(fn\) or map to pairs first"),
+    (lambda f: [f.read([[1]]).collect("out"), f.read([[2]]).collect("out")], r"two sinks are named 'out'"),
+    (lambda f: f.read("not a list"), r"read needs a list of partitions"),
+    (lambda f: f.read([[1]]).join(Dataflow("other").read([[(1, 2)]]).map(tuple)), r"streams of this flow"),
+])
+def test_a_bad_definition_fails_at_build_time_naming_the_step(build, message):
+    with pytest.raises(DataflowError, match=message):
+        build(Dataflow("f"))
+
+
+def test_an_unknown_engine_lists_the_valid_ones():
+    with pytest.raises(UnknownName, match=r"unknown engine 'sprak'; choose from: serial, pool, .*spark"):
+        get_engine("sprak")
+
+
+def test_listing_engines_imports_no_heavy_framework():
+    code = ("import sys, engines; [engines.get_engine(n).available() for n in engines.engine_names()]; "
+            "print(sorted(m for m in ('pyspark', 'ray', 'dask', 'distributed', 'bytewax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_keyed_steps_check_their_items_at_run_time():
+    flow = Dataflow("f")
+    flow.read([["not a pair"]]).map(str.upper, name="up").reduce_by_key(operator.add, name="sum").collect("o")
+    with pytest.raises(DataflowError, match=r"'sum' needs \(key, value\) items"):
+        get_engine("serial").start().dataflow(flow)
