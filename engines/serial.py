@@ -27,12 +27,15 @@ an ordinary traceback.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 
 from engines import Engine
 from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session, Tasks
 from engines.common import invoke, resolve, task_error, task_name
 from engines.plan import InProcess, evaluate
+
+log = logging.getLogger("archbench.actors")
 
 
 class SerialEngine(Engine):
@@ -138,6 +141,8 @@ class SerialActors(Actors):
                 except ActorError as e:
                     if future is not None:
                         future._set_error(e)
+                    else:  # a tell has no one to answer: say it where it can be seen
+                        log.error("tell %s", e)
         finally:
             self._draining = False
 

@@ -135,9 +135,13 @@ def watch(cmd: list[str], log_path: Path, timeout: float, on_phase) -> tuple[str
         current, deadline = "start-up", time.monotonic() + timeout
         try:
             while True:
+                left = deadline - time.monotonic()
                 try:
-                    line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                    line = lines.get(timeout=max(0.0, min(1.0, left)))
                 except queue.Empty:
+                    if left > 1.0:
+                        on_phase(current)  # once a second: the elapsed time moves on
+                        continue
                     kill_tree(proc.pid)
                     proc.wait()
                     return "timeout", f"{current} still running after {timeout:g} s (--timeout)"
