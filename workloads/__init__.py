@@ -1,7 +1,7 @@
 """Workloads: programs written once, against the session's three models.
 
 A workload is a class in its own module. Subclassing `Workload` with a
-``name`` registers it; the built-in modules are listed in ``BUILTIN`` and a
+``name`` registers it; every module of this package is a built-in one, and a
 user's own module is loaded with `load_workload_file` (``archbench run
 --workload-file my_workload.py``). The harness calls, for each cell::
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import pkgutil
 import re
 import sys
 from pathlib import Path
@@ -31,7 +32,8 @@ from engines import UnknownName
 from engines.api import MODELS, ArchbenchError
 from workloads.check import same
 
-BUILTIN = ("workloads.wordcount", "workloads.fanout", "workloads.actor_pipeline")
+# helper modules of this package that hold no workload
+_NOT_WORKLOADS = {"check"}
 SIZES = ("tiny", "small", "medium", "large")
 
 _registry: dict[str, type["Workload"]] = {}
@@ -92,8 +94,14 @@ class Workload:
         raise NotImplementedError
 
 
+def builtin_modules() -> list[str]:
+    """Every module of this package that holds workloads: one workload (or a family) per module."""
+    return [f"workloads.{m.name}" for m in pkgutil.iter_modules(__path__)
+            if not m.name.startswith("_") and m.name not in _NOT_WORKLOADS]
+
+
 def _load_builtins() -> None:
-    for module in BUILTIN:
+    for module in builtin_modules():
         importlib.import_module(module)
 
 
