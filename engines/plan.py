@@ -31,6 +31,7 @@ import operator
 import pickle
 import traceback
 import zlib
+from collections import Counter
 from itertools import chain
 from typing import Callable, Iterable
 
@@ -233,7 +234,8 @@ def evaluate(flow: Dataflow, runner: Runner, buckets: int) -> dict[str, list]:
     State: ``lazy[step name] = (sources, ops)`` -- the partitions (or handles
     of them) a stream starts from and the narrow steps still to apply.
     Narrow steps only extend ``ops``; a keyed step runs a shuffle and starts a
-    new stage from its merged buckets; a sink runs the narrow steps and
+    new stage from its merged buckets; a stream read by two or more steps is
+    computed once, where its partitions are; a sink runs the narrow steps and
     brings the items to the driver.
     """
     lazy: dict[str, tuple[list, tuple[Step, ...]]] = {}
@@ -245,12 +247,14 @@ def evaluate(flow: Dataflow, runner: Runner, buckets: int) -> dict[str, list]:
         parts = runner.map(split, [(src, ops, step, buckets) for src in sources])
         return [[runner.pick(p, j) for p in parts] for j in range(buckets)]
 
+    consumers = Counter(name for step in flow.steps for name in step.inputs)
     for step in flow.steps:
-        if step.op == "read":
-            lazy[step.name] = (list(step.arg), ())
-        elif step.op == "flat_map":
-            sources, ops = lazy[step.inputs[0]]
-            lazy[step.name] = (sources, ops + (step,))
+        if step.op in ("read", "flat_map"):
+            sources, ops = (list(step.arg), ()) if step.op == "read" else lazy[step.inputs[0]]
+            ops = ops if step.op == "read" else ops + (step,)
+            if consumers[step.name] > 1:  # a stream that branches is computed once, not once per branch
+                sources, ops = runner.map(narrow, [(s, ops) for s in sources]), ()
+            lazy[step.name] = (sources, ops)
         elif step.op == "reduce_by_key":
             per_owner = shuffle(step.inputs[0], step)
             lazy[step.name] = (runner.map(merge_reduce, [(step, *b) for b in per_owner]), ())

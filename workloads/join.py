@@ -1,0 +1,106 @@
+"""Join: orders joined with customers, revenue per region and the large orders.
+
+Two keyed tables made on the workers: ``orders`` ``(order id, customer,
+amount)`` and ``customers`` ``(customer, region)``. The flow joins them on
+the customer, then (1) sums the amount per region and (2) collects every
+order over a threshold with its region. Some orders name customers that do
+not exist (an inner join drops them).
+
+Stresses: a two-sided shuffle (both tables exchanged by key), a join's
+output fanning out into two branches, and two sinks.
+
+Hypothesis: data parallel wins: both sides are partitioned once by key and
+joined where they meet. A task engine runs the same plan with more, smaller
+scheduled tasks; a driver-regrouping pool moves every record through the
+driver twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import random
+
+from engines.api import Dataflow
+from workloads import Workload
+from workloads.wordcount import partition_sizes
+
+REGIONS = ("north", "south", "east", "west", "centre")
+LARGE = 900
+
+
+def make_orders(seed: int, part: int, orders: int, customers: int) -> list[tuple[int, int, int]]:
+    """``(order id, customer, amount)``; about 2% name a customer that does not exist.
+
+    >>> make_orders(3, 1, 4, 100) == make_orders(3, 1, 4, 100)
+    True
+    """
+    rng = random.Random(seed * 1_000_003 + part)
+    first = part * 10_000_000
+    return [(first + i, rng.randrange(int(customers * 1.02)), rng.randrange(1, 1000)) for i in range(orders)]
+
+
+def make_customers(seed: int, part: int, parts: int, customers: int) -> list[tuple[int, str]]:
+    """Every ``parts``-th customer starting at ``part``, each with a region."""
+    rng = random.Random(seed * 7_919 + part)
+    return [(c, REGIONS[rng.randrange(len(REGIONS))]) for c in range(part, customers, parts)]
+
+
+def order_by_customer(order):
+    order_id, customer, amount = order
+    return customer, (order_id, amount)
+
+
+def region_amount(joined):
+    _, ((_, amount), region) = joined
+    return region, amount
+
+
+def is_large(joined):
+    return joined[1][0][1] >= LARGE
+
+
+def large_order(joined):
+    customer, ((order_id, amount), region) = joined
+    return order_id, customer, amount, region
+
+
+class Join(Workload):
+    name = "join"
+    model = "dataflow"
+    unit = "rows"
+    sizes = {
+        "tiny": {"orders": 5_000, "customers": 500, "partitions": 4},
+        "small": {"orders": 200_000, "customers": 20_000, "partitions": 8},
+        "medium": {"orders": 2_000_000, "customers": 200_000, "partitions": 16},
+        "large": {"orders": 20_000_000, "customers": 1_000_000, "partitions": 32},
+    }
+
+    def generate(self, *, seed, orders, customers, partitions):
+        return {"orders": [(seed, i, n, customers) for i, n in enumerate(partition_sizes(orders, partitions))],
+                "customers": [(seed, i, partitions, customers) for i in range(partitions)]}
+
+    def reference(self, inputs):
+        region = {c: r for recipe in inputs["customers"] for c, r in make_customers(*recipe)}
+        revenue: dict = {}
+        large = []
+        for recipe in inputs["orders"]:
+            for order_id, customer, amount in make_orders(*recipe):
+                if customer in region:
+                    revenue[region[customer]] = revenue.get(region[customer], 0) + amount
+                    if amount >= LARGE:
+                        large.append((order_id, customer, amount, region[customer]))
+        return {"revenue": list(revenue.items()), "large_orders": large}
+
+    def run(self, session, inputs):
+        flow = Dataflow("join")
+        orders = flow.read([functools.partial(make_orders, *r) for r in inputs["orders"]], name="orders")
+        customers = flow.read([functools.partial(make_customers, *r) for r in inputs["customers"]],
+                              name="customers").map(tuple)
+        joined = orders.map(order_by_customer).join(customers)
+        joined.map(region_amount).reduce_by_key(operator.add).collect("revenue")
+        joined.filter(is_large).map(large_order).collect("large_orders")
+        return session.dataflow(flow)
+
+    def units(self, inputs):
+        return sum(r[2] for r in inputs["orders"]) + inputs["customers"][0][3]
