@@ -1,0 +1,608 @@
+"""Cluster: worker processes, a full mesh between them, heartbeats, clean shutdown.
+
+The substrate every mode of the minimal engine runs on. A `Host` (the
+driver of a session, or one process of a multi-process cluster) starts its
+workers, introduces them to each other and then only passes messages; what
+a worker *does* with the messages it receives is a pluggable **runtime**:
+the data-parallel mode (`engines.mini.dataparallel`) is one, a task
+scheduler's worker or an actor host is another, on the same cluster.
+
+Processes, not threads: Python runs one thread's bytecode at a time (the
+GIL), so only processes use more than one core for Python code. Workers are
+fresh interpreters (the *spawn* start method, done with `subprocess` so the
+driver's ``__main__`` is never re-imported and no helper process is left
+behind) -- never forked from a driver that may already run threads.
+
+Life of a cluster of ``n`` workers, ``w`` per process (``n = w`` locally)::
+
+    host                                        worker k (one per process)
+    listen on an address; spawn workers ------> listen on a port of its own
+                     <--- connect + handshake --  (auth.py: HMAC before any pickle)
+                     <--- ("hello", k, pid, addr)
+    [other processes: connect, swap worker tables]
+    ("mesh", {id: (addr, pid)}) --------------> connect to every lower id (send ("peer", k)),
+                                                accept every higher one: a full mesh
+                     <--- ("meshed", k)
+    ... runtime messages, both ways and worker to worker ...
+    PING every `heartbeat` s  <------------->  PING every `heartbeat` s
+    ("stop",) + BYE --------------------------> BYE to peers and host, exit
+
+Failure: a worker that dies closes its sockets, so its host and its peers
+see the stream end without a BYE at once; a worker that hangs misses
+heartbeats for ``timeout`` s. Either way the host posts ``("lost", k, why)``
+among its events, and peers hand ``("lost", k, why)`` to their runtime. A
+worker whose host is gone -- connection closed, silent, or its parent
+process changed -- exits at once (``os._exit``), even in the middle of user
+code: no worker outlives its driver, even one killed with SIGKILL.
+
+The runtime protocol. A worker builds ``Runtime(ctx, **options)`` from
+the ``"module:Class"`` it was given, then calls ``runtime.handle(source,
+message)`` for every message, one at a time, in arrival order (``source``
+is a worker id or `DRIVER`). ``ctx`` -- this worker, or an in-process
+stand-in -- offers ``ctx.me``, ``ctx.n``, ``ctx.send(dest, message, code=False)``
+(bytes written; ``code=True`` pickles with cloudpickle),
+and ``ctx.queue(dest, message)`` + ``ctx.flush(dest=None)`` (batching: queued
+messages leave together in one frame). Messages are tuples whose first item
+names them; ``("stop",)`` and ``("mesh", ...)`` belong to the cluster, and a
+runtime receives ``("lost", k, why)`` when peer ``k`` dies.
+
+`InProcessHost` runs the same runtimes as plain objects in one process,
+with one FIFO of messages (each still pickled and unpickled, as on the
+wire): a deterministic form of every mode, for debugging and teaching.
+
+State of a `Host`: ``n``; ``local: list[int]`` (its workers' ids);
+``procs: {id: Popen}``; ``conns: {id: Conn}`` (to its workers);
+``table: {id: ((host, port), pid)}`` (every worker's mesh address);
+``peers: {process id: Conn}`` (other processes); ``events: Queue`` of
+``(source, message)``; ``lost: {member: sentence}``; ``arrived: {barrier
+tag: {process, ...}}``.
+
+Worked example -- two workers running a runtime that echoes to the driver::
+
+    >>> with Host(2, "engines.mini.cluster:Echo") as host:
+    ...     _ = [host.send(k, ("echo", f"hi {k}")) for k in host.local]
+    ...     sorted(host.recv(timeout=10)[1] for _ in host.local)
+    [('echo', 'hi 0', 0), ('echo', 'hi 1', 1)]
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import deque
+import logging
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from engines.api import ArchbenchError
+from engines.mini import auth
+from engines.mini.wire import HEADER, PING, WireError, decode, encode
+
+log = logging.getLogger("archbench.mini")
+
+DRIVER = "driver"
+START_TIMEOUT = 60.0
+
+
+class ClusterError(ArchbenchError):
+    """The cluster could not start, or lost a member it needed."""
+
+
+# ================================================================ the worker side
+
+
+class WorkerProcess:
+    """One worker: its connections, its inbox and its runtime. Runs in the worker process.
+
+    It is also the runtime's ``ctx``. Reader threads (one per connection)
+    turn frames into ``(source, message)`` items of ``inbox``; the main
+    thread hands them to the runtime one at a time.
+    """
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.me, self.n = spec["wid"], spec["n"]
+        self.inbox: queue.Queue = queue.Queue()
+        self.peers: dict = {}                 # worker id -> Conn
+        self.meshed = threading.Condition()
+        self.stopping = False
+        secret = spec["secret"]
+        self.listener = auth.Listener(spec["listen"], 0, secret, self._on_peer, name=f"worker {self.me}")
+        self.host = auth.connect(tuple(spec["host"]), secret, peer=DRIVER)
+        self.host.send(("hello", self.me, os.getpid(), self.listener.address))
+        self._thread(self._read, DRIVER, self.host)
+        self._thread(self._heartbeat)
+
+    def _thread(self, fn, *args) -> None:
+        threading.Thread(target=fn, args=args, daemon=True).start()
+
+    # -- the mesh
+    def _on_peer(self, conn) -> None:
+        """A peer connected to us (the listener's thread): learn who, then read from it."""
+        kind, payload = conn.read_frame()
+        (hello,) = decode(payload)
+        if not (type(hello) is tuple and hello[0] == "peer" and hello[1] in range(self.n)):
+            raise WireError(f"expected ('peer', id), got {hello!r:.80}")
+        self._add_peer(hello[1], conn)
+        self._read(hello[1], conn)
+
+    def _add_peer(self, wid: int, conn) -> None:
+        conn.peer = f"worker {wid}"
+        with self.meshed:
+            self.peers[wid] = conn
+            self.meshed.notify_all()
+
+    def _mesh(self, table: dict) -> None:
+        """Connect to every lower id, wait for every higher one."""
+        for wid, (address, _pid) in sorted(table.items()):
+            if wid < self.me:
+                conn = auth.connect(tuple(address), self.spec["secret"], peer=f"worker {wid}")
+                conn.send(("peer", self.me))
+                self._add_peer(wid, conn)
+                self._thread(self._read, wid, conn)
+        with self.meshed:
+            if not self.meshed.wait_for(lambda: len(self.peers) == self.n - 1, timeout=START_TIMEOUT):
+                missing = sorted(set(range(self.n)) - set(self.peers) - {self.me})
+                raise ClusterError(f"worker {self.me}: workers {missing} never connected")
+
+    # -- reading
+    def _read(self, source, conn) -> None:
+        clean, why = False, ""
+        try:
+            for message in conn.messages():
+                self.inbox.put((source, message))
+            clean = True
+        except (OSError, WireError) as e:
+            why = str(e)
+        if source == DRIVER:
+            if clean or self.stopping:
+                self.inbox.put((DRIVER, ("stop",)))
+            else:
+                self._exit(f"lost the driver ({why})")
+        elif not clean and not self.stopping:
+            self.inbox.put((source, ("lost", source, f"connection lost: {why}")))
+
+    def _heartbeat(self) -> None:
+        every, timeout = self.spec["heartbeat"], self.spec["timeout"]
+        while not self.stopping:
+            time.sleep(every)
+            if os.getppid() != self.spec["parent"]:
+                self._exit("its parent process is gone")
+            if time.monotonic() - self.host.last_seen > timeout:
+                self._exit(f"no heartbeat from the driver for {timeout:.0f} s")
+            try:
+                self.host.send_frame(PING)
+            except OSError:
+                pass  # the reader sees the end of the stream and exits
+
+    def _exit(self, why: str) -> None:
+        if not self.stopping:
+            log.warning("mini worker %s (pid %s) exits: %s", self.me, os.getpid(), why)
+            os._exit(1)
+
+    # -- the ctx a runtime uses
+    def send(self, dest, message, *, code: bool = False) -> int:
+        """Send now; bytes written. A message to oneself goes straight to the inbox (0 bytes)."""
+        if dest == self.me:
+            self.inbox.put((self.me, message))
+            return 0
+        return (self.host if dest == DRIVER else self.peers[dest]).send(message, code=code)
+
+    def queue(self, dest, message, *, code: bool = False) -> None:
+        if dest == self.me:
+            self.inbox.put((self.me, message))
+        else:
+            (self.host if dest == DRIVER else self.peers[dest]).queue(message, code=code)
+
+    def flush(self, dest=None) -> int:
+        """Send what is queued for ``dest`` (default: for everyone); bytes written."""
+        if dest is not None:
+            return 0 if dest == self.me else (self.host if dest == DRIVER else self.peers[dest]).flush()
+        return sum(conn.flush() for conn in [self.host, *self.peers.values()])
+
+    # -- the main loop
+    def run(self) -> None:
+        source, message = self.inbox.get()
+        if message[0] != "mesh":
+            return
+        self._mesh(message[1])
+        module, cls = self.spec["runtime"].split(":")
+        runtime = getattr(importlib.import_module(module), cls)(self, **self.spec["options"])
+        self.host.send(("meshed", self.me))
+        while True:
+            source, message = self.inbox.get()
+            if message[0] == "stop":
+                break
+            try:
+                runtime.handle(source, message)
+            except Exception as e:  # a bug in the runtime: report it, keep serving
+                log.exception("mini worker %s: runtime failed on %s", self.me, message[0])
+                self.host.send(("runtime-error", self.me, f"{type(e).__name__}: {e}"))
+
+    def close(self) -> None:
+        self.stopping = True
+        self.listener.close()
+        for conn in [*self.peers.values(), self.host]:
+            conn.close(bye=True)
+
+
+def worker_main() -> None:
+    """Entry point of a worker process: read the spec from stdin, serve until stopped."""
+    spec = pickle.loads(sys.stdin.buffer.read())
+    sys.stdin.close()
+    sys.path[:] = spec["sys_path"]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the driver's to handle
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    worker = WorkerProcess(spec)
+    try:
+        worker.run()
+    finally:
+        worker.close()
+
+
+class Echo:
+    """A runtime for demonstrations and tests: replies to ``("echo", x)`` with ``("echo", x, me)``."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def handle(self, source, message):
+        if message[0] == "echo":
+            self.ctx.send(DRIVER, ("echo", message[1], self.ctx.me))
+
+
+# ================================================================ the host side
+
+
+class Host:
+    """Start ``workers`` worker processes running ``runtime`` and mesh them.
+
+    Locally (``addresses`` None) the host listens on loopback with a fresh
+    random secret. As process ``process_id`` of a multi-process cluster, it
+    listens on ``addresses[process_id]`` and the cluster's workers are
+    ``process_id * workers ...``; ``secret`` must then be shared by all.
+    """
+
+    def __init__(self, workers: int, runtime: str, *, options: dict | None = None,
+                 process_id: int = 0, addresses: list[tuple[str, int]] | None = None,
+                 secret: bytes | None = None, heartbeat: float = 1.0, timeout: float = 30.0,
+                 start_timeout: float = START_TIMEOUT):
+        if workers < 1:
+            raise ClusterError(f"a cluster needs at least one worker per process, got {workers}")
+        addresses = addresses or [("127.0.0.1", 0)]
+        self.process_id, self.processes = process_id, len(addresses)
+        self.n = workers * self.processes
+        self.local = [process_id * workers + k for k in range(workers)]
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.conns: dict = {}
+        self.pids: dict[int, int] = {}
+        self.table: dict = {}
+        self.peers: dict = {}
+        self.events: queue.Queue = queue.Queue()
+        self.lost: dict = {}
+        self.arrived: dict = {}               # barrier tag -> processes that reached it
+        self.closing = False
+        self.heartbeat, self.timeout = heartbeat, timeout
+        self._joined = threading.Condition()
+        if secret is None:
+            if self.processes > 1:
+                raise ClusterError("a multi-process cluster needs a shared secret (see auth.cluster_secret)")
+            secret = auth.new_secret()
+        host, port = addresses[process_id]
+        name = f"process {process_id}" if self.processes > 1 else "driver"
+        self.listener = auth.Listener(host, port, secret, self._on_conn, name=name)
+        try:
+            spec = {"n": self.n, "host": self.listener.address, "listen": host, "secret": secret,
+                    "runtime": runtime, "options": dict(options or {}), "heartbeat": heartbeat,
+                    "timeout": max(timeout, 2 * heartbeat), "parent": os.getpid(), "sys_path": list(sys.path)}
+            for wid in self.local:
+                self._spawn({**spec, "wid": wid})
+            self._wait(lambda: len(self.conns) == workers, start_timeout, "connect")
+            self.table = {wid: (self.conns[wid].address, self.pids[wid]) for wid in self.local}
+            if self.processes > 1:
+                self._mesh_processes(addresses, secret, start_timeout)
+            for wid in self.local:
+                self.conns[wid].send(("mesh", self.table))
+            self._wait(lambda: all(self.conns[w].meshed for w in self.local), start_timeout, "mesh")
+        except BaseException:
+            self.close()
+            raise
+        threading.Thread(target=self._heartbeat, daemon=True).start()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [self.pids[w] for w in self.local]
+
+    # -- starting
+    def _spawn(self, spec: dict) -> None:
+        code = "from engines.mini.cluster import worker_main; worker_main()"
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, close_fds=True, env=env)
+        self.procs[spec["wid"]] = proc
+        proc.stdin.write(pickle.dumps(spec, protocol=5))   # the secret travels in a pipe, not argv
+        proc.stdin.close()
+
+    def _wait(self, condition, timeout: float, what: str) -> None:
+        """Wait for ``condition`` (checked when a connection changes); fail if a worker exits first."""
+        deadline = time.monotonic() + timeout
+        with self._joined:
+            while not condition():
+                for wid, proc in self.procs.items():
+                    if proc.poll() is not None:
+                        raise ClusterError(f"worker {wid} (pid {proc.pid}) {exit_status(proc.returncode)} "
+                                           f"before it could {what}; see its messages above")
+                if self.lost:
+                    raise ClusterError(f"could not {what}: {'; '.join(self.lost.values())}")
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"the cluster did not {what} within {timeout:.0f} s")
+                self._joined.wait(0.05)
+
+    def _on_conn(self, conn) -> None:
+        """An authenticated connection (listener thread): a worker of ours or another process."""
+        kind, payload = conn.read_frame()
+        (hello,) = decode(payload)
+        if type(hello) is tuple and hello[0] == "hello" and hello[1] in self.local and hello[1] not in self.conns:
+            _, wid, pid, address = hello
+            conn.peer, conn.address, conn.meshed = f"worker {wid}", tuple(address), False
+            with self._joined:
+                self.conns[wid], self.pids[wid] = conn, pid
+                self._joined.notify_all()
+            self._read(wid, conn)
+        elif type(hello) is tuple and hello[0] == "process" and hello[1] in range(self.processes):
+            self._add_process(hello[1], conn)
+            self._read(f"process {hello[1]}", conn)
+        else:
+            raise WireError(f"unexpected first message {hello!r:.80}")
+
+    def _mesh_processes(self, addresses, secret, timeout: float) -> None:
+        """Connect the processes (each to every lower id), then swap worker tables."""
+        deadline = time.monotonic() + timeout
+        for pid_ in range(self.process_id):
+            while True:
+                try:
+                    conn = auth.connect(addresses[pid_], secret, peer=f"process {pid_}")
+                    break
+                except (ConnectionRefusedError, auth.AuthError, OSError) as e:
+                    if time.monotonic() > deadline:
+                        host, port = addresses[pid_]
+                        raise ClusterError(f"could not reach process {pid_} at {host}:{port} within "
+                                           f"{timeout:.0f} s: {e}") from None
+                    time.sleep(0.1)
+            conn.send(("process", self.process_id))
+            self._add_process(pid_, conn)
+            threading.Thread(target=self._read, args=(f"process {pid_}", conn), daemon=True).start()
+        self._wait(lambda: len(self.peers) == self.processes - 1, timeout, "connect to the other processes")
+        for conn in self.peers.values():
+            conn.send(("workers", self.table))
+        tables = 0
+        while tables < self.processes - 1:
+            source, message = self.recv(timeout=max(0.1, deadline - time.monotonic()))
+            if message[0] == "workers":
+                self.table.update(message[1])
+                tables += 1
+            elif message[0] == "lost":
+                raise ClusterError(f"the cluster could not form: {message[2]}")
+
+    def _add_process(self, pid_: int, conn) -> None:
+        conn.peer = f"process {pid_}"
+        with self._joined:
+            self.peers[pid_] = conn
+            self._joined.notify_all()
+
+    # -- running
+    def _read(self, source, conn) -> None:
+        clean, why = False, "connection lost"
+        try:
+            for message in conn.messages():
+                if message[0] in ("meshed", "barrier"):
+                    with self._joined:
+                        if message[0] == "meshed":
+                            conn.meshed = True
+                        else:
+                            self.arrived.setdefault(message[1], set()).add(source)
+                        self._joined.notify_all()
+                else:
+                    self.events.put((source, message))
+            clean = True
+        except (OSError, WireError) as e:
+            why = f"connection lost ({e})"
+        if not self.closing:
+            self._lose(source, "closed its connection" if clean else why)
+
+    def _lose(self, source, why: str) -> None:
+        """Post ``("lost", source, sentence)`` once per member; for a local worker, say how it ended."""
+        proc = self.procs.get(source)
+        if proc is not None:
+            try:
+                proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
+            if proc.returncode is not None:
+                why = exit_status(proc.returncode)
+        with self._joined:
+            if source in self.lost:
+                return
+            self.lost[source] = why = f"{self.name(source)} {why}"
+            self._joined.notify_all()
+        self.events.put((source, ("lost", source, why)))
+
+    def name(self, source) -> str:
+        """``worker 1 (pid 4242)`` or ``process 1``: a member as error messages name it."""
+        if isinstance(source, int):
+            pid = self.pids.get(source) or self.table.get(source, (None, None))[1]
+            return f"worker {source}" + (f" (pid {pid})" if pid else "")
+        return str(source)
+
+    def _heartbeat(self) -> None:
+        while not self.closing:
+            time.sleep(self.heartbeat)
+            now = time.monotonic()
+            members = [*self.conns.items(), *((f"process {p}", c) for p, c in self.peers.items())]
+            for source, conn in members:
+                if source in self.lost or self.closing:
+                    continue
+                proc = self.procs.get(source)
+                if proc is not None and proc.poll() is not None:
+                    self._lose(source, exit_status(proc.returncode))
+                elif now - conn.last_seen > self.timeout:
+                    self._lose(source, f"sent no heartbeat for {self.timeout:.0f} s")
+                else:
+                    try:
+                        conn.send_frame(PING)
+                    except OSError:
+                        pass  # its reader reports the loss
+
+    def send(self, wid: int, message, *, code: bool = False) -> int:
+        """Send ``message`` to local worker ``wid``; bytes written."""
+        if wid in self.lost:
+            raise ClusterError(self.lost[wid])
+        return self.conns[wid].send(message, code=code)
+
+    def recv(self, timeout: float | None = None):
+        """The next ``(source, message)`` from a worker or process (or a ``lost`` notice);
+        None after ``timeout`` seconds."""
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def barrier(self, tag, timeout: float | None = None) -> None:
+        """Wait until every other process reaches ``barrier(tag)`` (nothing to do alone)."""
+        for conn in self.peers.values():
+            conn.send(("barrier", tag))
+        everyone = {f"process {p}" for p in self.peers}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._joined:
+            while not everyone <= self.arrived.get(tag, set()):
+                gone = [why for who, why in self.lost.items() if who in everyone]
+                if gone:
+                    raise ClusterError(f"{gone[0]} before barrier {tag!r}")
+                if deadline is not None and time.monotonic() > deadline:
+                    raise ClusterError(f"the other processes did not reach barrier {tag!r} within {timeout} s")
+                self._joined.wait(0.1)
+
+    def close(self, grace: float = 3.0) -> None:
+        """Stop every worker (ask, then terminate, then kill) and close all connections. Safe twice."""
+        if self.closing:
+            return
+        self.closing = True
+        for wid, conn in list(self.conns.items()):
+            if wid not in self.lost:
+                try:
+                    conn.send(("stop",))
+                except OSError:
+                    pass
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for conn in [*self.conns.values(), *self.peers.values()]:
+            conn.close(bye=True)
+        self.listener.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def exit_status(code: int) -> str:
+    """How a process ended, in words.
+
+    >>> exit_status(-9), exit_status(3)
+    ('was killed by SIGKILL', 'exited with code 3')
+    """
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+# ================================================================ the in-process form
+
+
+class InProcessHost:
+    """``n`` runtimes as objects in this process, one FIFO of messages: deterministic.
+
+    The same interface as `Host` (``n``, ``local``, ``send``, ``recv``,
+    ``close``, ``lost``) and the same ctx for the runtimes, so a mode's
+    driver and runtime run unchanged. ``recv`` delivers queued messages in
+    the order they were sent until one is for the driver; every message is
+    pickled and unpickled on the way (a flow that cannot travel fails here
+    too, and the byte counts are the real ones).
+
+        >>> host = InProcessHost(2, Echo)
+        >>> host.send(1, ("echo", "hi")) > 0, host.recv()
+        (True, (1, ('echo', 'hi', 1)))
+    """
+
+    def __init__(self, workers: int, runtime, *, options: dict | None = None):
+        if isinstance(runtime, str):
+            module, cls = runtime.split(":")
+            runtime = getattr(importlib.import_module(module), cls)
+        self.n, self.local, self.lost, self.worker_pids = workers, list(range(workers)), {}, []
+        self.name = "worker {}".format
+        self.mail: deque = deque()                # (source, dest, message), oldest first
+        self.runtimes = [runtime(_InProcessCtx(self, k), **(options or {})) for k in range(workers)]
+
+    def post(self, source, dest, message, code: bool = False) -> int:
+        """Put a copy of ``message`` (through pickle, as on the wire) in the FIFO; its frame size."""
+        payload = b"".join(encode([message], code=code))
+        self.mail.append((source, dest, decode(payload)[0]))
+        return HEADER.size + len(payload)
+
+    def send(self, wid: int, message, *, code: bool = False) -> int:
+        return self.post(DRIVER, wid, message, code)
+
+    def recv(self, timeout: float | None = None):
+        while self.mail:
+            source, dest, message = self.mail.popleft()
+            if dest == DRIVER:
+                return source, message
+            self.runtimes[dest].handle(source, message)
+        raise ClusterError("nothing is in flight but the driver is still waiting: the runtime never answered")
+
+    def close(self) -> None:
+        self.mail.clear()
+
+
+class _InProcessCtx:
+    """A worker's ctx in the in-process form: sends go into the host's FIFO."""
+
+    def __init__(self, host: InProcessHost, me: int):
+        self.host, self.me, self.n = host, me, host.n
+        self.pending: list = []
+
+    def send(self, dest, message, *, code: bool = False) -> int:
+        self.flush(dest)
+        return self.host.post(self.me, dest, message, code)
+
+    def queue(self, dest, message, *, code: bool = False) -> None:
+        self.pending.append((dest, message, code))
+
+    def flush(self, dest=None) -> int:
+        keep, sent = [], 0
+        for item in self.pending:
+            if dest is None or item[0] == dest:
+                sent += self.host.post(self.me, *item)
+            else:
+                keep.append(item)
+        self.pending = keep
+        return sent

@@ -1,0 +1,125 @@
+"""Trace: what each worker did and when, as plain rows, for timelines and for tests.
+
+Every runtime of the minimal engine records **events** while it works.
+They are plain dicts -- one long-format table, like the harness's results
+-- so a plot, a notebook or a test reads them without knowing the engine:
+
+- a **span**: a worker was busy with something from ``start`` to ``end``::
+
+      {"event": "span", "worker": 0, "step": "flat_map_2+count_by_key_3", "what": "split",
+       "start": 1718.20, "end": 1718.45}
+
+  ``step`` names the flow steps being run (fused narrow steps are joined by
+  ``+``: they run as one loop, so their time cannot be told apart); ``what``
+  is the phase (``split`` combines and buckets before an exchange, ``merge``
+  combines what arrived, ``sink`` runs the steps before a ``collect``; the
+  task and actor runtimes use ``task`` and ``message``).
+- a **send**: a worker sent ``bytes`` (as framed on the wire) to ``to`` --
+  another worker's id, or ``"driver"``::
+
+      {"event": "send", "worker": 0, "to": 1, "bytes": 48213, "items": 2100,
+       "step": "reduce_by_key_4", "what": "part", "time": 1718.45}
+
+Times are ``time.time()`` seconds, comparable between the processes of one
+host. A worker keeps its rows in a `Tracer` and ships them to the driver
+when its job ends; sessions return them from ``session.trace()``.
+
+The helpers below are the questions the tests and the timelines ask:
+when was each worker busy (`busy`), how long were two of them busy at once
+(`overlap`), and how many bytes went from whom to whom (`traffic`).
+
+    >>> t0, t1 = Tracer(0), Tracer(1)
+    >>> with t0.span("count", "split", clock=iter([0.0, 2.0]).__next__): pass
+    >>> with t1.span("count", "split", clock=iter([1.0, 3.0]).__next__): pass
+    >>> t0.sent(1, 500, "reduce", "part", items=10, now=2.0)
+    >>> rows = t0.rows + t1.rows
+    >>> overlap(rows)        # both busy from 1.0 to 2.0
+    1.0
+    >>> traffic(rows)
+    {(0, 1): 500}
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+
+class Tracer:
+    """The event rows of one worker. ``notify(step)`` (optional) is called when a span starts,
+    so a runtime can tell its driver where the worker is (a crash report names that step)."""
+
+    def __init__(self, worker, notify=None):
+        self.worker = worker
+        self.notify = notify
+        self.rows: list[dict] = []
+
+    @contextmanager
+    def span(self, step: str, what: str, clock=time.time, **extra):
+        """Record a span around the ``with`` block (also when the block raises). Mutates ``rows``."""
+        if self.notify is not None:
+            self.notify(step)
+        start = clock()
+        try:
+            yield
+        finally:
+            self.rows.append({"event": "span", "worker": self.worker, "step": step, "what": what,
+                              "start": start, "end": clock(), **extra})
+
+    def sent(self, to, nbytes: int, step: str, what: str, items: int | None = None, now: float | None = None) -> None:
+        """Record ``nbytes`` sent to ``to`` (a worker id or ``"driver"``). Mutates ``rows``."""
+        self.rows.append({"event": "send", "worker": self.worker, "to": to, "bytes": nbytes, "items": items,
+                          "step": step, "what": what, "time": time.time() if now is None else now})
+
+    def take(self) -> list[dict]:
+        """The rows recorded so far, leaving the tracer empty."""
+        rows, self.rows = self.rows, []
+        return rows
+
+
+def busy(rows: list[dict]) -> dict:
+    """``{worker: [(start, end), ...]}``: each worker's spans, in time order.
+
+    >>> busy([{"event": "span", "worker": 1, "start": 2, "end": 3}, {"event": "send", "worker": 1}])
+    {1: [(2, 3)]}
+    """
+    out: dict = {}
+    for row in rows:
+        if row["event"] == "span":
+            out.setdefault(row["worker"], []).append((row["start"], row["end"]))
+    return {w: sorted(spans) for w, spans in sorted(out.items(), key=lambda kv: str(kv[0]))}
+
+
+def overlap(rows: list[dict], at_least: int = 2) -> float:
+    """Seconds during which at least ``at_least`` workers were busy at once.
+
+    A sweep over span starts (+1) and ends (-1); one worker's own spans are
+    merged first, so a worker never counts twice.
+    """
+    edges = []
+    for spans in busy(rows).values():
+        merged: list[list[float]] = []
+        for start, end in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        for start, end in merged:
+            edges += [(start, 1), (end, -1)]
+    total, active, last = 0.0, 0, None
+    for t, step in sorted(edges, key=lambda e: (e[0], e[1])):
+        if active >= at_least and last is not None:
+            total += t - last
+        active += step
+        last = t
+    return total
+
+
+def traffic(rows: list[dict]) -> dict:
+    """``{(from, to): bytes}`` over every send row."""
+    out: dict = {}
+    for row in rows:
+        if row["event"] == "send":
+            key = (row["worker"], row["to"])
+            out[key] = out.get(key, 0) + row["bytes"]
+    return out
