@@ -80,8 +80,7 @@ class Planned(Engine):
 _ENGINES: dict[str, str | Engine] = {
     "serial": "engines.serial:SerialEngine",
     "pool": "engines.pool:PoolEngine",
-    "mini-data": Planned("mini-data", "data parallel",
-                         "archbench's own engine: identical workers exchange records by key"),
+    "mini-data": "engines.mini.dataparallel:MiniDataEngine",
     "mini-tasks": Planned("mini-tasks", "task parallel",
                           "archbench's own engine: a scheduler dispatches a task graph"),
     "mini-actors": Planned("mini-actors", "actors",
