@@ -25,7 +25,8 @@ Building a flow runs nothing::
     ['read', 'flat_map', 'flat_map', 'reduce_by_key', 'collect']
 
 Core steps are ``read``, ``flat_map``, ``reduce_by_key``, ``join`` and
-``collect``; every other step (``map``, ``filter``, ``key_by``,
+``collect``, and for streams ``stream`` (a timed source) and ``window``
+(tumbling event-time windows with a watermark); every other step (``map``, ``filter``, ``key_by``,
 ``count_by_key``) is a few lines composed from them, so an engine that runs
 the five core steps runs every flow. Mistakes fail while the flow is built,
 naming the step::
@@ -86,6 +87,24 @@ class Step:
     inputs: tuple[str, ...]
     fn: Callable | None = None
     arg: Any = None
+
+
+@dataclass(frozen=True)
+class StreamSource:
+    """The ``arg`` of a ``stream`` step: see `Dataflow.stream`."""
+
+    sources: tuple[Callable, ...]
+    timestamp: Callable
+    speedup: float
+    duration: float
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """The ``arg`` of a ``window`` step: tumbling windows of ``size``, watermark lag ``lateness``."""
+
+    size: float
+    lateness: float
 
 
 @dataclass(frozen=True)
@@ -169,6 +188,7 @@ class Stream:
     flow: "Dataflow"
     step: str
     keyed: bool | None
+    timed: bool = False      # items carry event times (downstream of a `stream` source)
 
     # core steps
     def flat_map(self, fn: Callable[[Any], Iterable], *, name: str | None = None) -> "Stream":
@@ -216,8 +236,25 @@ class Stream:
         ones = self.flat_map(MapFn(_CountOne(key)), name=self.flow._next_name("count_by_key"))
         return ones.reduce_by_key(operator.add, name=name)
 
+    def window(self, size: float, fn: Callable[[Any, Any], Any], *, lateness: float = 0.0,
+               name: str | None = None) -> "Stream":
+        """Tumbling event-time windows of ``size`` stream seconds, per key.
+
+        Items are ``(key, value)``; each window's values of a key are combined
+        with ``fn`` (associative and commutative) and emitted once, as
+        ``(key, (window_start, combined))``, when the watermark passes the
+        window's end. The watermark of a source is the largest event time it
+        has delivered minus ``lateness``; the stream's is the smallest over
+        its sources. **Late events** -- older than their own source's
+        watermark when they arrive -- are dropped (so every engine drops the
+        same ones, whatever the timing between sources).
+        """
+        if size <= 0 or lateness < 0:
+            raise self.flow._error(name or "window", f"window needs size > 0 and lateness >= 0, got {size}, {lateness}")
+        return self.flow._add("window", name, (self,), fn=fn, arg=WindowSpec(float(size), float(lateness)), keyed=True)
+
     def _as_keyed(self) -> "Stream":
-        return Stream(self.flow, self.step, True)
+        return Stream(self.flow, self.step, True, self.timed)
 
 
 class Dataflow:
@@ -246,6 +283,32 @@ class Dataflow:
         if not parts:
             raise self._error(name or "read", "read needs at least one partition")
         return self._add("read", name, (), arg=parts, keyed=False)
+
+    def stream(self, sources, *, timestamp: Callable, duration: float, speedup: float = 1.0,
+               name: str | None = None) -> Stream:
+        """A timed source: events arrive over ``duration`` seconds of stream time.
+
+        Each source is a callable ``source(start, end)`` returning, in arrival
+        order, the events that *arrive* in ``[start, end)`` stream seconds;
+        ``timestamp(event)`` is an event's event time (at most its arrival).
+        Stream time runs ``speedup`` times faster than the wall clock, so a
+        10-second window closes every 0.1 s at ``speedup=100``: the offered
+        rate is whatever the sources deliver per second.
+        """
+        name = name or self._next_name("stream")
+        if isinstance(sources, (str, bytes)) or not hasattr(sources, "__len__") or not sources \
+                or not all(callable(src) for src in sources):
+            raise self._error(name, "stream needs a non-empty list of callables source(start, end)")
+        self._check_callable("stream", name, timestamp)
+        if duration <= 0 or speedup <= 0:
+            raise self._error(name, f"stream needs duration > 0 and speedup > 0, got {duration}, {speedup}")
+        spec = StreamSource(tuple(sources), timestamp, float(speedup), float(duration))
+        return self._add("stream", name, (), arg=spec, keyed=False)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the flow has a timed source (engines run it as a stream)."""
+        return any(s.op == "stream" for s in self.steps)
 
     @property
     def sinks(self) -> list[str]:
@@ -277,7 +340,7 @@ class Dataflow:
 
     def _add(self, op, name, inputs, *, fn=None, arg=None, keyed=None) -> Stream | None:
         name = name or self._next_name(op)
-        if op in ("flat_map", "reduce_by_key"):
+        if op in ("flat_map", "reduce_by_key", "window"):
             self._check_callable(op, name, fn)
         for stream in inputs:
             if not isinstance(stream, Stream) or stream.flow is not self:
@@ -287,12 +350,22 @@ class Dataflow:
                 if stream.keyed is False:
                     raise self._error(name, f"join needs (key, value) items, but its {side} input "
                                       f"{stream.step!r} is not keyed: key_by(fn) or map to pairs first")
+        timed = op == "stream" or any(stream.timed for stream in inputs)
+        if op == "stream" and self.streaming:
+            raise self._error(name, "a flow has at most one stream source")
+        if op == "window" and not timed:
+            raise self._error(name, "window needs a timed stream: build it from flow.stream(...)")
+        if op in ("reduce_by_key", "join") and timed:
+            raise self._error(name, f"{op} on a timed stream never ends; group it in time with "
+                              "window(size, fn) instead")
+        if op == "window" and any(s.op == "window" for s in self.steps):
+            raise self._error(name, "a flow has at most one window step")
         if name in self._names:
             what = "sink" if op == "collect" else "step"
             raise self._error(name, f"two {what}s are named {name!r}; give each a unique name")
         self._names.add(name)
         self.steps.append(Step(op, name, tuple(s.step for s in inputs), fn, arg))
-        return None if op == "collect" else Stream(self, name, keyed)
+        return None if op == "collect" else Stream(self, name, keyed, timed and op != "window")
 
 
 # ---------------------------------------------------- futures and latency
@@ -484,7 +557,8 @@ class Session:
         self.workers = workers
         self.supports = supports
         self.settings = dict(settings or {})
-        self.latencies = LatencyLog()
+        self.latencies = LatencyLog()          # per Future: task submit -> result, actor call -> reply
+        self.window_latencies = LatencyLog()   # per window result: emitted - window end (streams)
 
     @property
     def worker_pids(self) -> list[int]:

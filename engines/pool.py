@@ -12,7 +12,8 @@ exactly what makes it a useful baseline.
   sent out again -- every edge of the graph passes through the driver.
 - **dataflow** (emulated): stages of per-partition work items; a shuffle's
   buckets come back to the driver, which regroups them by owner and sends
-  each owner's buckets out again (`engines.plan.evaluate` with a pool map).
+  each owner's buckets out again (`engines.plan.evaluate` with a pool map);
+  a stream runs as micro-batches of such jobs (`engines.streaming`).
 - **actors** (unsupported): a work item cannot be addressed again, so
   there is nowhere for an actor's state to live between messages.
 
@@ -35,6 +36,7 @@ from engines import Engine
 from engines.api import Dataflow, Future, Session, Tasks
 from engines.common import dependencies, resolve, task_error, task_name
 from engines.plan import Runner, evaluate
+from engines.streaming import run_microbatches
 
 _barrier = None  # set in each pool process by _init, used once at start-up
 
@@ -64,7 +66,7 @@ class PoolEngine(Engine):
     architecture = "baseline"
     description = "concurrent.futures.ProcessPoolExecutor: N processes, every edge through the driver"
     supports = {
-        "dataflow": "emulated: per-partition work items; shuffles regrouped on the driver",
+        "dataflow": "emulated: per-partition work items; shuffles regrouped on the driver; streams as micro-batches",
         "tasks": "native",
         "actors": "unsupported: pool work items are anonymous and stateless; no actor can live there",
     }
@@ -98,6 +100,8 @@ class PoolSession(Session):
         return self._pool.submit(_run_pickled, cloudpickle.dumps((fn, args, kwargs), protocol=5))
 
     def dataflow(self, flow: Dataflow) -> dict[str, list]:
+        if flow.streaming:
+            return run_microbatches(self, flow)
         return evaluate(flow, PoolRunner(self), buckets=self.workers)
 
     def tasks(self) -> Tasks:

@@ -6,7 +6,8 @@ pickled, so a workload that fails here fails for a reason of its own, with
 an ordinary traceback.
 
 - **dataflow**: the flow is evaluated stage by stage in this process
-  (`engines.plan.evaluate` with one bucket: no shuffle is needed).
+  (`engines.plan.evaluate` with one bucket: no shuffle is needed); a
+  stream runs as micro-batches (`engines.streaming`).
 - **tasks**: ``submit`` runs the function at once; its dependencies were
   submitted earlier, so they are already done.
 - **actors**: one FIFO queue of messages for all actors. Sending a message
@@ -34,6 +35,7 @@ from engines import Engine
 from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session, Tasks
 from engines.common import invoke, resolve, task_error, task_name
 from engines.plan import InProcess, evaluate
+from engines.streaming import run_microbatches
 
 log = logging.getLogger("archbench.actors")
 
@@ -59,6 +61,8 @@ class SerialSession(Session):
     engine = "serial"
 
     def dataflow(self, flow: Dataflow) -> dict[str, list]:
+        if flow.streaming:
+            return run_microbatches(self, flow)
         return evaluate(flow, InProcess(), buckets=1)
 
     def tasks(self) -> Tasks:

@@ -100,6 +100,7 @@ def run_cell(spec: dict) -> int:
                 phase(f"repeat {r}")
                 row = new_row(**base, repeat=r, startup_s=startup_s, load_s=load_s, units=units)
                 session.latencies.clear()
+                session.window_latencies.clear()
                 sampler.reset()
                 t0 = time.perf_counter()
                 try:
@@ -112,7 +113,10 @@ def run_cell(spec: dict) -> int:
                     traceback.print_exc()
                 row["cpu_s"] = sampler.cpu_seconds()
                 row["peak_rss_bytes"] = sampler.peak_rss()
-                samples = list(session.latencies.samples) or ([row["run_s"]] if workload.model == "dataflow" else [])
+                if workload.model == "dataflow":  # a stream's windows, else the job itself
+                    samples = list(session.window_latencies.samples) or [row["run_s"]]
+                else:
+                    samples = list(session.latencies.samples)
                 row.update(percentiles(samples))
                 if row["status"] == "ok":
                     row["throughput"] = units / row["run_s"] if row["run_s"] > 0 else None

@@ -58,3 +58,15 @@ def test_keyed_steps_check_their_items_at_run_time():
     flow.read([["not a pair"]]).map(str.upper, name="up").reduce_by_key(operator.add, name="sum").collect("o")
     with pytest.raises(DataflowError, match=r"'sum' needs \(key, value\) items"):
         get_engine("serial").start().dataflow(flow)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda f: f.read([[("a", 1)]]).window(10, operator.add, name="w"), r"'w'.*window needs a timed stream"),
+    (lambda f: f.stream([lambda s, e: []], timestamp=len, duration=1).map(tuple).reduce_by_key(max, name="r"),
+     r"'r'.*reduce_by_key on a timed stream never ends.*window"),
+    (lambda f: f.stream([42], timestamp=len, duration=1, name="s"), r"'s'.*callables source\(start, end\)"),
+    (lambda f: f.stream([lambda s, e: []], timestamp=len, duration=0, name="s"), r"'s'.*duration > 0"),
+])
+def test_bad_streaming_definitions_fail_at_build_time(build, message):
+    with pytest.raises(DataflowError, match=message):
+        build(Dataflow("f"))

@@ -213,3 +213,27 @@ def test_errors_teach_the_fix(session):
             log.call("ad", 1).result()
         with pytest.raises(AttributeError, match=r"ref.call\('add'"):
             log.add(1)
+
+
+# ----------------------------------------------------------------- streams
+
+
+def ticks(source, start, end):
+    """Source ``source`` delivers one event per stream second: ``(time, key)``; the 5th arrives 4 s late."""
+    return [(float(t) - (4.0 if t == 5 else 0.0), f"k{(t + source) % 2}") for t in range(int(start), int(end))
+            if start <= t < end]
+
+
+def test_a_stream_counts_per_window_and_drops_late_events(session):
+    require(session, "dataflow")
+    import functools
+
+    flow = Dataflow("ticks")
+    events = flow.stream([functools.partial(ticks, 0), functools.partial(ticks, 1)], timestamp=lambda e: e[0],
+                         duration=20.0, speedup=200.0)
+    events.map(lambda e: (e[1], 1)).window(10.0, operator.add, lateness=2.0).collect("counts")
+    session.window_latencies.clear()
+    got = sorted(session.dataflow(flow)["counts"])
+    # each source: times 0..19, except the event at 5 (time 1.0 arrives after 4.0: 1 < 4 - 2, late)
+    assert got == [("k0", (0.0, 9)), ("k0", (10.0, 10)), ("k1", (0.0, 9)), ("k1", (10.0, 10))]
+    assert len(session.window_latencies.samples) == 4

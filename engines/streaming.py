@@ -1,0 +1,238 @@
+"""Streams on batch engines: micro-batches, and the event-time rules every engine shares.
+
+A streaming flow has a timed source (`Dataflow.stream`), narrow steps, and
+one `window` step grouping ``(key, value)`` items into tumbling event-time
+windows. Any engine that runs batch dataflows can run it as **micro-batches**,
+the way Spark Structured Streaming does: every ``interval`` seconds of wall
+time the driver starts one batch job over the events that arrived since the
+last one, merges the job's per-window partial results into the open windows,
+and emits the windows the watermark has passed. The batch interval is part of
+the latency: an event waits for its batch to start, and a window for the
+batch in which the watermark passes it.
+
+The event-time rules (the same in the native streaming engines):
+
+- a source's **watermark** is the largest event time it has delivered,
+  minus the window's ``lateness``; the stream's watermark is the smallest
+  over its sources (before a source delivers anything: minus infinity; at
+  the end of the stream: infinity);
+- an event older than its own source's watermark when it arrives is
+  **late** and dropped (per source, so the same events are dropped on every
+  engine however the sources interleave);
+- window ``[s, s + size)`` of a key is **emitted** once the stream's
+  watermark reaches ``s + size``; its latency is the wall time of emission
+  minus the wall time at which stream time reached ``s + size``.
+
+State of a run (`run_microbatches`): ``seen[i]`` -- the largest event time
+source ``i`` delivered; ``open[(key, start)]`` -- the combined value of
+each window not yet emitted; ``out[sink]`` -- items emitted so far.
+
+    >>> window_start(12.5, 10.0)
+    10.0
+    >>> admit([(3.0, "a"), (2.5, "b"), (9.0, "c"), (2.5, "d")], float("-inf"), 1.0)
+    ([(3.0, 'a'), (2.5, 'b'), (9.0, 'c')], 9.0, 1)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Callable
+
+from engines.api import Dataflow, DataflowError, Step
+from engines.plan import fuse
+
+DEFAULT_INTERVAL = 0.1   # wall seconds between micro-batches
+
+
+def window_start(t: float, size: float) -> float:
+    """The start of the tumbling window of ``size`` that holds event time ``t``."""
+    return math.floor(t / size) * size
+
+
+def admit(pairs: list[tuple[float, object]], seen: float, lateness: float) -> tuple[list, float, int]:
+    """Apply the lateness rule to one source's ``(event time, event)`` pairs, in arrival order.
+
+    Returns the admitted pairs, the new largest time seen and how many were late.
+    """
+    kept, late = [], 0
+    for pair in pairs:
+        t = pair[0]
+        if t < seen - lateness:
+            late += 1
+            continue
+        kept.append(pair)
+        if t > seen:
+            seen = t
+    return kept, seen, late
+
+
+# ------------------------------------------------------- the flow's shape
+
+
+def shape(flow: Dataflow) -> dict:
+    """Split a streaming flow into the parts a micro-batch run needs.
+
+    ``{"source": stream step, "before": narrow steps up to the window,
+    "window": the window step or None, "sinks": {sink: (ops after the
+    window, whether the sink hangs after the window)}}``. Other shapes fail
+    naming the step.
+    """
+    by_name = {s.name: s for s in flow.steps}
+    source = next(s for s in flow.steps if s.op == "stream")
+    window = next((s for s in flow.steps if s.op == "window"), None)
+
+    def chain(name: str) -> tuple[list[Step], bool]:
+        """The narrow steps from the source or the window down to ``name``."""
+        ops: list[Step] = []
+        while True:
+            step = by_name[name]
+            if step.op in ("stream", "window"):
+                return ops[::-1], step.op == "window"
+            if step.op != "flat_map":
+                raise DataflowError(f"step {step.name!r} ({step.op}): a streaming flow runs a stream source, "
+                                    "narrow steps, one window and collect; other steps are not supported in a stream")
+            ops.append(step)
+            name = step.inputs[0]
+
+    for step in flow.steps:
+        if step.op == "read":
+            raise DataflowError(f"step {step.name!r}: a streaming flow takes no batch read; ship a small "
+                                "table with a step's function instead (a broadcast)")
+    before = chain(window.inputs[0])[0] if window else []
+    sinks = {}
+    for step in flow.steps:
+        if step.op == "collect":
+            ops, after = chain(step.inputs[0])
+            sinks[step.arg] = (ops, after)
+    return {"source": source, "before": before, "window": window, "sinks": sinks}
+
+
+# ----------------------------------------------- per-partition functions
+
+
+def ingest(source: Callable, start: float, end: float, timestamp: Callable, seen: float,
+           lateness: float, index: int) -> list:
+    """Read one source's arrivals in ``[start, end)``, drop the late ones, tag each kept event.
+
+    Items out: ``("event", (time, event))`` per kept event, then one
+    ``("mark", (index, seen, late))`` for the driver's watermark.
+    """
+    kept, new_seen, late = admit([(timestamp(e), e) for e in source(start, end)], seen, lateness)
+    return [("event", pair) for pair in kept] + [("mark", (index, new_seen, late))]
+
+
+def is_event(item) -> bool:
+    return item[0] == "event"
+
+
+def is_mark(item) -> bool:
+    return item[0] == "mark"
+
+
+def payload(item):
+    return item[1]
+
+
+class Timed:
+    """A narrow step lifted to ``(time, item)`` pairs: the event time rides along unchanged."""
+
+    def __init__(self, steps: tuple[Step, ...]):
+        self.steps = steps
+
+    def __call__(self, pair):
+        t, item = pair
+        return [(t, out) for out in fuse((item,), self.steps)]
+
+
+class ToWindow:
+    """``(time, (key, value))`` -> ``((key, window start), value)``."""
+
+    def __init__(self, size: float, step: Step):
+        self.size, self.step = size, step
+
+    def __call__(self, pair):
+        t, item = pair
+        try:
+            key, value = item
+        except (TypeError, ValueError):
+            raise DataflowError(f"step {self.step.name!r} needs (key, value) items, got {item!r}") from None
+        return (key, math.floor(t / self.size) * self.size), value
+
+
+def drop_time(pair):
+    return pair[1]
+
+
+# ------------------------------------------------------ the driver's loop
+
+
+def batch_flow(spec: dict, start: float, end: float, seen: list[float]) -> Dataflow:
+    """The batch job for arrivals in ``[start, end)`` stream seconds."""
+    src = spec["source"].arg
+    window = spec["window"]
+    lateness = window.arg.lateness if window else 0.0
+    flow = Dataflow(f"{spec['source'].name}[{start:g},{end:g})")
+    raw = flow.read([functools.partial(ingest, s, start, end, src.timestamp, seen[i], lateness, i)
+                     for i, s in enumerate(src.sources)])
+    raw.filter(is_mark).map(payload).collect("__marks")
+    events = raw.filter(is_event).map(payload)
+    for sink, (ops, after) in spec["sinks"].items():
+        if not after:
+            (events.flat_map(Timed(tuple(ops))) if ops else events).map(drop_time).collect(sink)
+    if window:
+        before = tuple(spec["before"])
+        timed = events.flat_map(Timed(before)) if before else events
+        timed.map(ToWindow(window.arg.size, window)).reduce_by_key(window.fn).collect("__windows")
+    return flow
+
+
+def run_microbatches(session, flow: Dataflow, interval: float | None = None) -> dict[str, list]:
+    """Run a streaming flow as batch jobs on ``session``; ``{sink: items}`` at the end of the stream.
+
+    Window latencies go to ``session.window_latencies``. Mutates nothing else of the session.
+    """
+    spec = shape(flow)
+    src = spec["source"].arg
+    window = spec["window"]
+    interval = interval or session.settings.get("microbatch_interval", DEFAULT_INTERVAL)
+    seen = [-math.inf] * len(src.sources)
+    open_: dict[tuple, object] = {}
+    out: dict[str, list] = {sink: [] for sink in spec["sinks"]}
+    after = {sink: tuple(ops) for sink, (ops, is_after) in spec["sinks"].items() if is_after}
+    t0 = time.perf_counter()
+    start = 0.0
+    while start < src.duration:
+        end = min(src.duration, start + interval * src.speedup)
+        pause = t0 + end / src.speedup - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)  # the source's pace: these events have not arrived yet
+        results = session.dataflow(batch_flow(spec, start, end, seen))
+        for index, new_seen, _late in results.pop("__marks"):
+            seen[index] = new_seen
+        for sink in out:
+            out[sink].extend(results.get(sink, []))
+        if window:
+            for key, value in results.pop("__windows", []):
+                open_[key] = window.fn(open_[key], value) if key in open_ else value
+            final = end >= src.duration
+            watermark = math.inf if final else min(seen) - window.arg.lateness
+            emit(open_, watermark, window.arg.size, after, out, session, t0, src)
+        start = end
+    return out
+
+
+def emit(open_: dict, watermark: float, size: float, after: dict, out: dict, session, t0: float, src) -> None:
+    """Emit every open window whose end the watermark has reached. Mutates ``open_`` and ``out``.
+
+    A window still open when the stream ends closes with it: its latency counts from the stream's end.
+    """
+    now = time.perf_counter()
+    for (key, start) in sorted((k for k in open_ if k[1] + size <= watermark), key=lambda k: k[1]):
+        value = open_.pop((key, start))
+        closes = min(start + size, src.duration)
+        session.window_latencies.add(now - (t0 + closes / src.speedup))
+        item = (key, (start, value))
+        for sink, ops in after.items():
+            out[sink].extend(fuse((item,), ops))
