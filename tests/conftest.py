@@ -14,6 +14,7 @@ import os
 import pytest
 
 from engines import engine_names, get_engine
+from workloads import SIZES
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -41,3 +42,17 @@ def require(session, model: str) -> None:
     """
     if not supports(session, model):
         pytest.skip(f"{session.engine} does not run {model}: {session.supports[model]}")
+
+
+@pytest.fixture(scope="session")
+def bench_size() -> str:
+    """The size benchmarks run at: tiny in the suite (a smoke test, timing off), any size when measuring::
+
+        ARCHBENCH_BENCH_SIZE=medium python -m pytest tests/benchmarks --benchmark-enable
+
+    Benchmarks never assert a time; compare the ratios of one run.
+    """
+    size = os.environ.get("ARCHBENCH_BENCH_SIZE", "tiny")
+    if size not in SIZES:
+        raise pytest.UsageError(f"ARCHBENCH_BENCH_SIZE={size!r}; choose from: {', '.join(SIZES)}")
+    return size
