@@ -139,6 +139,7 @@ class ParamServer:
         self.pushes: dict[int, dict] = {}  # worker -> its gradient slice for round ``version``
         self.parked: list[tuple] = []     # pulls of a version not reached yet: (version, worker, keys)
         self.workers = []
+        self.broken = ""                  # a protocol violation, reported to the driver's next ask
 
     def connect(self, workers) -> None:
         """The workers' refs, to answer their pulls. Called (and waited for) before any pull."""
@@ -151,9 +152,12 @@ class ParamServer:
             self._answer(version, worker, keys)
 
     def push(self, round_: int, worker: int, grads: dict) -> None:
-        if round_ != self.version:
-            raise RuntimeError(f"server {self.index}: push of round {round_} from worker {worker} "
-                               f"while applying round {self.version}")
+        if round_ != self.version or worker in self.pushes:
+            # a tell has no caller to raise to: keep the error for the driver's next ask
+            self.broken = self.broken or (f"server {self.index}: push of round {round_} from worker {worker} "
+                                          f"while collecting round {self.version} (messages lost, doubled "
+                                          "or reordered)")
+            return
         self.pushes[worker] = grads
         if len(self.pushes) == self.n_workers:
             apply_gradients(self.params, [self.pushes[w] for w in range(self.n_workers)], self.examples)
@@ -169,6 +173,8 @@ class ParamServer:
 
     def params_if_done(self):
         """The parameters once every round is applied, else None (ask again)."""
+        if self.broken:
+            raise RuntimeError(self.broken)
         return dict(self.params) if self.version == self.rounds else None
 
 

@@ -136,7 +136,7 @@ def calls_digest(replies) -> int:
 class PingPong(Workload):
     name = "ping-pong"
     model = "actors"
-    unit = "round trips"
+    unit = "round-trips"
     sizes = {
         "tiny": {"calls": 200, "pairs": 2, "rallies": 200},
         "small": {"calls": 20_000, "pairs": 2, "rallies": 100_000},
