@@ -1,0 +1,179 @@
+"""Adapters: the same three models, driven through Spark, Dask, Ray and Bytewax.
+
+Each adapter is one module that a student can read beside the engine's own
+documentation: it says, model by model, what the neutral program becomes in
+that engine's idiom (a dataflow *is* an RDD job on Spark, a graph of futures
+on Dask, a set of Ray tasks passing ObjectRefs, a Bytewax operator graph).
+
+What they share lives here:
+
+- `AdapterEngine` -- availability with a reason that says what to install,
+  the options an engine accepts (an unknown one lists the allowed ones), and
+  the log directory every engine writes its own logs to, so a run is quiet
+  on the terminal.
+- `missing_reason` / `java_reason` -- the text of an unavailable engine's
+  reason, built apart so it can be tested without uninstalling anything.
+- `driver_path` / `environ` -- worker processes that the engine starts
+  itself (Spark's Python workers, Ray's) do not inherit this process's
+  ``sys.path``; they get its project and test directories through
+  ``PYTHONPATH``, set only while the engine launches.
+- `logs_to_file` -- point a Python logger (``distributed``, ``ray``) at a
+  file in the log directory instead of the terminal.
+
+Fairness (DESIGN.md): every adapter starts ``workers`` worker processes or
+slots with one thread each, and records every setting that changes speed in
+``settings()``, which ``start()`` then uses unchanged. Each adapter accepts
+one option that points it at a running cluster instead of a local one
+(``master`` for Spark, ``address`` for Dask and Ray); the settings record it.
+
+    >>> missing_reason("ray", "ray")
+    "ray is not installed — pip install 'archbench[ray]'"
+    >>> java_reason(java_home=None, java_on_path=None)
+    'no Java runtime found — install openjdk-17-jre-headless (Debian) or set JAVA_HOME'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from engines import Engine
+from engines.api import ArchbenchError
+
+#: the option every adapter takes: where the engine's own logs go (the harness
+#: passes the run folder's logs directory; default a fresh temporary directory)
+LOG_DIR = "log_dir"
+
+
+def missing_reason(module: str, extra: str) -> str:
+    """Why an adapter is unavailable when its package is missing, and the fix."""
+    return f"{module} is not installed — pip install 'archbench[{extra}]'"
+
+
+def java_reason(java_home: str | None, java_on_path: str | None) -> str:
+    """Why Spark cannot start without a JVM (empty when one is found).
+
+    >>> java_reason(java_home="/nonexistent", java_on_path=None)
+    'JAVA_HOME=/nonexistent has no bin/java — point JAVA_HOME at a Java 17 runtime, or unset it'
+    >>> java_reason(java_home=None, java_on_path="/usr/bin/java")
+    ''
+    """
+    if java_home:
+        if not Path(java_home, "bin", "java").exists():
+            return f"JAVA_HOME={java_home} has no bin/java — point JAVA_HOME at a Java 17 runtime, or unset it"
+        return ""
+    if java_on_path:
+        return ""
+    return "no Java runtime found — install openjdk-17-jre-headless (Debian) or set JAVA_HOME"
+
+
+class AdapterEngine(Engine):
+    """An engine driven through a third-party framework, imported only in ``start``.
+
+    Subclasses give ``requires`` (the modules that must be importable),
+    ``extra`` (the pip extra that installs them) and ``options`` (the
+    ``start`` options they accept besides ``log_dir``).
+    """
+
+    options: tuple[str, ...] = ()
+
+    def available(self) -> tuple[bool, str]:
+        for module in self.requires:
+            if importlib.util.find_spec(module) is None:
+                return False, missing_reason(module, self.extra)
+        return True, ""
+
+    def check_options(self, options: dict) -> None:
+        """Refuse an option this engine does not know, listing the ones it does."""
+        allowed = (*self.options, LOG_DIR)
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ArchbenchError(f"engine {self.name!r} has no option {', '.join(map(repr, unknown))}; "
+                                 f"its options: {', '.join(allowed)}")
+
+
+def log_dir(path: str | os.PathLike | None, engine: str) -> Path:
+    """The directory an engine's logs go to: ``path`` (created), or a new temporary one."""
+    if path:
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+    return Path(tempfile.mkdtemp(prefix=f"archbench-{engine}-"))
+
+
+def java_available() -> tuple[bool, str]:
+    """Whether a JVM can be started here (Spark needs one)."""
+    why = java_reason(os.environ.get("JAVA_HOME"), shutil.which("java"))
+    return not why, why
+
+
+def logs_to_file(name: str, path: Path, level: int = logging.INFO):
+    """Send logger ``name``'s records to ``path`` and no longer to the terminal.
+
+    Returns a function that puts the logger back as it was. Mutates the
+    logger (its handlers, level and propagation) until then.
+    """
+    logger = logging.getLogger(name)
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for h in saved[0]:
+        logger.removeHandler(h)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        handler.close()
+        for h in saved[0]:
+            logger.addHandler(h)
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+
+    return restore
+
+
+def driver_path() -> str:
+    """This process's own import directories (not the interpreter's), as a ``PYTHONPATH`` value.
+
+    Functions are pickled by reference to their module; a worker started by
+    the engine must be able to import the modules this process imported
+    from its project and test directories.
+    """
+    system = tuple(p for p in {sys.prefix, sys.base_prefix, sys.exec_prefix} if p)
+    own = []
+    for entry in sys.path:
+        entry = os.path.abspath(entry or os.getcwd())
+        if os.path.isdir(entry) and not entry.startswith(system) and entry not in own:
+            own.append(entry)
+    inherited = os.environ.get("PYTHONPATH")
+    return os.pathsep.join(own + ([inherited] if inherited else []))
+
+
+@contextlib.contextmanager
+def environ(**values: str | None):
+    """Set environment variables (None removes one) while the block runs; then restore them.
+
+    For launching an engine's processes, which copy the environment when they start.
+    """
+    saved = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
