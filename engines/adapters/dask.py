@@ -1,0 +1,392 @@
+"""Dask: a scheduler walks a graph of tasks; results stay on the workers.
+
+Dask distributed is the task-parallel peer. The client (this process) sends
+tasks to a **scheduler**, which hands each ready task to a worker; a task's
+result stays in the memory of the worker that made it, and a task that
+needs it fetches it from that worker directly. ``start(workers=N)`` runs a
+``LocalCluster`` of N worker *processes*, one thread each (a thread-only
+cluster would skip pickling, which every other engine pays).
+
+- **tasks** (native): ``submit`` is ``client.submit``; our `Future`
+  arguments become Dask futures, so a dependency's value moves worker to
+  worker and never visits the driver. Completion is observed with Dask's
+  own done-callback (the scheduler tells the client that a key finished),
+  which stamps the latency then; the value itself is fetched from its
+  worker only when ``result()`` or ``gather`` asks for it. Retries are
+  Dask's (``retries=``); a task's error is raised on the worker as a
+  `TaskError` carrying the worker's traceback.
+- **dataflow** (emulated, as Dask itself does it): the flow is compiled into
+  a graph of futures by `engines.plan.evaluate` over this task model (the
+  graph ``dask.bag`` builds): per partition a task running the fused
+  narrow steps, or a ``split`` task that also combines and cuts its output
+  into N buckets; per bucket a small ``getitem`` task (it runs where the
+  split's output lives, so only that bucket moves); per owner a ``merge``
+  task (reduce or join) over its buckets from every partition. Not
+  ``dask.bag`` itself: a bag has no join of two bags, and its ``foldby``
+  reduces through a tree rather than a hash shuffle -- the futures graph is
+  the same shape dask.bag builds for ``groupby``, and keeps every engine's
+  stages identical. A timed stream runs as micro-batches of such graphs
+  (`engines.streaming`).
+- **actors** (native): each actor is a Dask actor (``client.submit(cls,
+  actor=True)``) hosting the user's object in `_Host`. Dask runs the calls
+  of one actor one at a time, but **not in the order they were sent**: each
+  call is its own RPC over a pool of connections. Per-sender order is
+  restored the way TCP restores it: each sender process numbers its
+  messages to each actor (`_sequence`), and the host parks a message that
+  arrives early until its predecessors from the same sender have been
+  queued (`_Host.deliver`). Messages are then handled, in that order, by
+  one thread per actor.
+
+Settings (``settings()``): workers, one thread each, processes, Dask's fixed
+batching intervals (client→scheduler 10 ms, scheduler→worker 5 ms: most of
+a hop's latency; untuned here), the per-worker memory limit. Logs: the
+driver's ``distributed`` logger and each worker's output go to files in
+``log_dir``. Existing cluster: ``start(workers, address="tcp://host:8786")``
+connects a client to that scheduler instead of starting a LocalCluster (its
+workers must have archbench installed).
+
+    >>> DaskEngine().settings(2)["threads_per_worker"]
+    1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import logging
+import os
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import cloudpickle
+
+from engines.adapters import LOG_DIR, AdapterEngine, log_dir, logs_to_file
+from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session, TaskError, Tasks
+from engines.common import invoke, task_error, task_name
+from engines.plan import OnTasks, evaluate
+from engines.streaming import run_microbatches
+
+_LOG_ENV = "ARCHBENCH_DASK_WORKER_LOG"   # tells a worker (via `dask_setup`) where its output goes
+_token = uuid.uuid4().hex[:8]             # keeps this process's task keys apart on a shared scheduler
+
+
+class DaskEngine(AdapterEngine):
+    name = "dask"
+    architecture = "task parallel"
+    description = "Dask distributed: a LocalCluster of N worker processes, or a running scheduler"
+    supports = {
+        "dataflow": "emulated: compiled to a graph of Dask futures (split, getitem and merge tasks "
+                    "per shuffle: the graph dask.bag builds); streams as micro-batches",
+        "tasks": "native",
+        "actors": "native",
+    }
+    requires = ("dask", "distributed")
+    extra = "dask"
+    options = ("address",)
+
+    def settings(self, workers: int, **options) -> dict:
+        self.check_options(options)
+        return {
+            "workers": workers,
+            "address": options.get("address"),
+            "cluster": "existing scheduler" if options.get("address") else "LocalCluster",
+            "threads_per_worker": 1,
+            "processes": True,
+            "memory_limit": "auto (system memory / workers)",
+            "batched_send": "client→scheduler 10ms, scheduler→worker 5ms (Dask defaults)",
+            "dashboard": None,
+            "actors": "Dask actors; per-sender order restored with sequence numbers",
+            LOG_DIR: options.get(LOG_DIR),
+        }
+
+    def start(self, workers: int = 2, **options) -> Session:
+        return DaskSession(workers, self.supports, self.settings(workers, **options))
+
+
+class DaskSession(Session):
+    engine = "dask"
+
+    def __init__(self, workers, supports, settings):
+        super().__init__(workers, supports, settings)
+        from distributed import Client, LocalCluster
+
+        logs = log_dir(settings[LOG_DIR], "dask")
+        self.settings[LOG_DIR] = str(logs)
+        self._restore_logging = logs_to_file("distributed", logs / "dask-driver.log")
+        self._cluster = None
+        try:
+            if settings["address"]:
+                self.client = Client(settings["address"])
+            else:
+                self._cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                    host="127.0.0.1", silence_logs=logging.WARNING,
+                    preload=["engines.adapters.dask"], env={_LOG_ENV: str(logs / "dask-workers.log")})
+                self.client = Client(self._cluster)
+            self.client.wait_for_workers(workers if self._cluster else 1)
+            self._pids = sorted(self.client.run(os.getpid).values()) if self._cluster else []
+            self.settings["scheduler"] = self.client.scheduler.address
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return list(self._pids)
+
+    def dataflow(self, flow: Dataflow) -> dict[str, list]:
+        if flow.streaming:
+            return run_microbatches(self, flow)
+        # internal tasks: no latency samples, and a step's DataflowError passes through as raised
+        return evaluate(flow, OnTasks(DaskTasks(self, log=None, raw_errors=True)), buckets=self.workers)
+
+    def tasks(self) -> Tasks:
+        return DaskTasks(self)
+
+    def actors(self) -> Actors:
+        return DaskActors(self)
+
+    def close(self) -> None:
+        client, cluster = getattr(self, "client", None), self._cluster
+        self.client, self._cluster = None, None
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+        if self._restore_logging is not None:
+            self._restore_logging()
+            self._restore_logging = None
+
+
+def dask_setup(worker) -> None:
+    """Worker preload (LocalCluster only): this worker's output goes to the log file, not the terminal."""
+    path = os.environ.get(_LOG_ENV)
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
+# ----------------------------------------------------------------- tasks
+
+
+_ON_WORKER = object()  # a Future's value that is still on the worker that made it
+
+
+def _run_task(name: str, fn, args: tuple, kwargs: dict, wrap: bool):
+    """What a worker runs: the user's function; its error names the task (unless ``wrap`` is off)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:
+        if not wrap:
+            raise
+        raise task_error(name, e) from None
+
+
+class DaskFuture(Future):
+    """A Dask future seen through the archbench Future.
+
+    Settled (and its latency stamped) when Dask reports the key finished;
+    the value is fetched from its worker on the first ``result()``.
+    """
+
+    def __init__(self, name, log, raw_errors: bool):
+        super().__init__(name, log)  # the latency clock starts here, before the submit
+        self._dask = None
+        self._raw = raw_errors
+
+    def _attach(self, dask_future) -> None:
+        self._dask = dask_future
+        dask_future.add_done_callback(self._landed)
+
+    def _landed(self, dask_future) -> None:
+        """Dask's callback thread: the scheduler has told the client this key is done."""
+        if dask_future.status == "finished":
+            self._set_result(_ON_WORKER)
+            return
+        try:
+            error = dask_future.exception()
+        except BaseException as e:  # cancelled, or the client is closing
+            error = e
+        self._set_error(self._named(error))
+
+    def _named(self, error: BaseException) -> BaseException:
+        if self._raw or (isinstance(error, TaskError) and str(error).startswith(f"task {self.name} ")):
+            return error
+        if isinstance(error, TaskError):  # Dask fails the dependents of a failed task with its error
+            return task_error(self.name, TaskError(f"dependency failed: {str(error).splitlines()[0]}"))
+        return task_error(self.name, error)
+
+    def result(self, timeout: float | None = None):
+        Future.result(self, timeout)  # waits; raises the task's error
+        if self._value is _ON_WORKER:
+            self._value = self._dask.result(timeout)
+        return self._value
+
+
+class DaskTasks(Tasks):
+    def __init__(self, session: DaskSession, log="session", raw_errors: bool = False):
+        super().__init__(session)
+        self._log = session.latencies if log == "session" else log
+        self._raw = raw_errors
+
+    def submit(self, fn, *args, retries: int = 0, **kwargs) -> Future:
+        name = task_name(fn)
+
+        def dask_of(a):
+            return a._dask if isinstance(a, DaskFuture) else a
+
+        future = DaskFuture(name, self._log, self._raw)
+        a = tuple(dask_of(x) for x in args)
+        k = {key: dask_of(v) for key, v in kwargs.items()}
+        future._attach(self.session.client.submit(_run_task, name, fn, a, k, not self._raw,
+                                                  key=f"{name}-{_token}", retries=retries, pure=False))
+        return future
+
+    def gather(self, futures) -> list:
+        """Wait for all, raise the first error in the order given, then fetch the values in one go."""
+        futures = list(futures)
+        for f in futures:
+            Future.result(f)
+        remote = [f for f in futures if isinstance(f, DaskFuture) and f._value is _ON_WORKER]
+        for f, value in zip(remote, self.session.client.gather([f._dask for f in remote])):
+            f._value = value
+        return [f.result() for f in futures]
+
+
+# ----------------------------------------------------------------- actors
+
+_sender = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"   # this process, as a sender of actor messages
+_counters: dict[str, itertools.count] = {}            # actor key -> numbers of our next messages to it
+_counters_lock = threading.Lock()
+
+
+def _sequence(actor_key: str) -> int:
+    """The number of this process's next message to ``actor_key`` (0, 1, 2, ...). Mutates `_counters`."""
+    with _counters_lock:
+        counter = _counters.get(actor_key)
+        if counter is None:
+            counter = _counters[actor_key] = itertools.count()
+        return next(counter)
+
+
+class _Host:
+    """The Dask actor that hosts one user object and restores per-sender order.
+
+    State, all touched only on the worker's event loop:
+    ``expected[sender]`` -- the number of the next message from ``sender``;
+    ``parked[(sender, n)]`` -- an asyncio future that message ``n`` (arrived
+    early) waits on until message ``n - 1`` from that sender is queued.
+    ``mailbox`` -- one thread: messages run one at a time, in queue order.
+    """
+
+    def __init__(self, actor_id: str, cls: type, args: tuple, kwargs: dict):
+        self.actor_id = actor_id
+        self.obj = cls(*args, **kwargs)
+        self.expected: dict[str, int] = {}
+        self.parked: dict[tuple[str, int], asyncio.Future] = {}
+        self.mailbox = ThreadPoolExecutor(1, thread_name_prefix=f"actor-{actor_id}")
+
+    async def deliver(self, sender: str, n: int, message: bytes, reply: bool):
+        """Dask runs this coroutine on the worker's event loop, as each message arrives."""
+        loop = asyncio.get_running_loop()
+        if n != self.expected.get(sender, 0):
+            waiting = self.parked[(sender, n)] = loop.create_future()
+            await waiting
+        self.expected[sender] = n + 1
+        # the context carries the Dask worker, so a method can message other actors
+        handled = loop.run_in_executor(self.mailbox, contextvars.copy_context().run, self._handle, message, reply)
+        successor = self.parked.pop((sender, n + 1), None)
+        if successor is not None:
+            successor.set_result(None)
+        return await handled
+
+    def _handle(self, message: bytes, reply: bool):
+        method, args, kwargs = cloudpickle.loads(message)
+        try:
+            return invoke(self.obj, self.actor_id, method, args, kwargs)
+        except ActorError as e:
+            if reply:
+                raise
+            logging.getLogger("distributed.worker").warning("tell failed (no one to tell): %s", e)
+
+
+async def _settle(actor_future, future: Future, ref: "DaskRef", method: str) -> None:
+    """On the event loop: the reply of one call becomes the outcome of its Future."""
+    try:
+        value = await actor_future
+    except ActorError as e:
+        future._set_error(e)
+    except Exception as e:  # the RPC failed: the actor's worker is gone
+        future._set_error(ActorError(f"{ref.cls_name} actor {ref.actor_id}: {method}() failed: "
+                                     f"{type(e).__name__}: {e}"))
+    else:
+        future._set_result(value)
+
+
+class DaskRef(ActorRef):
+    """A Dask actor's address; pickles to plain data and finds its Dask proxy where it lands."""
+
+    def __init__(self, actor_id, cls_name, key, address, proxy=None, log=None):
+        super().__init__(actor_id, cls_name)
+        self.key, self.address = key, address
+        self._proxy, self._log = proxy, log
+
+    def __reduce__(self):
+        return DaskRef, (self.actor_id, self.cls_name, self.key, self.address)
+
+    def _send(self, method, args, kwargs, reply: bool):
+        # pickled before a number is taken: a message that cannot be pickled must leave no gap
+        message = cloudpickle.dumps((method, args, kwargs), protocol=5)
+        if self._proxy is None:
+            from distributed.actor import Actor
+
+            self._proxy = Actor(_Host, self.address, self.key)
+        return self._proxy.deliver(_sender, _sequence(self.key), message, reply)
+
+    def call(self, method, *args, **kwargs) -> Future:
+        future = Future(f"{self.actor_id}.{method}", self._log)
+        actor_future = self._send(method, args, kwargs, True)
+        self._proxy._io_loop.add_callback(_settle, actor_future, future, self, method)
+        return future
+
+    def tell(self, method, *args, **kwargs) -> None:
+        self._send(method, args, kwargs, False)
+
+
+class DaskActors(Actors):
+    def __init__(self, session: DaskSession):
+        super().__init__(session)
+        self._futures: list = []                 # Dask futures that keep the actors alive
+        self._names: dict[str, DaskRef] = {}
+
+    def spawn(self, cls, *args, name=None, **kwargs) -> ActorRef:
+        if name is not None and name in self._names:
+            raise ActorError(f"an actor named {name!r} exists already")
+        actor_id = task_name(cls)
+        future = self.session.client.submit(_Host, actor_id, cls, args, kwargs, actor=True,
+                                            key=f"actor-{actor_id}-{_token}")
+        try:
+            proxy = future.result()
+        except Exception as e:
+            raise ActorError(f"{cls.__name__} actor {actor_id}: __init__ raised {type(e).__name__}: {e}") from e
+        self._futures.append(future)
+        ref = DaskRef(actor_id, cls.__name__, future.key, proxy._address, proxy, self.session.latencies)
+        if name is not None:
+            self._names[name] = ref
+        return ref
+
+    def get(self, name) -> ActorRef:
+        if name not in self._names:
+            raise ActorError(f"no actor named {name!r}; named actors: {sorted(self._names)}")
+        return self._names[name]
+
+    def close(self) -> None:
+        for future in self._futures:
+            with _counters_lock:
+                _counters.pop(future.key, None)
+            future.release()
+        self._futures, self._names = [], {}
