@@ -1,0 +1,350 @@
+"""Ray: remote functions and actors over a shared object store.
+
+Ray gives both the task and the actor architecture one substrate. A call
+to a remote function returns an **ObjectRef** at once; the task runs in a
+worker process, its result is stored in the object store of that node (a
+small one travels back inline with the reply), and passing the ObjectRef to
+another task makes Ray move the value straight to where that task runs. An
+actor is a dedicated worker process holding an object; its method calls
+are queued and run one at a time. ``start(workers=N)`` starts a local
+cluster (``address="local"``, never a stray running one) with ``num_cpus=N``:
+at most N tasks run at once, one thread each.
+
+- **tasks** (native): ``submit`` calls one remote function, `_run_task`,
+  with the user's function and arguments; our `Future` arguments become
+  their ObjectRefs, so Ray resolves them on the worker. Retries are Ray's
+  (``max_retries`` with ``retry_exceptions``). Completion is observed with
+  Ray's own completion callback (``ObjectRef.future()``, the mechanism behind
+  ``await ref``): each Future settles -- and its latency is stamped -- as the
+  task's reply reaches the driver. ``ray.wait`` would serve too, but only by
+  polling a changing set of refs from a thread; the callback needs no poll.
+- **dataflow** (emulated with Ray tasks): `engines.plan.evaluate` with
+  `RayRunner`. Each partition is one task; a shuffle's ``split`` task is
+  declared with ``num_returns=N`` so it returns **one ObjectRef per bucket**
+  (no pick tasks, unlike Dask), and each owner's merge task takes its N
+  bucket refs as arguments: the hash shuffle moves bucket by bucket, worker
+  to worker, through the object store. Not Ray Data: its ``groupby`` runs
+  through Arrow blocks and hands back Arrow types, and it has no join of
+  arbitrary Python pairs -- a plain task graph is what a student can compare
+  with the other engines stage for stage. A timed stream runs as
+  micro-batches of such task graphs (`engines.streaming`).
+- **actors** (native): each actor is a Ray actor (`_Host`, hosting the
+  user's object, so errors name the actor and method as on every engine).
+  ``call`` and ``tell`` are ``handle.remote(...)``; Ray itself runs the calls
+  from one caller to one actor in the order they were sent. An `RayRef`
+  carries its Ray actor handle, which Ray lets travel inside messages.
+
+Settings (``settings()``): ``num_cpus``, the dashboard off, worker output not
+copied to the driver (``log_to_driver=False``; Ray's logs stay in its
+session directory under ``log_dir``), token authentication (Ray 2.59+ turns
+it on for new local clusters and writes a token under ``~/.ray``: here,
+unless ``RAY_AUTH_MODE`` is set, a fresh token is given to the cluster
+through the environment, so nothing is written to the home directory and
+nothing warns). Existing cluster: ``start(workers, address="ray://host:10001")``
+or ``address="auto"``; its workers must have archbench installed.
+
+    >>> RayEngine().settings(2)["num_cpus"]
+    2
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+from engines.adapters import LOG_DIR, AdapterEngine, driver_path, environ, log_dir, logs_to_file
+from engines.api import ActorError, ActorRef, Actors, Dataflow, DataflowError, Future, Session, TaskError, Tasks
+from engines.common import invoke, task_error, task_name
+from engines.plan import Runner, evaluate, merge_join, merge_reduce, narrow, split
+from engines.streaming import run_microbatches
+
+_SOCKET_ROOM = 40  # Ray puts unix sockets under its temp dir; their paths must stay under 108 bytes
+
+
+class RayEngine(AdapterEngine):
+    name = "ray"
+    architecture = "actors"
+    description = "Ray tasks and actors, a local cluster (num_cpus=N) or a running one"
+    supports = {
+        "dataflow": "emulated: Ray tasks; each split task returns one ObjectRef per bucket, "
+                    "passed to the merge tasks; streams as micro-batches",
+        "tasks": "native",
+        "actors": "native",
+    }
+    requires = ("ray",)
+    extra = "ray"
+    options = ("address",)
+
+    def settings(self, workers: int, **options) -> dict:
+        self.check_options(options)
+        address = options.get("address")
+        mode = os.environ.get("RAY_AUTH_MODE")
+        return {
+            "workers": workers,
+            "address": address or "local",
+            "num_cpus": None if address else workers,
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "object_store_memory": "Ray default (30% of system memory)",
+            "auth_mode": mode or ("token (fresh, via the environment)" if not address else "Ray default"),
+            "actors": "one Ray actor (process) per actor; Ray keeps per-caller order",
+            LOG_DIR: options.get(LOG_DIR),
+        }
+
+    def start(self, workers: int = 2, **options) -> Session:
+        return RaySession(workers, self.supports, self.settings(workers, **options))
+
+
+class RaySession(Session):
+    engine = "ray"
+
+    def __init__(self, workers, supports, settings):
+        super().__init__(workers, supports, settings)
+        import ray
+
+        logs = log_dir(settings[LOG_DIR], "ray")
+        self.settings[LOG_DIR] = str(logs)
+        local = settings["address"] == "local"
+        auth = {}
+        if local and "RAY_AUTH_MODE" not in os.environ:
+            auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_AUTH_TOKEN_PATH": None}
+        self._undo = contextlib.ExitStack()  # what close() puts back, last first
+        # kept until close: the cluster's processes copy it at start, the driver's Ray reads the token
+        self._undo.enter_context(environ(PYTHONPATH=driver_path(), **auth))
+        self._undo.callback(logs_to_file("ray", logs / "ray-driver.log", logging.WARNING))
+        self._undo.callback(_shutdown)
+        try:
+            if auth:
+                _reload_auth_settings()
+            kwargs = dict(log_to_driver=False, logging_level=logging.WARNING, namespace=f"archbench-{os.getpid()}")
+            if local:
+                kwargs.update(num_cpus=workers, include_dashboard=False, _temp_dir=_temp_dir(logs))
+                self.settings["temp_dir"] = kwargs["_temp_dir"]
+            ray.init(address=settings["address"], **kwargs)
+            self.settings["cluster_cpus"] = ray.cluster_resources().get("CPU")
+            self._run = ray.remote(_run_task)
+            self._remote = {fn: ray.remote(fn) for fn in (narrow, merge_reduce, merge_join)}
+            self._split = ray.remote(_split_into)
+            self._host = ray.remote(_Host)
+            # start the worker processes now (start-up is timed apart from the run)
+            ray.get([self._run.remote("warm-up", os.getpid) for _ in range(workers)])
+        except BaseException:
+            self.close()
+            raise
+
+    def dataflow(self, flow: Dataflow) -> dict[str, list]:
+        if flow.streaming:
+            return run_microbatches(self, flow)
+        return evaluate(flow, RayRunner(self), buckets=self.workers)
+
+    def tasks(self) -> Tasks:
+        return RayTasks(self)
+
+    def actors(self) -> Actors:
+        return RayActors(self)
+
+    def close(self) -> None:
+        self._undo.close()
+
+
+def _shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _temp_dir(logs: Path) -> str:
+    """Ray's session directory: in the log directory when its path is short enough for sockets."""
+    wanted = (logs / "ray").resolve()
+    if len(str(wanted)) <= _SOCKET_ROOM:
+        wanted.mkdir(parents=True, exist_ok=True)
+        return str(wanted)
+    short = tempfile.mkdtemp(prefix="ray-")
+    try:
+        (logs / "ray").symlink_to(short, target_is_directory=True)
+    except OSError:
+        pass
+    return short
+
+
+def _reload_auth_settings() -> None:
+    """Make an already imported Ray re-read RAY_AUTH_MODE / RAY_AUTH_TOKEN (as Ray does itself
+    when it turns token authentication on: its settings are cached at import)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+# ----------------------------------------------------------------- dataflow
+
+
+def _split_into(*args):
+    """`engines.plan.split`, returned as N values (Ray stores each bucket as its own object)."""
+    buckets = split(*args)
+    return buckets if len(buckets) > 1 else buckets[0]
+
+
+class RayRunner(Runner):
+    """Each call a Ray task; handles are ObjectRefs, passed to the next stage's tasks as arguments."""
+
+    def __init__(self, session: RaySession):
+        self.session = session
+
+    def map(self, fn, calls):
+        if fn is split:  # a split returns one ref per bucket; `pick` is then plain indexing
+            return [self._split_refs(args) for args in calls]
+        remote = self.session._remote[fn]
+        return [remote.remote(*args) for args in calls]
+
+    def _split_refs(self, args) -> list:
+        n = args[-1]
+        refs = self.session._split.options(num_returns=n).remote(*args)
+        return refs if n > 1 else [refs]
+
+    def values(self, handles):
+        import ray
+        from ray.exceptions import RayTaskError
+
+        try:
+            return ray.get(handles)
+        except RayTaskError as e:
+            if isinstance(e.cause, DataflowError):
+                raise e.cause from None
+            raise DataflowError(f"a Ray task of the flow failed: {e}") from None
+
+
+# ----------------------------------------------------------------- tasks
+
+
+def _run_task(task: str, fn, /, *args, **kwargs):
+    """What a Ray worker runs: the user's function; its error names the task."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:
+        raise task_error(task, e) from None
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The exception a Ray task raised, unwrapped from Ray's RayTaskError."""
+    return getattr(error, "cause", None) or error
+
+
+class RayFuture(Future):
+    """A task's Future and the ObjectRef of its result (what a dependent task is given)."""
+
+    ref = None
+
+
+class RayTasks(Tasks):
+    def submit(self, fn, *args, retries: int = 0, **kwargs) -> Future:
+        name = task_name(fn)
+        future = RayFuture(name, self.session.latencies)  # the latency clock starts here
+
+        def ref_of(a):
+            return a.ref if isinstance(a, RayFuture) else a
+
+        future.ref = ref = self.session._run.options(name=name, max_retries=retries, retry_exceptions=retries > 0) \
+            .remote(name, fn, *map(ref_of, args), **{k: ref_of(v) for k, v in kwargs.items()})
+
+        def landed(done) -> None:
+            error = done.exception()
+            if error is None:
+                future._set_result(done.result())
+                return
+            error = _cause(error)
+            if isinstance(error, TaskError) and not str(error).startswith(f"task {name} "):
+                # Ray fails the dependents of a failed task with its error
+                error = task_error(name, TaskError(f"dependency failed: {str(error).splitlines()[0]}"))
+            elif not isinstance(error, TaskError):
+                error = task_error(name, error)
+            future._set_error(error)
+
+        ref.future().add_done_callback(landed)
+        return future
+
+
+# ----------------------------------------------------------------- actors
+
+
+class _Host:
+    """The Ray actor that hosts one user object; every message is one ``handle`` call."""
+
+    def __init__(self, actor_id: str, cls: type, args: tuple, kwargs: dict):
+        self.actor_id = actor_id
+        self.obj = cls(*args, **kwargs)
+
+    def handle(self, method: str, args: tuple, kwargs: dict):
+        return invoke(self.obj, self.actor_id, method, args, kwargs)
+
+    def tell(self, method: str, args: tuple, kwargs: dict) -> None:
+        try:
+            invoke(self.obj, self.actor_id, method, args, kwargs)
+        except ActorError as e:  # no one to tell: into the actor's log (its stderr file)
+            logging.getLogger("archbench.actors").warning("tell failed: %s", e)
+
+
+class RayRef(ActorRef):
+    """A Ray actor handle; it pickles (Ray lets handles travel) so actors can message each other."""
+
+    def __init__(self, actor_id, cls_name, handle, log=None):
+        super().__init__(actor_id, cls_name)
+        self._handle, self._log = handle, log
+
+    def __reduce__(self):
+        return RayRef, (self.actor_id, self.cls_name, self._handle)
+
+    def call(self, method, *args, **kwargs) -> Future:
+        future = Future(f"{self.actor_id}.{method}", self._log)
+
+        def landed(done) -> None:
+            error = done.exception()
+            if error is None:
+                future._set_result(done.result())
+                return
+            error = _cause(error)
+            if not isinstance(error, ActorError):  # the actor (or its process) is gone
+                error = ActorError(f"{self.cls_name} actor {self.actor_id}: {method}() failed: "
+                                   f"{type(error).__name__}: {error}")
+            future._set_error(error)
+
+        self._handle.handle.remote(method, args, kwargs).future().add_done_callback(landed)
+        return future
+
+    def tell(self, method, *args, **kwargs) -> None:
+        self._handle.tell.remote(method, args, kwargs)
+
+
+class RayActors(Actors):
+    def __init__(self, session: RaySession):
+        super().__init__(session)
+        self._refs: list[RayRef] = []
+        self._names: dict[str, RayRef] = {}
+
+    def spawn(self, cls, *args, name=None, **kwargs) -> ActorRef:
+        if name is not None and name in self._names:
+            raise ActorError(f"an actor named {name!r} exists already")
+        actor_id = task_name(cls)
+        handle = self.session._host.options(name=None).remote(actor_id, cls, args, kwargs)
+        ref = RayRef(actor_id, cls.__name__, handle, self.session.latencies)
+        self._refs.append(ref)
+        if name is not None:
+            self._names[name] = ref
+        return ref
+
+    def get(self, name) -> ActorRef:
+        if name not in self._names:
+            raise ActorError(f"no actor named {name!r}; named actors: {sorted(self._names)}")
+        return self._names[name]
+
+    def close(self) -> None:
+        import ray
+
+        for ref in self._refs:
+            ray.kill(ref._handle)
+        self._refs, self._names = [], {}
