@@ -1,0 +1,387 @@
+"""Bytewax: a dataflow of operators, run by identical workers that exchange by key.
+
+Bytewax is a data-parallel stream processor: a Python API over Timely
+Dataflow (Rust). Every worker runs every operator of the flow; an input's
+partitions are shared out among the workers; a *stateful* operator is keyed,
+and each item is sent to the worker that owns its key before the operator
+sees it. There is no long-running cluster: a run is N processes started
+together, each told the addresses of all (``python -m bytewax.run -w1 -i
+<proc id> -a host:port;host:port``). Here the N processes are started once
+per session (start-up is timed apart) and each run is one ``cluster_main``
+call in each of them, with fresh ports.
+
+The translation, step by step (each archbench step becomes bytewax steps of
+the same name):
+
+=================  ==========================================================
+archbench step     Bytewax operators
+=================  ==========================================================
+``read``           ``op.input`` from `_Partitions`, a ``FixedPartitionedSource``
+                   with one partition per archbench partition, each built
+                   (its callable called) on the worker it is assigned to, and
+                   read in batches of ``batch_size`` items
+``flat_map``       ``op.flat_map_batch`` -- the core that bytewax's ``map``,
+                   ``filter`` and ``flat_map`` are built on -- running the
+                   step over each batch (maps and filters as C loops)
+``reduce_by_key``  ``op.flat_map_batch`` combining each batch (bytewax has no
+                   map-side combiner; this is one, per batch), ``op.key_on``,
+                   then ``op.fold_final`` per key: the exchange by key, and a
+                   result per key once the input ends
+``join``           ``op.key_on`` both sides, ``op.join(insert_mode="product",
+                   emit_mode="final")``: every left value with every right
+                   value of a key, once the input ends
+``collect``        ``op.output`` into `_Collect`, a ``DynamicSink`` whose
+                   items each process sends back to the driver at the end
+=================  ==========================================================
+
+Bytewax routes by *string* keys, and archbench keys are any Python value:
+the route key is the key itself when it is a string, else its stable hash;
+the original key travels with the value and the state is a dict per route
+key, so keys that share a route key are still kept apart (and ``1`` and
+``1.0`` are still one key, as in Python).
+
+A failing user function does not reach bytewax (a Python error inside an
+operator makes every process panic): `_Guard` records the first error
+(naming the step), and from then on the process's operators pass nothing on,
+so the run ends normally and the driver raises that `DataflowError`.
+
+A timed stream (`Dataflow.stream`) runs as micro-batches, one bytewax run
+per batch (`engines.streaming`), not with bytewax's own windowing: its
+``EventClock`` watermark advances with the system clock and per worker, so
+it would drop different late events than the rule every engine here shares.
+
+**Tasks** and **actors** are not offered: a Bytewax program is a dataflow
+and nothing else.
+
+    >>> BytewaxEngine().settings(2)["processes"]
+    2
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+from functools import partial
+from itertools import islice
+
+import cloudpickle
+
+from engines.adapters import LOG_DIR, AdapterEngine, log_dir
+from engines.api import Dataflow, DataflowError, Session, Step
+from engines.plan import combine, fuse, source_items, stable_hash, step_error
+from engines.streaming import run_microbatches
+
+BATCH_SIZE = 1000   # items per batch the source emits
+JOB_GRACE = 30      # seconds the other processes get to finish once one has failed outright
+
+
+class BytewaxEngine(AdapterEngine):
+    name = "bytewax"
+    architecture = "data parallel"
+    description = "Bytewax dataflows: N worker processes running cluster_main"
+    supports = {
+        "dataflow": "native (timed streams as micro-batches: one bytewax run per batch)",
+        "tasks": "unsupported: a Bytewax program is a dataflow of operators; "
+                 "there is no call to run one function on a worker",
+        "actors": "unsupported: Bytewax has no addressable objects; its state lives "
+                  "in keyed operators and only the stream reaches it",
+    }
+    requires = ("bytewax",)
+    extra = "bytewax"
+    options = ()
+
+    def settings(self, workers: int, **options) -> dict:
+        self.check_options(options)
+        return {
+            "workers": workers,
+            "processes": workers,
+            "worker_count_per_proc": 1,
+            "source": f"FixedPartitionedSource, one partition per archbench partition, batches of {BATCH_SIZE}",
+            "combine": "per batch before the exchange",
+            "epoch_interval": "bytewax default (10 s)",
+            "addresses": "127.0.0.1, fresh ports per run",
+            LOG_DIR: options.get(LOG_DIR),
+        }
+
+    def start(self, workers: int = 2, **options) -> Session:
+        return BytewaxSession(workers, self.supports, self.settings(workers, **options))
+
+
+class BytewaxSession(Session):
+    engine = "bytewax"
+
+    def __init__(self, workers, supports, settings):
+        super().__init__(workers, supports, settings)
+        logs = log_dir(settings[LOG_DIR], "bytewax")
+        self.settings[LOG_DIR] = str(logs)
+        self._log = str(logs / "bytewax-workers.log")
+        self._procs: list = []
+        try:
+            self._start_processes()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_processes(self) -> None:
+        """Start the N processes and wait until each has imported bytewax. Mutates ``_procs``."""
+        ctx = multiprocessing.get_context("spawn")
+        for i in range(self.workers):
+            here, there = ctx.Pipe()
+            proc = ctx.Process(target=_serve, args=(there, self._log), name=f"bytewax-{i}", daemon=True)
+            proc.start()
+            there.close()
+            self._procs.append((proc, here))
+        for proc, conn in self._procs:
+            if not conn.poll(120):
+                raise DataflowError(f"bytewax worker process {proc.pid} did not start; see {self._log}")
+            conn.recv()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [proc.pid for proc, _ in self._procs]
+
+    def dataflow(self, flow: Dataflow) -> dict[str, list]:
+        if flow.streaming:
+            return run_microbatches(self, flow)
+        payload = cloudpickle.dumps(flow, protocol=5)
+        addresses = [f"127.0.0.1:{port}" for port in _free_ports(self.workers)]
+        for i, (_, conn) in enumerate(self._procs):
+            conn.send((payload, addresses, i))
+        replies, failed = [], False
+        for proc, conn in self._procs:
+            if failed and not conn.poll(JOB_GRACE):
+                replies.append(("crashed", DataflowError(f"bytewax process {proc.pid} did not finish")))
+                continue
+            try:
+                replies.append(conn.recv())
+            except EOFError:
+                replies.append(("crashed", DataflowError(f"bytewax process {proc.pid} died; see {self._log}")))
+            failed = failed or replies[-1][0] != "ok"
+        if any(status == "crashed" for status, _ in replies):
+            self._restart()  # a process that panicked or hangs cannot run the next flow
+        for status, value in replies:
+            if status != "ok":
+                raise value
+        out: dict[str, list] = {sink: [] for sink in flow.sinks}
+        for _, sinks in replies:
+            for sink, items in sinks.items():
+                out[sink].extend(items)
+        return out
+
+    def _restart(self) -> None:
+        self._stop_processes()
+        self._start_processes()
+
+    def _stop_processes(self) -> None:
+        procs, self._procs = self._procs, []
+        for proc, conn in procs:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+        for proc, conn in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            conn.close()
+
+    def close(self) -> None:
+        self._stop_processes()
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` ports free on the loopback now (bytewax binds them when the run starts)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# ------------------------------------------------------- in each worker process
+
+
+def _serve(conn, log_path: str) -> None:
+    """A worker process: run one flow per message until told to stop (None)."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    from bytewax.testing import cluster_main
+
+    conn.send(("ready", os.getpid()))
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        payload, addresses, proc_id = job
+        run = _Run()
+        try:
+            flow = _translate(cloudpickle.loads(payload), run)
+        except Exception as e:  # every process fails alike, before any of them starts
+            conn.send(("error", e if isinstance(e, DataflowError) else DataflowError(f"{type(e).__name__}: {e}")))
+            continue
+        try:
+            cluster_main(flow, addresses, proc_id, worker_count_per_proc=1)
+        except BaseException as e:  # bytewax panics are BaseExceptions; the other processes may hang
+            conn.send(("crashed", DataflowError(f"bytewax failed: {type(e).__name__}: {e}")))
+            continue
+        conn.send(("error", run.error) if run.error else ("ok", run.sinks))
+
+
+class _Run:
+    """One run's state in one process: the first error, and what the sinks gathered."""
+
+    def __init__(self):
+        self.error: DataflowError | None = None
+        self.sinks: dict[str, list] = {}
+
+
+class _Guard:
+    """A step as bytewax calls it: the first error is kept and from then on nothing passes.
+
+    ``fallback(*args)`` is what the operator gets instead of a result (no items by default).
+    """
+
+    def __init__(self, run: _Run, step: Step, fn, fallback=lambda *args: ()):
+        self.run, self.step, self.fn, self.fallback = run, step, fn, fallback
+
+    def __call__(self, *args):
+        if self.run.error is None:
+            try:
+                return self.fn(*args)
+            except Exception as e:
+                self.run.error = step_error(e, (self.step,))
+        return self.fallback(*args)
+
+
+def _route(item) -> str:
+    """The string bytewax routes ``(key, value)`` by: the key itself if a string, else its stable hash."""
+    key = item[0]
+    return key if type(key) is str else f"\0{stable_hash(key)}"
+
+
+def _apply(step: Step, batch: list) -> list:
+    """A narrow step over one batch."""
+    return list(fuse(batch, (step,)))
+
+
+def _pairs(step: Step, batch: list) -> list:
+    """``batch``, once every item is known to be a ``(key, value)`` tuple."""
+    for item in batch:
+        if type(item) is not tuple or len(item) != 2:
+            raise DataflowError(f"step {step.name!r} needs (key, value) items, got {item!r}")
+    return batch
+
+
+def _combine(step: Step, batch: list) -> list:
+    """The map-side combine of a reduce, over one batch: one ``(key, value)`` per key."""
+    return list(combine(_pairs(step, batch), step.fn, step).items())
+
+
+def _translate(flow: Dataflow, run: _Run):
+    """The bytewax flow for ``flow``; its sinks fill ``run.sinks``."""
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow as BytewaxFlow
+
+    def sid(name: str, part: str = "") -> str:
+        return name.replace(".", "_") + (f"__{part}" if part else "")
+
+    bx = BytewaxFlow(sid(flow.name) or "flow")
+    streams: dict = {}
+    for step in flow.steps:
+        name = step.name
+        ups = [streams[i] for i in step.inputs]
+        if step.op == "read":
+            streams[name] = op.input(sid(name), bx, _Partitions(step, run))
+        elif step.op == "flat_map":
+            streams[name] = op.flat_map_batch(sid(name), ups[0], _Guard(run, step, partial(_apply, step)))
+        elif step.op == "reduce_by_key":
+            combined = op.flat_map_batch(sid(name, "combine"), ups[0], _Guard(run, step, partial(_combine, step)))
+            keyed = op.key_on(sid(name, "route"), combined, _route)
+            folded = op.fold_final(sid(name), keyed, dict, _Guard(run, step, _Fold(step), lambda acc, _: acc))
+            streams[name] = op.flat_map(sid(name, "unroute"), folded, lambda routed: routed[1].items())
+        elif step.op == "join":
+            sides = []
+            for side, up in zip(("left", "right"), ups):
+                checked = op.flat_map_batch(sid(name, f"{side}_pairs"), up, _Guard(run, step, partial(_pairs, step)))
+                sides.append(op.key_on(sid(name, side), checked, _route))
+            joined = op.join(sid(name), *sides, insert_mode="product", emit_mode="final")
+            streams[name] = op.flat_map(sid(name, "pairs"), joined, _matches)
+        elif step.op == "collect":
+            op.output(sid(name), ups[0], _Collect(step.arg, run))
+        else:
+            raise DataflowError(f"step {name!r}: unknown op {step.op!r}")
+    return bx
+
+
+class _Fold:
+    """fold_final's folder: ``acc`` is ``{key: value}`` for the keys of one route key."""
+
+    def __init__(self, step: Step):
+        self.step = step
+
+    def __call__(self, acc: dict, pair):
+        key, value = pair
+        acc[key] = self.step.fn(acc[key], value) if key in acc else value
+        return acc
+
+
+def _matches(routed):
+    """Join output for one route key: the pairs whose original keys are equal."""
+    _, (left, right) = routed
+    if left is not None and right is not None and left[0] == right[0]:
+        yield (left[0], (left[1], right[1]))
+
+
+# the source and the sink (imported lazily: bytewax is only needed in the worker processes)
+
+
+def _Partitions(step: Step, run: _Run):
+    from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+    class Partition(StatefulSourcePartition):
+        def __init__(self, recipe):
+            self.recipe, self.items = recipe, None
+
+        def next_batch(self):
+            batch = _Guard(run, step, self._take)()
+            if not batch:
+                raise StopIteration
+            return batch
+
+        def _take(self) -> list:
+            if self.items is None:  # made here, on the worker this partition is assigned to
+                self.items = iter(source_items(self.recipe))
+            return list(islice(self.items, BATCH_SIZE))
+
+        def snapshot(self):
+            return None
+
+    class Partitions(FixedPartitionedSource):
+        def list_parts(self):
+            return [str(i) for i in range(len(step.arg))]
+
+        def build_part(self, step_id, for_part, resume_state):
+            return Partition(step.arg[int(for_part)])
+
+    return Partitions()
+
+
+def _Collect(sink: str, run: _Run):
+    from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+    class Part(StatelessSinkPartition):
+        def write_batch(self, items):
+            run.sinks.setdefault(sink, []).extend(items)
+
+    class Collect(DynamicSink):
+        def build(self, step_id, worker_index, worker_count):
+            return Part()
+
+    return Collect()
