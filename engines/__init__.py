@@ -85,10 +85,10 @@ _ENGINES: dict[str, str | Engine] = {
                           "archbench's own engine: a scheduler dispatches a task graph"),
     "mini-actors": Planned("mini-actors", "actors",
                            "archbench's own engine: stateful actors with mailboxes"),
-    "spark": Planned("spark", "data parallel", "Apache Spark (PySpark RDDs), local mode"),
-    "dask": Planned("dask", "task parallel", "Dask distributed, a LocalCluster of processes"),
-    "ray": Planned("ray", "actors", "Ray tasks and actors, a local cluster"),
-    "bytewax": Planned("bytewax", "data parallel", "Bytewax dataflows, worker processes"),
+    "spark": "engines.adapters.spark:SparkEngine",
+    "dask": "engines.adapters.dask:DaskEngine",
+    "ray": "engines.adapters.ray:RayEngine",
+    "bytewax": "engines.adapters.bytewax:BytewaxEngine",
 }
 _loaded: dict[str, Engine] = {}
 
