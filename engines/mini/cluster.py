@@ -44,7 +44,9 @@ stand-in -- offers ``ctx.me``, ``ctx.n``, ``ctx.send(dest, message, code=False)`
 and ``ctx.queue(dest, message)`` + ``ctx.flush(dest=None)`` (batching: queued
 messages leave together in one frame). Messages are tuples whose first item
 names them; ``("stop",)`` and ``("mesh", ...)`` belong to the cluster, and a
-runtime receives ``("lost", k, why)`` when peer ``k`` dies.
+runtime receives ``("lost", k, why)`` when peer ``k`` dies. A message that
+cannot be unpickled, or a runtime that raises, is reported to the host as
+``("runtime-error", k, text)`` -- promptly, never as a silent hang.
 
 `InProcessHost` runs the same runtimes as plain objects in one process,
 with one FIFO of messages (each still pickled and unpickled, as on the
@@ -152,9 +154,12 @@ class WorkerProcess:
 
     # -- reading
     def _read(self, source, conn) -> None:
+        def undecodable(error):
+            self.host.send(("runtime-error", self.me, f"cannot unpickle a message from {conn.peer}: "
+                                                      f"{type(error).__name__}: {error}"))
         clean, why = False, ""
         try:
-            for message in conn.messages():
+            for message in conn.messages(on_error=undecodable):
                 self.inbox.put((source, message))
             clean = True
         except (OSError, WireError) as e:
@@ -397,9 +402,12 @@ class Host:
 
     # -- running
     def _read(self, source, conn) -> None:
+        def undecodable(error):
+            self.events.put((source, ("runtime-error", source, f"the driver cannot unpickle a message from "
+                                                               f"{conn.peer}: {type(error).__name__}: {error}")))
         clean, why = False, "connection lost"
         try:
-            for message in conn.messages():
+            for message in conn.messages(on_error=undecodable):
                 if message[0] in ("meshed", "barrier"):
                     with self._joined:
                         if message[0] == "meshed":

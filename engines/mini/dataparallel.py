@@ -19,6 +19,8 @@ need all the records of a key in one place.
   record of its keys when it holds the marker of all ``n`` workers, and
   only then merges (`engines.plan.merge_reduce`, `engines.plan.merge_join`).
 - **collect** sends a worker's items to the driver, which concatenates.
+- **Streams** (a ``stream`` source and a ``window``) run as micro-batches:
+  each is a batch run of this engine (`engines.streaming`).
 
 Why processes, not threads: Python runs the bytecode of one thread at a
 time (the GIL), so two worker *threads* share one core for Python code --
@@ -37,7 +39,7 @@ deterministic form for debugging and teaching.
 
 Messages (``run`` is a run id; ``side`` is 0, or 1 for a join's right input)::
 
-    driver -> worker   ("run", run, flow name, steps)   ("cancel", run)
+    driver -> worker   ("run", run, flow name, pickled steps)   ("cancel", run)
     worker -> worker   ("part", run, step, side, items)  ("end", run, step, side)
     worker -> driver   ("at", run, worker, step)  ("sink", run, name, items)
                        ("finished", run, worker, trace rows)
@@ -47,6 +49,7 @@ State of a `DataWorker` (plain dicts, keyed by run)::
 
     runs    = {run: generator}                # the flows this worker is running
     waiting = {run: (step, sides)}            # the exchange a run is blocked in
+    at      = {run: step}                     # the step it runs now (named in errors)
     got     = {(run, step, side): [chunk, ...]}   # items received (early ones too)
     ended   = {(run, step, side): {worker, ...}}  # whose end marker came
     over    = {run, ...}                      # finished or cancelled: late messages are dropped
@@ -75,19 +78,24 @@ sent them to the driver. Every byte that moved is in the trace::
 from __future__ import annotations
 
 import functools
+import pickle
 import time
+from collections import Counter
 from itertools import chain
+
+import cloudpickle
 
 from engines import Engine
 from engines.api import Dataflow, DataflowError, Session, Step
 from engines.mini.cluster import DRIVER, Host, InProcessHost
 from engines.mini.trace import Tracer
 from engines.plan import merge_join, merge_reduce, narrow, source_items, split
+from engines.streaming import run_microbatches
 
 CHUNK = 50_000          # items per message: bounds a frame and lets the receiver unpickle while we pickle
 
 SUPPORTS = {
-    "dataflow": "native",
+    "dataflow": "native; streams as micro-batches of batch runs",
     "tasks": "unsupported: mini-data runs dataflows only; the task model on the same workers is mini-tasks",
     "actors": "unsupported: mini-data runs dataflows only; actors on the same workers are mini-actors",
 }
@@ -115,8 +123,9 @@ def _one(sources: list):
     return sources[0] if len(sources) == 1 else functools.partial(_chained, tuple(sources))
 
 
-def _label(origin: str | None, ops: tuple[Step, ...], step: Step) -> str:
-    return "+".join([origin] * (origin is not None) + [s.name for s in ops] + [step.name])
+def _label(origin: str | None, ops: tuple[Step, ...], *last: Step) -> str:
+    """The steps one fused loop runs, as a trace names them: ``read_1+flat_map_2+reduce_by_key_3``."""
+    return "+".join([origin] * (origin is not None) + [s.name for s in ops + last])
 
 
 def program(steps, n: int, tracer: Tracer):
@@ -127,15 +136,23 @@ def program(steps, n: int, tracer: Tracer):
     chunks per input. Yields ``("sink", name, items)`` and expects nothing.
 
     State: ``lazy[step name] = (sources, narrow steps still to run, origin)``
-    -- a stream not computed yet; a keyed step computes it.
+    -- a stream not computed yet; a keyed step or a sink computes it, and a
+    stream read by two or more steps is computed once, at once (as
+    `engines.plan.evaluate` does).
     """
     lazy: dict[str, tuple[list, tuple[Step, ...], str | None]] = {}
+    consumers = Counter(name for step in steps for name in step.inputs)
     for step in steps:
-        if step.op == "read":
-            lazy[step.name] = (list(step.arg), (), step.name)
-        elif step.op == "flat_map":
-            sources, ops, origin = lazy[step.inputs[0]]
-            lazy[step.name] = (sources, ops + (step,), origin)
+        if step.op in ("read", "flat_map"):
+            if step.op == "read":
+                sources, ops, origin = list(step.arg), (), step.name
+            else:
+                sources, ops, origin = lazy[step.inputs[0]]
+                ops += (step,)
+            if consumers[step.name] > 1:    # a stream that branches is computed once, not once per branch
+                with tracer.span(_label(origin, ops), "branch"):
+                    sources, ops, origin = [narrow(_one(sources), ops)], (), None
+            lazy[step.name] = (sources, ops, origin)
         elif step.op in ("reduce_by_key", "join"):
             sides = []
             for name in step.inputs:
@@ -168,6 +185,7 @@ class DataWorker:
         self.ctx = ctx
         self.runs: dict = {}
         self.tracers: dict = {}
+        self.at: dict = {}
         self.waiting: dict = {}
         self.got: dict = {}
         self.ended: dict = {}
@@ -186,7 +204,15 @@ class DataWorker:
         if run in self.over:
             return                          # a late message of a finished or cancelled run
         if kind == "run":
-            self._start(run, message[3])
+            try:
+                steps = pickle.loads(message[3])
+            except Exception as e:
+                self.over.add(run)
+                self.ctx.send(DRIVER, ("failed", run, self.ctx.me, DataflowError(
+                    f"mini-data worker {self.ctx.me} cannot load flow {message[2]!r}: {type(e).__name__}: {e} "
+                    "(the workers import the flow's functions by module: is that module importable there?)"), None))
+                return
+            self._start(run, steps)
         elif kind == "part":
             self.got.setdefault((run, message[2], message[3]), []).append(message[4])
             self._resume(run)
@@ -198,7 +224,11 @@ class DataWorker:
 
     def _start(self, run, steps) -> None:
         me = self.ctx.me
-        self.tracers[run] = Tracer(me, notify=lambda step: self.ctx.send(DRIVER, ("at", run, me, step)))
+
+        def at(step):
+            self.at[run] = step
+            self.ctx.send(DRIVER, ("at", run, me, step))
+        self.tracers[run] = Tracer(me, notify=at)
         self.runs[run] = program(steps, self.ctx.n, self.tracers[run])
         if self.lost:
             self._fail(run, None, next(iter(self.lost.items())))
@@ -267,8 +297,9 @@ class DataWorker:
                 self._advance(run, value)
 
     def _fail(self, run, error, lost) -> None:
-        if error is not None and not isinstance(error, DataflowError):
-            error = DataflowError(f"worker {self.ctx.me}: {type(error).__name__}: {error}")
+        if error is not None and not isinstance(error, DataflowError):   # e.g. an item that cannot be pickled
+            where = f" in step {self.at[run]!r}" if run in self.at else ""
+            error = DataflowError(f"mini-data worker {self.ctx.me}{where}: {type(error).__name__}: {error}")
         self._drop(run)
         try:
             self.ctx.send(DRIVER, ("failed", run, self.ctx.me, error, lost))
@@ -282,6 +313,7 @@ class DataWorker:
         if gen is not None:
             gen.close()
         self.tracers.pop(run, None)
+        self.at.pop(run, None)
         self.waiting.pop(run, None)
         for table in (self.got, self.ended):
             for key in [k for k in table if k[0] == run]:
@@ -301,15 +333,20 @@ def drive(flow: Dataflow, host, run) -> tuple[dict[str, list], list[dict]]:
     for wid in host.local:
         if wid in host.lost:
             raise _lost(flow, host, wid, "", at)
+        steps = cloudpickle.dumps(assign(flow.steps, wid, host.n), protocol=5)
         try:
-            host.send(wid, ("run", run, flow.name, assign(flow.steps, wid, host.n)), code=True)
+            host.send(wid, ("run", run, flow.name, steps))
         except OSError:
             pass                            # it died: its loss comes among the events
     out: dict[str, list] = {sink: [] for sink in flow.sinks}
     rows: list[dict] = []
     finished: set = set()
     while len(finished) < len(host.local):
-        source, message = host.recv()
+        try:
+            source, message = host.recv()
+        except KeyboardInterrupt:
+            _cancel(host, run)
+            raise
         kind = message[0]
         if kind == "lost":
             _cancel(host, run)
@@ -415,6 +452,8 @@ class MiniDataSession(Session):
             self._broken = "; ".join(self.host.lost.values())
         if self._broken:
             raise DataflowError(f"this mini-data session is broken ({self._broken}); start a new one")
+        if flow.streaming:                  # each micro-batch is a batch run of this session
+            return run_microbatches(self, flow)
         self._runs += 1
         try:
             out, self._trace = drive(flow, self.host, self._runs)

@@ -232,16 +232,26 @@ class Conn:
                 raise PeerClosed(f"{self.peer} closed the connection")
             got += n
 
-    def messages(self):
+    def messages(self, on_error=None):
         """Yield every message the peer sends, until it says BYE (then return).
 
         Heartbeats only refresh ``last_seen``. Raises `PeerClosed` if the
         stream ends without a BYE (the peer died) and `WireError` on garbage.
+        A batch that cannot be unpickled (a class or module this process
+        lacks) goes to ``on_error(exception)`` and reading goes on -- frames
+        stay aligned; without ``on_error`` it raises.
         """
         while True:
             kind, payload = self.read_frame()
             if kind == MSGS:
-                yield from decode(payload)
+                try:
+                    batch = decode(payload)
+                except Exception as e:
+                    if on_error is None:
+                        raise
+                    on_error(e)
+                    continue
+                yield from batch
             elif kind == BYE:
                 return
             elif kind != PING:
