@@ -1,0 +1,202 @@
+"""mini-data: answers against the serial engine, and the properties of the architecture.
+
+Answers: flows that are not workloads of the repository (filters, keyed
+reductions, a join, several sinks, more workers than partitions) give what
+the serial engine gives, in the in-process form and with real processes.
+Properties, read from the trace and from the operating system: two workers
+really are busy at once; a keyed reduction moves bytes worker to worker and
+the driver gets only results; a worker that dies fails the job promptly,
+naming it and its step; no process outlives its session or its driver.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from engines import get_engine
+from engines.api import Dataflow, DataflowError
+from engines.mini.cluster import InProcessHost
+from engines.mini.dataparallel import DataWorker, drive
+from engines.mini.trace import overlap, traffic
+
+
+# ---------------------------------------------------------------- flows a new user might write
+
+
+def sensor_flow():
+    """Filter bad readings, average per sensor, join with the sensor's room, and a second sink."""
+    flow = Dataflow("sensors")
+    readings = flow.read([[("s1", 20.5), ("s2", -999.0), ("s1", 21.5)], [("s3", 18.0), ("s2", 19.0)], [],
+                          [("s9", 30.0)]])
+    good = readings.filter(lambda r: r[1] > -100, name="drop_bad")
+    sums = good.map(lambda r: (r[0], (r[1], 1))).reduce_by_key(lambda a, b: (a[0] + b[0], a[1] + b[1]))
+    means = sums.map(lambda kv: (kv[0], kv[1][0] / kv[1][1]))
+    rooms = flow.read([[("s1", "lab"), ("s2", "hall")], [("s3", "lab")]]).map(tuple)
+    means.join(rooms).map(lambda kv: (kv[1][1], kv[1][0])).reduce_by_key(max).collect("warmest_per_room")
+    good.map(lambda r: r[0]).collect("seen")
+    return flow
+
+
+def letters_flow():
+    """Callable partitions, a branching stream, a self-join, and keys that are tuples."""
+    flow = Dataflow("letters")
+    words = flow.read([lambda: "the quick brown fox".split(), lambda: "jumps over the lazy dog".split()])
+    pairs = words.flat_map(lambda w: [((w[0], len(w)), 1)] if w else [])
+    pairs.reduce_by_key(operator.add).collect("first_letter_and_length")
+    firsts = words.key_by(lambda w: w[0])
+    firsts.join(firsts).filter(lambda kv: kv[1][0] < kv[1][1]).map(lambda kv: kv[1]).collect("same_initial")
+    return flow
+
+
+FLOWS = [sensor_flow, letters_flow]
+
+
+def canonical(out: dict) -> dict:
+    return {sink: sorted(items, key=repr) for sink, items in out.items()}
+
+
+@pytest.fixture(scope="module")
+def serial():
+    with get_engine("serial").start() as s:
+        yield s
+
+
+@pytest.fixture(scope="module", params=[1, 3])
+def processes(request):
+    with get_engine("mini-data").start(workers=request.param) as s:
+        yield s
+
+
+@pytest.mark.parametrize("make", FLOWS)
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_the_in_process_form_agrees_with_serial(make, workers, serial):
+    out, _ = drive(make(), InProcessHost(workers, DataWorker), run=1)
+    assert canonical(out) == canonical(serial.dataflow(make()))
+
+
+@pytest.mark.parametrize("make", FLOWS)
+def test_worker_processes_agree_with_serial(make, processes, serial):
+    assert canonical(processes.dataflow(make())) == canonical(serial.dataflow(make()))
+
+
+def test_the_in_process_form_is_deterministic():
+    runs = [drive(letters_flow(), InProcessHost(3, DataWorker), run=1)[0] for _ in range(2)]
+    assert runs[0] == runs[1]                        # the same items in the same order
+
+
+def test_a_step_error_names_the_step_and_the_session_goes_on(processes):
+    flow = Dataflow("bad")
+    flow.read([[1, 2], [0]]).map(lambda x: (x, 10 // x), name="divide").reduce_by_key(operator.add).collect("out")
+    with pytest.raises(DataflowError, match=r"step 'divide'.*ZeroDivisionError"):
+        processes.dataflow(flow)
+    assert processes.dataflow(letters_flow())["first_letter_and_length"]     # the cluster is fine
+
+
+# ---------------------------------------------------------------- properties of the architecture
+
+
+def burn(seconds: float) -> list:
+    """A partition that keeps one core busy for about ``seconds`` (pure Python: holds the GIL)."""
+    end, n = time.perf_counter() + seconds, 0
+    while time.perf_counter() < end:
+        n += 1
+    return [("done", 1)]
+
+
+def test_two_workers_are_busy_at_the_same_time():
+    flow = Dataflow("cpu")
+    flow.read([lambda: burn(0.4), lambda: burn(0.4)]).reduce_by_key(operator.add).collect("out")
+    with get_engine("mini-data").start(workers=2) as session:
+        assert session.dataflow(flow) == {"out": [("done", 2)]}
+        rows = session.trace()
+    assert {r["worker"] for r in rows if r["event"] == "span"} == {0, 1}
+    assert overlap(rows) > 0.3                      # seconds with both workers inside a step
+
+
+def distinct_keys(part: int) -> list:
+    return [(part * 100_000 + i, 1) for i in range(20_000)]
+
+
+def test_a_reduce_moves_bytes_worker_to_worker_and_the_driver_gets_only_results():
+    flow = Dataflow("exchange")
+    per_key = flow.read([lambda p=p: distinct_keys(p) for p in range(4)]).reduce_by_key(operator.add)
+    per_key.map(lambda kv: (kv[0] % 2, kv[1])).reduce_by_key(operator.add).collect("by_parity")
+    with get_engine("mini-data").start(workers=2) as session:
+        before = sum(c.received for c in session.host.conns.values())
+        assert sorted(session.dataflow(flow)["by_parity"]) == [(0, 40_000), (1, 40_000)]
+        to_driver = sum(c.received for c in session.host.conns.values()) - before
+        moved = traffic(session.trace())
+    assert moved[(0, 1)] > 100_000 and moved[(1, 0)] > 100_000      # ~40,000 records crossed the mesh
+    assert to_driver < 20_000                                       # two results, progress and trace rows
+
+
+def kill_on(x, victim):
+    if x == victim:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return (x % 2, x)
+
+
+def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    """The pids still running after ``timeout`` (zombies count as gone)."""
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.02)
+    return alive
+
+
+def test_a_worker_dying_mid_job_fails_it_promptly_naming_worker_and_step():
+    flow = Dataflow("crash")
+    flow.read([[1, 2], [3, 4]]).map(lambda x: kill_on(x, 3), name="explode").reduce_by_key(max).collect("out")
+    session = get_engine("mini-data").start(workers=2)
+    pids = session.worker_pids
+    started = time.monotonic()
+    with pytest.raises(DataflowError, match=rf"worker 1 \(pid {pids[1]}\) was killed by SIGKILL while running "
+                                            r"step '.*explode.*' of flow 'crash'"):
+        session.dataflow(flow)
+    assert time.monotonic() - started < 5
+    with pytest.raises(DataflowError, match="session is broken"):
+        session.dataflow(flow)
+    session.close()
+    assert wait_gone(pids) == []
+
+
+def test_no_process_outlives_a_closed_session_or_a_killed_worker():
+    session = get_engine("mini-data").start(workers=2)
+    pids = session.worker_pids
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    os.kill(pids[0], signal.SIGKILL)
+    assert wait_gone(pids[:1]) == []
+    session.close()
+    assert wait_gone(pids) == []
+
+
+DRIVER = """
+import time
+from engines import get_engine
+session = get_engine("mini-data").start(workers=2)
+print(*session.worker_pids, flush=True)
+time.sleep(60)
+"""
+
+
+def test_workers_exit_when_their_driver_is_killed():
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in driver.stdout.readline().split()]
+        assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
+        driver.kill()                                  # SIGKILL: no chance to clean up
+        driver.wait()
+        assert wait_gone(pids) == []
+    finally:
+        driver.kill()
+        driver.stdout.close()
