@@ -10,9 +10,9 @@ rests in the book. A cancel removes a resting order if it is still there.
 The reply lists what the order did -- its trades, or what its cancel
 removed -- and the latency of an order is its call to its reply.
 
-Symbols are drawn from a Zipf law, so one book is hot and most are quiet;
-prices follow a mean-reverting walk per symbol, so about half the orders
-cross the spread.
+Symbols are drawn from a Zipf law, so one book is hot (over a third of
+the orders at ``small``) and most are quiet; prices follow a mean-reverting
+walk per symbol, and a bit under half the orders trade on arrival.
 
 The answer is every event in order, and each book's resting orders at the
 end. The reference is a second, independent matching engine (sorted lists
