@@ -26,8 +26,9 @@ gradient descent in one process -- gives them too.
 
 Stresses: actor-to-actor messaging at volume (3 x workers x servers messages
 a round), state that stays in place across rounds (the shards, the
-parameters), a barrier made of messages, and skew (hot keys make some
-servers' slices bigger).
+parameters), a barrier made of messages, and sparse access: a worker
+pulls only the keys its examples touch, and the popular keys are pulled by
+every worker every round.
 
 Hypothesis: actors win -- this is the textbook actor use case (and Ray's own
 parameter-server example): only gradients and the parameters a worker needs
