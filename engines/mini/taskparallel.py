@@ -1,0 +1,942 @@
+"""mini-tasks: the task-parallel architecture -- a scheduler places tasks, workers keep the data.
+
+This is how Dask runs a task graph. The driver holds the **graph** and a
+**scheduler** (`engines.mini.scheduler`: plain data and the verbs that
+change it -- read it first). Worker processes hold the **data**: a task's
+result stays on the worker that made it, and a task that needs it fetches
+it from that worker directly, over the mesh of `engines.mini.cluster`. The
+driver sees keys, sizes and locations; a value reaches it only when asked
+for (``result()``, ``gather``) or when it is small and its Future is held.
+
+Who does what::
+
+    user thread     tasks.submit(fn, *args)  --> scheduler.submit: place it, or let it wait
+                    future.result()          --> scheduler.want; wait for the Future
+    flusher thread  outbox -> one ("batch", [message, ...]) frame per worker
+    receiver thread host events -> scheduler.report / lose_worker; settle Futures; flush
+    worker          run what is ready, a slice at a time; fetch inputs from peers;
+                    serve peers' fetches between tasks; report in batches
+
+Messages (inside a ``("batch", [...])`` from the driver; ``key`` is a task name)::
+
+    driver -> worker  ("fn", fid, pickled)      ("forget-fn", fid)
+                      ("run", key, fid, args, kwargs, slots, inputs, push, retries)
+                      ("want", [key])  ("release", key)  ("drop", [key])  ("steal", [key])
+                      ("unheld", key, consumers): drop key once these tasks have run here
+                      ("reset",)  ("trace", token)  ("stats", token)
+    worker -> driver  ("report", [entry, ...])  (entries: see scheduler.report)
+                      ("trace", token, rows)  ("stats", token, {...})
+    worker -> worker  ("get", [key])  ->  ("data", {key: value}, [absent key], {key: why not sent})
+
+A worker is one thread: it handles a message, then runs ready tasks for up
+to `SLICE` seconds, reports, and posts itself a ``("tick",)`` if more are
+ready -- so a peer's fetch waits at most for the task in hand (Dask serves
+fetches from a separate thread; one thread keeps this state lock-free and a
+2-core machine free of thread switches).
+
+State of a `TaskWorker` (plain dicts)::
+
+    fns      {fid: function}
+    store    {key: value}            results held here (made here, or fetched copies); sizes {key: bytes}
+    tasks    {key: [fn, args, kwargs, retries, {input key not here}, slots, fetched {peer: bytes}]}
+    waiters  {key: [task key, ...]}  tasks here waiting for that input
+    fetching {key: peer}             asked for, not arrived
+    ready    deque([key, ...])       every input here: run next, in order
+    wanted / small  {key, ...}       send the value with the report: always / if under INLINE bytes
+    unheld   {key: {task key, ...}}  drop that result once these tasks (its last consumers) have run
+    given    {key, ...}              tasks handed back to the scheduler (until sent here again)
+    lost     {peer: why}
+
+Worked example -- a diamond on two workers, in one process (the
+deterministic form: the same scheduler and worker code, one FIFO of
+messages, each still pickled as on the wire)::
+
+    >>> import operator
+    >>> with MiniTasksEngine().start(workers=2, processes=False) as s, s.tasks() as tasks:
+    ...     a = tasks.submit(operator.mul, 3, 4)
+    ...     b = tasks.submit(operator.add, a, 1)        # placed with a: it will run after it, there
+    ...     c = tasks.submit(operator.neg, a)
+    ...     total = tasks.submit(operator.sub, b, c)
+    ...     total.result(), [r["worker"] for r in s.trace() if r["event"] == "span"]
+    (25, [0, 0, 0, 0])
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import sys
+import threading
+import time
+import traceback
+import weakref
+from collections import deque
+
+import cloudpickle
+
+from engines import Engine
+from engines.api import Dataflow, DataflowError, Future, Session, TaskError, Tasks
+from engines.common import task_error, task_name
+from engines.mini import scheduler
+from engines.mini.cluster import DRIVER, ClusterError, Host, InProcessHost
+from engines.mini.scheduler import PUSH_ALL, PUSH_SMALL
+from engines.plan import OnTasks, evaluate
+from engines.streaming import run_microbatches
+
+INLINE = 16 * 1024       # bytes: a result this small rides in its report when the driver holds its Future
+SLICE = 0.002            # s: a worker runs ready tasks this long, then looks at its inbox again
+OUT_OF_BAND = 64 * 1024  # bytes: a pickled result this big travels beside the frame's pickle, uncopied
+MAX_ROWS = 200_000       # trace rows a worker keeps per tasks() context
+REPLY_TIMEOUT = 30.0     # s to wait for a worker's trace or stats
+
+SUPPORTS = {
+    "dataflow": "emulated: compiled to a task graph; streams as micro-batches of such graphs",
+    "tasks": "native",
+    "actors": "unsupported: mini-tasks runs task graphs; stateful actors on the same workers are mini-actors",
+}
+
+
+def sizeof(value, _depth: int = 0) -> int:
+    """Estimated bytes of a value, without pickling it (containers are sampled).
+
+    >>> sizeof(b"x" * 1000), sizeof(list(range(1000))) > 8000
+    (1000, True)
+    """
+    if isinstance(value, (bytes, bytearray, str)):
+        return len(value)
+    if isinstance(value, memoryview):
+        return value.nbytes
+    nbytes = getattr(value, "nbytes", None)          # numpy arrays, pandas series
+    if isinstance(nbytes, int):
+        return nbytes
+    if isinstance(value, (list, tuple, set, frozenset, dict)) and value and _depth < 3:
+        items = value.items() if isinstance(value, dict) else value
+        sample = list(itertools.islice(items, 16))
+        each = sum(sizeof(x, _depth + 1) for x in sample) / len(sample)
+        return sys.getsizeof(value) + int(each * len(value))
+    return sys.getsizeof(value)
+
+
+class _Unloadable:
+    """Stands for a function a worker could not unpickle: calling it says why."""
+
+    def __init__(self, error: str):
+        self.error = error
+
+    def __call__(self, *args, **kwargs):
+        raise TaskError(f"the function could not be loaded on this worker: {self.error}")
+
+
+# ================================================================ the worker
+
+
+class TaskWorker:
+    """The cluster runtime of mini-tasks, one per worker process (see the state above)."""
+
+    def __init__(self, ctx, slice_s: float = SLICE):
+        self.ctx, self.me, self.slice = ctx, ctx.me, slice_s
+        self.fns: dict = {}
+        self.store: dict = {}
+        self.sizes: dict = {}
+        self.stored = self.peak = self.ran = 0
+        self.tasks: dict = {}
+        self.waiters: dict = {}
+        self.fetching: dict = {}
+        self.ready: deque = deque()
+        self.wanted: set = set()
+        self.small: set = set()
+        self.unheld: dict = {}
+        self.given: set = set()
+        self.lost: dict = {}
+        self.report: list = []
+        self.rows: list = []
+        self.to_fetch: dict = {}
+        self.tick_posted = False
+        self.on = {"run": self._on_run, "fn": self._on_fn, "forget-fn": self._on_forget_fn,
+                   "want": self._on_want, "release": self._on_release, "drop": self._on_drop,
+                   "unheld": self._on_unheld,
+                   "steal": self._on_steal, "get": self._on_get, "data": self._on_data,
+                   "lost": self._on_lost, "tick": self._on_tick, "reset": self._on_reset,
+                   "trace": self._on_trace, "stats": self._on_stats}
+
+    def handle(self, source, message) -> None:
+        """One message (or a batch of them); then fetch what is missing and run what is ready. Mutates."""
+        if message[0] == "batch":
+            on = self.on
+            for m in message[1]:
+                on[m[0]](source, m)
+        else:
+            self.on[message[0]](source, message)
+        if self.to_fetch:
+            for peer, keys in self.to_fetch.items():
+                self._send(peer, ("get", keys))
+            self.to_fetch = {}
+        self._work()
+
+    # -- tasks arriving
+    def _on_run(self, source, m) -> None:
+        _, key, fid, args, kwargs, slots, inputs, push, retries = m
+        self.given.discard(key)
+        self.tasks[key] = task = [self.fns[fid], args, kwargs, retries, set(), slots, None]
+        if push == PUSH_ALL:
+            self.wanted.add(key)
+        elif push == PUSH_SMALL:
+            self.small.add(key)
+        missing = task[4]
+        for dep, holder in inputs:
+            if dep in self.store:
+                continue
+            if holder == self.me:
+                if dep not in self.tasks:    # it was to be made here, but was given away meanwhile
+                    return self._give_back([key], ("absent", self.me, [dep]))
+            elif holder in self.lost:
+                return self._give_back([key], ("lost", holder))
+            elif dep not in self.fetching:
+                self.fetching[dep] = holder
+                self.to_fetch.setdefault(holder, []).append(dep)
+            missing.add(dep)
+            self.waiters.setdefault(dep, []).append(key)
+        if not missing:
+            self.ready.append(key)
+
+    def _on_fn(self, source, m) -> None:
+        try:
+            self.fns[m[1]] = pickle.loads(m[2])
+        except Exception as e:
+            self.fns[m[1]] = _Unloadable(f"{type(e).__name__}: {e}")
+
+    def _on_forget_fn(self, source, m) -> None:
+        self.fns.pop(m[1], None)
+
+    # -- running
+    def _work(self) -> None:
+        """Run ready tasks for one slice, post a tick if more are ready, send the report. Mutates."""
+        ready = self.ready
+        if ready:
+            deadline = time.perf_counter() + self.slice
+            while ready:
+                key = ready.popleft()
+                task = self.tasks.get(key)
+                if task is None or task[4]:      # dropped or given back; or sent again and not ready yet
+                    continue
+                del self.tasks[key]
+                self._run(key, task)
+                if time.perf_counter() >= deadline:
+                    break
+            if ready and not self.tick_posted:
+                self.tick_posted = True
+                self.ctx.send(self.me, ("tick",))
+        if self.report:
+            self._send_report()
+
+    def _run(self, key, task) -> None:
+        """Run one task (again if it raises and has retries left); keep its result here. Mutates."""
+        fn, args, kwargs, retries, _, slots, fetched = task
+        if slots:
+            store, args, kwargs = self.store, list(args), dict(kwargs)
+            for where, dep in slots:
+                if type(where) is int:
+                    args[where] = store[dep]
+                else:
+                    kwargs[where] = store[dep]
+        start = time.time()
+        for attempt in range(retries + 1):
+            try:
+                value, error = fn(*args, **kwargs), None
+                break
+            except BaseException as e:  # noqa: BLE001 -- a task's SystemExit is its failure, not ours
+                error = e
+        end = time.time()
+        self.ran += 1
+        if self.unheld and slots:
+            self._consumed(key, slots, cancel=False)
+        if len(self.rows) < MAX_ROWS:
+            row = {"event": "span", "worker": self.me, "step": key, "what": "task", "start": start, "end": end}
+            if fetched:
+                row["fetched"] = fetched
+            self.rows.append(row)
+        wanted = key in self.wanted
+        small = key in self.small
+        self.wanted.discard(key)
+        self.small.discard(key)
+        if error is not None:
+            self.waiters.pop(key, None)          # its dependents here wait for the driver's "drop"
+            self.report.append(("erred", key, self._error(key, error)))
+            return
+        size = self._keep(key, value)
+        payload = self._payload(key, value) if wanted or (small and size <= INLINE) else None
+        self.report.append(("done", key, size, end - start, payload))
+        self._arrived(key)
+
+    def _arrived(self, key, source=None, size: int = 0) -> None:
+        """Input ``key`` is here now (made here, or fetched from ``source``): ready what waited for it."""
+        for t in self.waiters.pop(key, ()):
+            task = self.tasks.get(t)
+            if task is not None and key in task[4]:     # a stale entry (given back, sent again) counts once
+                task[4].discard(key)
+                if source is not None:
+                    task[6] = fetched = task[6] or {}
+                    fetched[source] = fetched.get(source, 0) + size
+                if not task[4]:
+                    self.ready.append(t)
+
+    def _keep(self, key, value) -> int:
+        size = sizeof(value)
+        self.stored += size - self.sizes.get(key, 0)
+        self.store[key], self.sizes[key] = value, size
+        self.peak = max(self.peak, self.stored)
+        return size
+
+    def _error(self, key, error: BaseException) -> TaskError:
+        err = task_error(key, error)
+        try:
+            pickle.dumps(error, protocol=5)
+            err.original = error                 # the exception itself, where it can travel
+        except Exception:
+            err.original = None
+        return err
+
+    def _payload(self, key, value):
+        """``value`` pickled for the driver, or the TaskError saying why it cannot be."""
+        try:
+            try:
+                data = pickle.dumps(value, protocol=5)
+            except Exception:
+                data = cloudpickle.dumps(value, protocol=5)
+        except Exception as e:
+            return TaskError(f"task {key} returned a {type(value).__name__} that cannot be pickled "
+                             f"to the driver: {type(e).__name__}: {e}")
+        self._row(DRIVER, len(data), key, "result", 1)
+        return pickle.PickleBuffer(data) if len(data) >= OUT_OF_BAND else data
+
+    # -- the driver's other requests
+    def _on_want(self, source, m) -> None:
+        for key in m[1]:
+            if key in self.store:
+                self.report.append(("value", key, self._payload(key, self.store[key])))
+            elif key in self.tasks:
+                self.wanted.add(key)
+
+    def _on_release(self, source, m) -> None:
+        self.unheld.pop(m[1], None)
+        self._free(m[1])
+
+    def _free(self, key) -> None:
+        size = self.sizes.pop(key, None)
+        if size is not None:
+            self.stored -= size
+            del self.store[key]
+
+    def _on_unheld(self, source, m) -> None:
+        _, key, consumers = m
+        if not self.given.isdisjoint(consumers):
+            return                       # one went elsewhere and may fetch it from here: wait for "release"
+        pending = {t for t in consumers if t in self.tasks}
+        if pending:
+            self.unheld[key] = pending
+        else:
+            self._free(key)
+
+    def _consumed(self, key, slots, cancel: bool) -> None:
+        """Task ``key`` has run (or was dropped): its inputs held for it alone may go. If it was handed
+        back instead (``cancel``), it may fetch them from here: keep them for the scheduler's release."""
+        for _, dep in slots:
+            consumers = self.unheld.get(dep)
+            if consumers is not None:
+                if cancel:
+                    del self.unheld[dep]
+                else:
+                    consumers.discard(key)
+                    if not consumers:
+                        del self.unheld[dep]
+                        self._free(dep)
+
+    def _on_drop(self, source, m) -> None:
+        for key in m[1]:
+            task = self.tasks.pop(key, None)
+            self.wanted.discard(key)
+            self.small.discard(key)
+            if task is not None and self.unheld:
+                self._consumed(key, task[5], cancel=False)
+
+    def _on_steal(self, source, m) -> None:
+        given = []
+        for key in m[1]:
+            if key in self.tasks and not any(key in self.tasks[t][4] for t in self.waiters.get(key, ())
+                                             if t in self.tasks):
+                task = self.tasks.pop(key)
+                self.wanted.discard(key)
+                self.small.discard(key)
+                self.given.add(key)
+                self._consumed(key, task[5], cancel=True)
+                given.append(key)
+        self.report.append(("gave-back", given, ("stolen",)))   # always answer: the scheduler waits for it
+
+    def _give_back(self, keys, why) -> None:
+        """Hand ``keys`` back to the scheduler, and the tasks here waiting for them. Mutates."""
+        given, todo = [], list(keys)
+        while todo:
+            key = todo.pop()
+            task = self.tasks.pop(key, None)
+            if task is not None:
+                given.append(key)
+                self.given.add(key)
+                self.wanted.discard(key)
+                self.small.discard(key)
+                self._consumed(key, task[5], cancel=True)
+                todo.extend(self.waiters.pop(key, ()))
+        if given:
+            self.report.append(("gave-back", given, why))
+
+    # -- peers
+    def _on_get(self, source, m) -> None:
+        """A peer's fetch: send what we hold, say what we do not."""
+        found = {k: self.store[k] for k in m[1] if k in self.store}
+        absent = [k for k in m[1] if k not in self.store]
+        errors = {}
+        self.ctx.flush(source)                   # a value that fails to pickle must take nothing else down
+        try:
+            nbytes = self.ctx.send(source, ("data", found, absent, errors))
+        except OSError:
+            return                               # the peer is gone; the cluster tells everyone
+        except Exception:
+            for k, v in list(found.items()):
+                try:
+                    cloudpickle.dumps(v, protocol=5)
+                except Exception as e:
+                    errors[k] = f"{type(e).__name__}: {e}"
+                    del found[k]
+            nbytes = self._send(source, ("data", found, absent, errors))
+        if found:
+            self._row(source, nbytes, "+".join(found), "data", len(found))
+
+    def _on_data(self, source, m) -> None:
+        _, found, absent, errors = m
+        for key, value in found.items():
+            if self.fetching.get(key) == source:
+                del self.fetching[key]
+            size = self._keep(key, value)
+            self.report.append(("copy", key, size))
+            self._arrived(key, source, size)
+        for key in absent:
+            self.fetching.pop(key, None)
+            self._give_back(self.waiters.pop(key, ()), ("absent", source, [key]))
+        for key, why in errors.items():
+            self.fetching.pop(key, None)
+            for t in self.waiters.pop(key, ()):
+                if self.tasks.pop(t, None) is not None:
+                    self.report.append(("erred", t, TaskError(
+                        f"task {t} did not run: the result of {key} cannot be sent between workers: {why}")))
+
+    def _on_lost(self, source, m) -> None:
+        """Peer ``m[1]`` died: what we were fetching from it will never come. Mutates."""
+        self.lost[m[1]] = m[2]
+        for key in [k for k, peer in self.fetching.items() if peer == m[1]]:
+            del self.fetching[key]
+            self._give_back(self.waiters.pop(key, ()), ("lost", m[1]))
+
+    def _on_tick(self, source, m) -> None:
+        self.tick_posted = False
+
+    # -- trace and statistics
+    def _on_reset(self, source, m) -> None:
+        self.rows, self.peak = [], self.stored
+        self.given.clear()
+
+    def _on_trace(self, source, m) -> None:
+        self._send_report()
+        self._send(DRIVER, ("trace", m[1], self.rows))
+
+    def _on_stats(self, source, m) -> None:
+        self._send_report()
+        self._send(DRIVER, ("stats", m[1], {"worker": self.me, "results": len(self.store), "bytes": self.stored,
+                                             "peak_bytes": self.peak, "tasks_run": self.ran,
+                                             "queued": len(self.tasks)}))
+
+    def _row(self, to, nbytes: int, step: str, what: str, items: int) -> None:
+        if len(self.rows) < MAX_ROWS:
+            self.rows.append({"event": "send", "worker": self.me, "to": to, "bytes": nbytes, "items": items,
+                              "step": step, "what": what, "time": time.time()})
+
+    def _send_report(self) -> None:
+        report, self.report = self.report, []
+        if report:
+            self._row(DRIVER, self._send(DRIVER, ("report", report)), "", "report", len(report))
+
+    def _send(self, dest, message) -> int:
+        try:
+            return self.ctx.send(dest, message)
+        except OSError:
+            return 0                 # a peer that died: the cluster's ("lost", ...) follows
+
+
+# ================================================================ the driver
+
+
+class MiniFuture(Future):
+    """A task's Future. While it lives, the driver holds its result (see the scheduler's Release)."""
+
+    def __init__(self, name: str, session: "MiniTasksSession"):
+        super().__init__(name, session.latencies)
+        self._session = session
+
+    def _fetch(self, timeout):
+        self._session._wait([self], timeout)
+
+    def __del__(self):
+        try:
+            self._session._dropped.append(self.name)     # lock-free: applied at the next scheduler step
+        except Exception:
+            pass
+
+
+class MiniTasks(Tasks):
+    """One ``tasks()`` context. When it closes, the driver lets go of every result submitted in it."""
+
+    def __init__(self, session: "MiniTasksSession"):
+        super().__init__(session)
+        self._keys: list[str] = []          # names, not Futures: a Future dropped early is released early
+
+    def submit(self, fn, *args, retries: int = 0, **kwargs) -> Future:
+        future = self.session._submit(fn, args, kwargs, retries)
+        self._keys.append(future.name)
+        return future
+
+    def gather(self, futures) -> list:
+        futures = list(futures)
+        self.session._wait(futures, None)     # ask for all of them at once: one round trip, not one each
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        self.session._close_context(self._keys)
+        self._keys = []
+
+
+class MiniTasksSession(Session):
+    """A mini-tasks cluster and its scheduler; ``processes=False`` gives the deterministic in-process form."""
+
+    engine = "mini-tasks"
+
+    def __init__(self, workers, supports, settings, host, threaded: bool):
+        super().__init__(workers, supports, settings)
+        self.host = host
+        self._state = scheduler.new_state(host.local)
+        self._lock = threading.Lock()             # the scheduler state, futures and outbox
+        self._send_lock = threading.Lock()        # one flush at a time keeps each worker's messages in order
+        self._futures: dict = {}                  # key -> weakref to its MiniFuture
+        self._dropped: deque = deque()            # keys whose Futures died
+        self._replies: dict = {}                  # token -> {worker: reply}
+        self._replied = threading.Condition()
+        self._tokens = itertools.count(1)
+        self._rows: list[dict] = []
+        self._broken = ""
+        self._closed = False
+        self._threaded = threaded
+        self._kicked = False
+        self._kick_cv = threading.Condition()
+        self._threads = []
+        if threaded:
+            for target in (self._receive, self._flusher):
+                thread = threading.Thread(target=target, daemon=True, name=f"mini-tasks {target.__name__}")
+                thread.start()
+                self._threads.append(thread)
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return list(self.host.worker_pids)
+
+    # -- the models
+    def tasks(self) -> Tasks:
+        self._check()
+        with self._lock:
+            for w in self._state["alive"]:
+                self._state["outbox"][w].append(("reset",))
+            self._rows = []
+        self._kick()
+        return MiniTasks(self)
+
+    def dataflow(self, flow: Dataflow) -> dict[str, list]:
+        if not isinstance(flow, Dataflow):
+            raise DataflowError(f"session.dataflow takes an engines.api.Dataflow, got {type(flow).__name__}")
+        if flow.streaming:
+            return run_microbatches(self, flow)
+        with self.tasks() as tasks:
+            try:
+                return evaluate(flow, OnTasks(tasks), buckets=self.workers)
+            except TaskError as e:
+                original = getattr(e, "original", None)
+                if isinstance(original, DataflowError):
+                    raise DataflowError(str(original)) from None
+                raise DataflowError(f"flow {flow.name!r} on mini-tasks: {e}") from None
+
+    # -- submitting and waiting
+    def _submit(self, fn, args, kwargs, retries) -> MiniFuture:
+        self._check()
+        if not callable(fn):
+            raise TypeError(f"tasks.submit needs a callable, got {type(fn).__name__} {fn!r:.60}")
+        key = task_name(fn)
+        slots = []
+        for i, a in enumerate(args):
+            if isinstance(a, Future):
+                slots.append((i, self._dep(a, key)))
+        for k, v in kwargs.items():
+            if isinstance(v, Future):
+                slots.append((k, self._dep(v, key)))
+        if slots:
+            args = tuple(None if isinstance(a, Future) else a for a in args)
+            kwargs = {k: None if isinstance(v, Future) else v for k, v in kwargs.items()}
+        future = MiniFuture(key, self)
+        with self._lock:
+            self._take_dropped()
+            fid = scheduler.function_id(self._state, fn)
+            scheduler.submit(self._state, key, fid, args, kwargs, tuple(slots), retries)
+            self._futures[key] = weakref.ref(future)
+            outcomes = self._take_outcomes()
+        self._settle(outcomes)
+        self._kick()
+        return future
+
+    def _dep(self, future: Future, key: str) -> str:
+        if not isinstance(future, MiniFuture) or future._session is not self:
+            raise TaskError(f"task {key}: the Future {future.name} comes from another session; "
+                            "pass its value (.result()) instead")
+        return future.name
+
+    def _wait(self, futures, timeout) -> None:
+        """Ask for the values of ``futures`` (one message per holder, in one flush) and wait for them."""
+        pending = [f for f in futures if not f.done()]
+        if not pending:
+            return
+        with self._lock:
+            self._take_dropped()
+            for f in pending:
+                scheduler.want(self._state, f.name)
+            outcomes = self._take_outcomes()
+        self._settle(outcomes)
+        self._flush()
+        if not self._threaded:
+            return self._drive(lambda: all(f.done() for f in pending))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for f in pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not f._event.wait(left):
+                raise TimeoutError(f"{f.name} not done after {timeout} s")
+
+    def _close_context(self, keys) -> None:
+        closing = []
+        with self._lock:
+            self._take_dropped()
+            for key in keys:
+                ref = self._futures.pop(key, None)
+                if ref is None:
+                    continue
+                future = ref()
+                if future is not None and not future.done():
+                    closing.append(future)
+                scheduler.drop(self._state, key)
+            outcomes = self._take_outcomes()
+        for future in closing:
+            future._set_error(TaskError(f"task {future.name} was released when its tasks() context closed, "
+                                        "before its result was asked for; call result() inside the with block"))
+        self._settle(outcomes)
+        self._kick()
+
+    # -- the scheduler's side effects
+    def _take_dropped(self) -> None:
+        """Apply the deaths of Futures (under the lock)."""
+        while self._dropped:
+            key = self._dropped.popleft()
+            if key in self._futures and self._futures[key]() is None:
+                del self._futures[key]
+            scheduler.drop(self._state, key)
+
+    def _take_outcomes(self) -> list:
+        """The outcomes the scheduler left, each with its Future's weakref (under the lock)."""
+        outcomes, self._state["outcomes"] = self._state["outcomes"], []
+        return [(key, error, payload, self._futures.get(key)) for key, error, payload in outcomes]
+
+    def _settle(self, outcomes) -> None:
+        """Give each Future its value or error (not under the lock: a callback may submit)."""
+        for key, error, payload, ref in outcomes:
+            future = ref() if ref is not None else None
+            if future is None or future.done():
+                continue
+            if error is None and isinstance(payload, BaseException):
+                error = payload
+            if error is not None:
+                future._set_error(error)
+                continue
+            try:
+                value = pickle.loads(payload)
+            except Exception as e:
+                future._set_error(TaskError(f"the result of task {key} could not be unpickled on the driver: "
+                                            f"{type(e).__name__}: {e}"))
+                continue
+            future._set_result(value)
+
+    def _kick(self) -> None:
+        """Wake the flusher (once per batch: it takes everything queued when it runs)."""
+        if self._threaded and not self._kicked:
+            with self._kick_cv:
+                self._kicked = True
+                self._kick_cv.notify()
+
+    def _flush(self) -> None:
+        """Send each worker its queued messages as one batch."""
+        with self._send_lock:
+            with self._lock:
+                outbox = self._state["outbox"]
+                batches = [(w, msgs) for w, msgs in outbox.items() if msgs]
+                for w, _ in batches:
+                    outbox[w] = []
+            for w, msgs in batches:
+                self._send(w, msgs)
+
+    def _send(self, w, msgs) -> None:
+        try:
+            nbytes = self.host.send(w, ("batch", msgs), code=True)
+        except (ClusterError, OSError):
+            return          # the worker is lost; the cluster's notice places its tasks again
+        except Exception:
+            return self._send_each(w, msgs)   # something would not pickle: find it, fail only its task
+        if len(self._rows) < MAX_ROWS:
+            self._rows.append({"event": "send", "worker": DRIVER, "to": w, "bytes": nbytes, "items": len(msgs),
+                               "step": "", "what": "batch", "time": time.time()})
+
+    def _send_each(self, w, msgs) -> None:
+        for m in msgs:
+            try:
+                self.host.send(w, m, code=True)
+            except (ClusterError, OSError):
+                return
+            except Exception as e:
+                if m[0] != "run":
+                    raise
+                error = TaskError(f"task {m[1]} could not be sent to worker {w}: {type(e).__name__}: {e}")
+                with self._lock:
+                    scheduler.report(self._state, w, [("erred", m[1], error)])
+                    outcomes = self._take_outcomes()
+                self._settle(outcomes)
+
+    # -- the threads (processes) or the loop (in-process)
+    def _flusher(self) -> None:
+        while True:
+            with self._kick_cv:
+                while not self._kicked and not self._closed:
+                    self._kick_cv.wait()
+                if self._closed:
+                    return
+                self._kicked = False
+            self._flush()
+
+    def _receive(self) -> None:
+        try:
+            while not self._closed:
+                event = self.host.recv(timeout=0.2)
+                if event is None:
+                    if self._dropped:
+                        self._apply([])
+                    continue
+                events = [event]
+                while len(events) < 1000 and (event := self.host.recv(timeout=0)) is not None:
+                    events.append(event)
+                self._apply(events)
+        except BaseException:
+            if not self._closed:
+                self._break(f"the mini-tasks driver failed:\n{traceback.format_exc()}")
+
+    def _drive(self, done) -> None:
+        """The in-process form: deliver messages, one at a time, until ``done()``."""
+        while not done():
+            self._flush()
+            try:
+                event = self.host.recv()
+            except ClusterError as e:
+                raise TaskError(f"mini-tasks (in-process): {e}") from None
+            self._apply([event])
+
+    def _apply(self, events) -> None:
+        """Worker reports and cluster notices into the scheduler; settle, balance, flush."""
+        replies = False
+        with self._lock:
+            self._take_dropped()
+            for source, message in events:
+                kind = message[0]
+                if kind == "report":
+                    scheduler.report(self._state, source, message[1])
+                elif kind == "lost":
+                    scheduler.lose_worker(self._state, message[1], message[2])
+                    replies = True
+                elif kind in ("trace", "stats"):
+                    self._replies.setdefault(message[1], {})[source] = message[2]
+                    replies = True
+                elif kind == "runtime-error":
+                    self._broken = f"mini-tasks worker {message[1]} failed (a bug in the engine): {message[2]}"
+            scheduler.balance(self._state)
+            outcomes = self._take_outcomes()
+        self._settle(outcomes)
+        if replies:
+            with self._replied:
+                self._replied.notify_all()
+        if self._broken:
+            self._break(self._broken)
+        self._flush()
+
+    # -- trace and statistics
+    def _ask(self, kind: str) -> dict:
+        """Every live worker's answer to ``(kind, token)``: ``{worker: reply}``."""
+        token = next(self._tokens)
+        with self._lock:
+            for w in self._state["alive"]:
+                self._state["outbox"][w].append((kind, token))
+        self._flush()
+
+        def answered():
+            got = self._replies.get(token, {})
+            return all(w in got for w in self._state["alive"])
+
+        if self._threaded:
+            with self._replied:
+                if not self._replied.wait_for(answered, REPLY_TIMEOUT):
+                    raise TaskError(f"mini-tasks: workers did not answer {kind!r} within {REPLY_TIMEOUT:.0f} s")
+        else:
+            self._drive(answered)
+        return self._replies.pop(token, {})
+
+    def trace(self) -> list[dict]:
+        """Event rows (see `engines.mini.trace`) since the last ``tasks()`` (or ``dataflow``) began:
+        a ``span`` per task run (``step`` is the task, ``fetched`` ``{peer: bytes}`` of its inputs), a
+        ``send`` per fetch served (``to`` the peer), per value sent to the driver (``what="result"``),
+        per report and per batch the driver sent."""
+        rows = list(self._rows)
+        for w, worker_rows in sorted(self._ask("trace").items()):
+            rows.extend(worker_rows)
+        return rows
+
+    def worker_stats(self) -> dict:
+        """``{worker: {"results", "bytes", "peak_bytes", "tasks_run", "queued", ...}}``: what each holds now;
+        ``peak_bytes`` since the last ``tasks()`` began."""
+        return self._ask("stats")
+
+    # -- ending
+    def _check(self) -> None:
+        if self._closed:
+            raise TaskError("this mini-tasks session is closed")
+        if self._broken:
+            raise TaskError(f"this mini-tasks session is broken ({self._broken}); start a new one")
+
+    def _break(self, why: str) -> None:
+        """Fail every unfinished Future with ``why``: a bug must not become a hang."""
+        self._broken = self._broken or why
+        with self._lock:
+            futures = [ref() for ref in self._futures.values()]
+        for future in futures:
+            if future is not None and not future.done():
+                future._set_error(TaskError(why))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._kick_cv:
+            self._kick_cv.notify()
+        self.host.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._break("the mini-tasks session is closed")
+
+
+# ================================================================ the engine
+
+
+class MiniTasksEngine(Engine):
+    name = "mini-tasks"
+    architecture = "task parallel"
+    description = "archbench's own engine: a scheduler places a task graph; results move worker to worker"
+    supports = SUPPORTS
+
+    def settings(self, workers: int, **options) -> dict:
+        return {"workers": workers, "processes": True, "start_method": "spawn (fresh interpreters)",
+                "transport": "TCP loopback, HMAC-SHA256 authenticated",
+                "serializer": "cloudpickle protocol 5, one pickle per batch; each function pickled once",
+                "placement": "missing input bytes / bandwidth + queue x task time; chains placed ahead",
+                "bandwidth_assumed_MBps": scheduler.BANDWIDTH / 1e6, "steal_min_ms": scheduler.STEAL_MIN * 1e3,
+                "inline_result_bytes": INLINE, "slice_ms": SLICE * 1e3,
+                "heartbeat_s": 1.0, "heartbeat_timeout_s": 30.0, **options}
+
+    def start(self, workers: int = 2, **options) -> Session:
+        settings = self.settings(workers, **options)
+        if settings["processes"]:
+            host = Host(workers, "engines.mini.taskparallel:TaskWorker",
+                        options={"slice_s": settings["slice_ms"] / 1e3},
+                        heartbeat=settings["heartbeat_s"], timeout=settings["heartbeat_timeout_s"])
+        else:   # deterministic: one task per turn of the message loop
+            host = InProcessHost(workers, TaskWorker, options={"slice_s": 0.0})
+        return MiniTasksSession(workers, self.supports, settings, host, threaded=settings["processes"])
+
+
+# ================================================================ a static graph
+
+
+def run_graph(tasks, graph: dict, keys=None) -> dict:
+    """Run a graph given as ``{key: (fn, *args)}`` on any engine's task model; ``{key: value}``.
+
+    An argument that is a key of the graph stands for that task's value (a
+    dependency), as in a Dask graph. ``keys`` are the values wanted
+    (default: every key); the other results are released when it returns.
+
+    >>> import operator
+    >>> from engines.serial import SerialEngine
+    >>> graph = {"x": (pow, 2, 5), "y": (operator.add, "x", 1), "z": (max, "x", "y")}
+    >>> with SerialEngine().start() as s, s.tasks() as tasks:
+    ...     run_graph(tasks, graph, ["z", "y"])
+    {'z': 33, 'y': 33}
+    """
+    futures: dict = {}
+    for key in _topological(graph):
+        fn, *args = graph[key]
+        futures[key] = tasks.submit(fn, *(futures[a] if _is_key(a, graph) else a for a in args))
+    keys = list(graph) if keys is None else list(keys)
+    return dict(zip(keys, tasks.gather([futures[k] for k in keys])))
+
+
+def _is_key(arg, graph) -> bool:
+    try:
+        return arg in graph
+    except TypeError:            # unhashable: a list, a dict -- a value, not a key
+        return False
+
+
+def _topological(graph: dict) -> list:
+    """The keys, each after the keys it depends on; a cycle is an error naming it.
+
+    >>> _topological({"b": (abs, "a"), "a": (abs, 1)})
+    ['a', 'b']
+    >>> _topological({"a": (abs, "b"), "b": (abs, "a")})
+    Traceback (most recent call last):
+    ...
+    ValueError: the graph has a cycle: a -> b -> a
+    """
+    order, state = [], {}            # state: 1 = on the current path, 2 = done
+    for root in graph:
+        stack = [(root, iter(graph[root][1:]))] if root not in state else []
+        path = [root]
+        state.setdefault(root, 1)
+        while stack:
+            key, args = stack[-1]
+            for arg in args:
+                if _is_key(arg, graph):
+                    if state.get(arg) == 1:
+                        cycle = path[path.index(arg):] + [arg]
+                        raise ValueError(f"the graph has a cycle: {' -> '.join(map(str, cycle))}")
+                    if arg not in state:
+                        state[arg] = 1
+                        stack.append((arg, iter(graph[arg][1:])))
+                        path.append(arg)
+                        break
+            else:
+                stack.pop()
+                path.pop()
+                state[key] = 2
+                order.append(key)
+    return order
