@@ -1,0 +1,410 @@
+"""Messaging for mini-actors: what every process that sends to actors has.
+
+The driver and every worker are each a `Sender`: they route refs by a
+location table, keep the calls waiting for replies, and count credit (the
+flow control described in `engines.mini.actors`). Here too: the ref
+(`MiniActorRef`), pickled payloads whose errors teach, the call Future
+(`Reply`), the linger timer that bounds how long a queued message waits,
+and delivery on the threads that read the connections.
+
+State of a `Sender` (guarded by ``cond``)::
+
+    where  = {actor: (worker | None, incarnation, why)}  # None: stopped or dead, ``why`` says how
+    calls  = {cid: (Reply, actor, class name, method, worker)}   # asked, not answered yet
+    credit = {actor: [incarnation, admitted, credited]}  # flow control
+    lost   = {worker: why}
+
+    >>> pack(([1, "a"], {}), "the arguments of X.f()") == pickle.dumps(([1, "a"], {}), protocol=5)
+    True
+    >>> pack(threading.Lock(), "the reply of X.f()")
+    Traceback (most recent call last):
+    ...
+    engines.api.ActorError: the reply of X.f() could not be pickled (TypeError: cannot pickle '_thread.lock' object); an actor gets a copy of each argument and its caller a copy of each reply, so send plain data or refs
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import pickle
+import queue
+import threading
+import time
+import traceback
+
+import cloudpickle
+
+from engines.api import ActorError, ActorRef, Future
+from engines.mini.cluster import DRIVER
+from engines.mini.trace import Tracer
+
+log = logging.getLogger("archbench.mini")
+
+_local = threading.local()        # .sender: the Sender of the actor this thread runs
+_senders: dict = {}               # session token -> the Sender of this process
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+MINE = ("batch", "msg", "spawn", "retire", "moved", "reply", "credit", "trace", "lost", "flow", "runtime-error")
+
+
+# ================================================================ refs and payloads
+
+
+class MiniActorRef(ActorRef):
+    """The address of a mini actor: plain data, so it pickles into messages and other actors.
+
+    ``call``/``tell`` go through the `Sender` of the process they run in --
+    the actor's host worker when used inside an actor, the driver outside.
+    """
+
+    def __init__(self, actor_id: str, cls_name: str, token: str, home: int):
+        super().__init__(actor_id, cls_name)
+        self.token, self.home = token, home
+
+    def call(self, method: str, *args, **kwargs) -> Future:
+        return sender_for(self).send(self, method, args, kwargs, reply=True)
+
+    def tell(self, method: str, *args, **kwargs) -> None:
+        sender_for(self).send(self, method, args, kwargs, reply=False)
+
+    def __reduce__(self):
+        return MiniActorRef, (self.actor_id, self.cls_name, self.token, self.home)
+
+    def __eq__(self, other):
+        return isinstance(other, MiniActorRef) and (other.actor_id, other.token) == (self.actor_id, self.token)
+
+    def __hash__(self):
+        return hash((self.actor_id, self.token))
+
+
+def sender_for(ref: MiniActorRef) -> "Sender":
+    """The Sender that messages ``ref`` from this thread: the running actor's host, else this process's."""
+    sender = getattr(_local, "sender", None)
+    if sender is not None and sender.token == ref.token:
+        return sender
+    sender = _senders.get(ref.token)
+    if sender is None:
+        raise ActorError(f"{ref.cls_name} actor {ref.actor_id}: its mini-actors session is not running in "
+                         "this process (it has closed, or the ref was sent outside its cluster); "
+                         "spawn the actor again in a running session")
+    return sender
+
+
+def pack(obj, what: str, *, code: bool = False) -> bytes:
+    """Pickle ``obj`` for a message (cloudpickle when ``code`` or when pickle refuses); errors teach."""
+    try:
+        if not code:
+            try:
+                return pickle.dumps(obj, protocol=5)
+            except Exception:
+                pass
+        return cloudpickle.dumps(obj, protocol=5)
+    except Exception as e:
+        raise ActorError(f"{what} could not be pickled ({type(e).__name__}: {e}); an actor gets a copy of "
+                         "each argument and its caller a copy of each reply, so send plain data or refs") from None
+
+
+def unpack(payload: bytes, what: str):
+    try:
+        return pickle.loads(payload)
+    except Exception as e:
+        raise ActorError(f"{what} could not be unpickled here ({type(e).__name__}: {e}); is its class "
+                         "importable by the workers (defined in a module, not only in a notebook cell)?") from None
+
+
+def remote_error(message: str, error: BaseException) -> ActorError:
+    remote = "".join(traceback.format_exception(error)).rstrip()
+    return ActorError(f"{message} {type(error).__name__}: {error}\n\nTraceback on the worker:\n{remote}")
+
+
+class Reply(Future):
+    """The Future of a call; waiting for it first flushes what its sender has queued."""
+
+    def __init__(self, name: str, owner: "Sender", log=None):
+        super().__init__(name, log)
+        self.owner = owner
+
+    def _fetch(self, timeout):
+        self.owner.wait(self, timeout)
+
+
+# ================================================================ senders
+
+
+class Sender:
+    """What every process that messages actors has: locations, calls awaiting replies, credit.
+
+    Subclasses say how messages leave (`post`, `flush`) and how a caller waits (`wait`).
+    """
+
+    def __init__(self, me, token: str, *, window: int, send_timeout: float, threads: bool,
+                 batch: int, linger: float, trace_cap: int, latencies=None):
+        self.me, self.token, self.threads = me, token, threads
+        self.window = window if threads else 0          # in one thread, nobody could wait for credit
+        self.send_timeout, self.batch, self.latencies = send_timeout, batch, latencies
+        self.cond = threading.Condition()
+        self.where: dict = {}
+        self.calls: dict = {}
+        self.credit: dict = {}
+        self.lost: dict = {}
+        self.ids = itertools.count(1)
+        self.tracer = Tracer(me)
+        self.trace_cap, self.overflow = trace_cap, {}
+        self.linger = _Linger(self.flush, linger) if threads and linger else None
+
+    # -- sending
+    def send(self, ref: MiniActorRef, method: str, args, kwargs, reply: bool, internal: bool = False):
+        """Queue one message for ``ref``'s actor; a Reply for a call. May wait for credit or a new location.
+
+        ``internal`` (the engine's own messages, possibly sent from a reader
+        thread): never waits for credit, and its latency is not recorded.
+        """
+        what = f"the arguments of {ref.cls_name}.{method}()"
+        plain = self.me != DRIVER or all(type(a) in _PLAIN for a in (*args, *kwargs.values()))
+        payload = pack((args, kwargs), what, code=not plain)
+        dest, cid, future = self._admit(ref, method, reply, not internal)
+        self.post(dest, ("msg", ref.actor_id, cid, method, payload), "call" if reply else "tell")
+        return future
+
+    def _admit(self, ref: MiniActorRef, method: str, reply: bool, flow: bool):
+        """Where the message goes, once it may; registers a call atomically with the choice. Mutates the state."""
+        deadline = time.monotonic() + self.send_timeout
+        while True:
+            with self.cond:
+                dest = self._place(ref, flow)
+                if dest is not None:
+                    if flow and self.window:
+                        self.credit[ref.actor_id][1] += 1
+                    if not reply:
+                        return dest, None, None
+                    cid = next(self.ids)
+                    future = Reply(f"{ref.actor_id}.{method}", self, self.latencies if flow else None)
+                    self.calls[cid] = (future, ref.actor_id, ref.cls_name, method, dest)
+                    return dest, cid, future
+                if not self.threads or time.monotonic() > deadline:
+                    raise self._stuck(ref)
+            self.flush()                        # what we queued may be what the actor needs to make progress
+            with self.cond:
+                self.cond.wait_for(lambda: self._place(ref, flow, probe=True) is not None,
+                                   timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+
+    def _place(self, ref: MiniActorRef, flow: bool, probe: bool = False):
+        """The worker to send to now, or None to wait (host being replaced, or out of credit)."""
+        aid = ref.actor_id
+        worker, inc, why = self.where.get(aid) or (ref.home, 0, "")
+        if worker is None:
+            if probe:
+                return "stopped"                # stop waiting: the caller raises
+            raise ActorError(f"{ref.cls_name} actor {aid} is stopped: {why}")
+        if worker in self.lost:
+            return None
+        if flow and self.window:
+            entry = self.credit.get(aid)
+            if entry is None or entry[0] != inc:
+                entry = self.credit[aid] = [inc, 0, 0]
+            if entry[1] - entry[2] >= self.window:
+                return None
+        return worker
+
+    def _stuck(self, ref: MiniActorRef) -> ActorError:
+        worker, _, _ = self.where.get(ref.actor_id) or (ref.home, 0, "")
+        if worker in self.lost:
+            return ActorError(f"{ref.cls_name} actor {ref.actor_id}: its host {self.lost[worker]}, and no new "
+                              f"location was announced within {self.send_timeout:.0f} s")
+        return ActorError(f"back-pressure: {ref.cls_name} actor {ref.actor_id} has not handled {self.window} "
+                          f"messages from {_name(self.me)} in {self.send_timeout:.0f} s; is it stuck, or are two "
+                          "actors flooding each other (then one must call and wait)? A bigger window "
+                          "(mailbox=...) only delays this")
+
+    # -- receiving
+    def on_reply(self, cid, ok: bool, payload) -> None:
+        entry = self.calls.pop(cid, None)
+        if entry is None:
+            return                              # failed already (its host was lost) or cancelled
+        future, aid, cls_name, method, _ = entry
+        try:
+            value = unpack(payload, f"the reply of {cls_name}.{method}()")
+        except ActorError as e:
+            ok, value = False, e
+        future._set_result(value) if ok else future._set_error(value)
+
+    def on_credit(self, aid, inc, handled: int) -> None:
+        with self.cond:
+            entry = self.credit.get(aid)
+            if entry is not None and entry[0] == inc and handled > entry[2]:
+                entry[2] = handled
+                self.cond.notify_all()
+
+    def on_lost(self, worker, why: str) -> None:
+        """Fail the calls in flight to ``worker``; the driver also restarts its actors (`supervise`)."""
+        with self.cond:
+            if worker in self.lost:
+                return
+            self.lost[worker] = why
+            failed = [self.calls.pop(cid) for cid, c in list(self.calls.items()) if c[4] == worker]
+            self.supervise(worker, why)
+            self.cond.notify_all()
+        for future, aid, cls_name, method, _ in failed:
+            future._set_error(ActorError(f"{cls_name} actor {aid}: {method}() was lost in flight: its host "
+                                         f"{why}. {self.after_loss(aid)}"))
+        self.flush()
+
+    def on_moved(self, moves) -> None:
+        """New locations from the driver; calls sent to an old one fail (that incarnation is gone)."""
+        with self.cond:
+            failed = []
+            for aid, place in moves:
+                self.where[aid] = place
+                failed += [self.calls.pop(cid) for cid, c in list(self.calls.items())
+                           if c[1] == aid and c[4] != place[0]]
+            self.cond.notify_all()
+        for future, aid, cls_name, method, worker in failed:
+            future._set_error(ActorError(f"{cls_name} actor {aid}: {method}() was lost in flight: its host "
+                                         f"{_name(worker)} was lost. {self.after_loss(aid)}"))
+
+    def supervise(self, worker, why: str) -> None:
+        """Called with ``cond`` held when ``worker`` is lost. Workers leave it to the driver."""
+
+    def after_loss(self, aid) -> str:
+        return "The driver restarts it elsewhere if it has restarts left; call again to reach it."
+
+    # -- trace
+    def sent(self, to, nbytes: int, kinds: dict) -> None:
+        """Record a frame sent; past ``trace_cap`` rows, only totals per destination are kept."""
+        if len(kinds) == 1:
+            (what, items), = kinds.items()
+        else:
+            what, items = "+".join(sorted(kinds)), sum(kinds.values())
+        if what == "trace":
+            return                              # fetching the trace is not part of what it shows
+        if len(self.tracer.rows) < self.trace_cap:
+            self.tracer.sent(to, nbytes, "actors", what, items=items)
+        else:
+            total = self.overflow.setdefault((to, what), [0, 0])
+            total[0] += nbytes
+            total[1] += items
+
+    def span(self, aid: str, method: str, sender, arrived: float, start: float, end: float) -> None:
+        if len(self.tracer.rows) < self.trace_cap:
+            self.tracer.rows.append({"event": "span", "worker": self.me, "step": aid, "what": "message",
+                                     "method": method, "sender": sender, "wait": start - arrived,
+                                     "start": start, "end": end})
+
+    def take_trace(self) -> list[dict]:
+        rows, overflow, self.overflow = self.tracer.take(), self.overflow, {}
+        now = time.time()
+        rows += [{"event": "send", "worker": self.me, "to": to, "bytes": b, "items": n, "step": "actors",
+                  "what": f"{what} (beyond trace_cap)", "time": now} for (to, what), (b, n) in overflow.items()]
+        return rows
+
+    # -- to implement
+    def post(self, dest, message, kind: str) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def wait(self, future: Reply, timeout) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self.linger is not None:
+            self.linger.close()
+        if _senders.get(self.token) is self:
+            del _senders[self.token]
+
+
+def _name(who) -> str:
+    return "the driver" if who == DRIVER else f"worker {who}"
+
+
+class _Linger:
+    """Flushes what a process queued within about ``delay`` s, even if nobody waits for it.
+
+    While messages keep coming it polls every ``delay`` s; after a quiet
+    spell (`IDLE` polls with nothing to send) it sleeps until `arm` wakes
+    it. So a busy sender never pays a wake-up per message.
+    """
+
+    IDLE = 200
+
+    def __init__(self, flush, delay: float):
+        self.flush, self.delay = flush, delay
+        self.active, self.closed, self.pending = False, False, False
+        self.wake = threading.Event()
+        threading.Thread(target=self._run, daemon=True, name="mini-actors linger").start()
+
+    def arm(self) -> None:
+        """Something was queued (the caller set it before calling)."""
+        self.pending = True
+        if not self.active:
+            self.active = True
+            self.wake.set()
+
+    def _run(self) -> None:
+        while not self.closed:
+            self.wake.wait()
+            self.wake.clear()
+            quiet = 0
+            while self.active and not self.closed:
+                time.sleep(self.delay)
+                if self.pending:
+                    quiet, self.pending = 0, False
+                    try:
+                        self.flush()
+                    except Exception:
+                        log.exception("mini-actors: a timed flush failed")
+                elif (quiet := quiet + 1) >= self.IDLE:
+                    self.active = False
+                    if self.pending:            # armed while we were deciding: stay awake
+                        self.active = True
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+
+
+class _Direct(queue.Queue):
+    """An inbox that hands our messages to ``handle`` on the thread that read them.
+
+    The cluster delivers every message through a queue to one main thread:
+    a thread hop per message. A mini-actors runtime never runs user code
+    on the delivering thread -- it only routes (into a mailbox, a Future,
+    a credit count) -- so it can take messages where they are read.
+    Anything else (``("stop",)``) still goes through the queue.
+    """
+
+    def __init__(self, handle):
+        super().__init__()
+        self.handle = handle
+
+    def put(self, item, block=True, timeout=None):
+        source, message = item
+        if type(message) is tuple and message and message[0] in MINE:
+            try:
+                self.handle(source, message)
+            except Exception:
+                log.exception("mini-actors: routing %s from %s failed", message[0], source)
+            return
+        super().put(item, block, timeout)
+
+
+def deliver_directly(owner, attribute: str, handle) -> bool:
+    """Replace ``owner.<attribute>`` (a queue of ``(source, message)``) by a `_Direct`; False if it is not one."""
+    old = getattr(owner, attribute, None)
+    if not isinstance(old, queue.Queue):
+        return False
+    direct = _Direct(handle)
+    setattr(owner, attribute, direct)
+    while True:                                 # anything that arrived before the switch
+        try:
+            direct.put(old.get_nowait())
+        except queue.Empty:
+            return True
+
+
+def to_driver(message: tuple) -> None:
+    """Send ``message`` to the driver from inside an actor's method (the engine's own operator actors use it)."""
+    sender = getattr(_local, "sender", None)
+    if sender is None or sender.me == DRIVER:
+        raise ActorError("to_driver is for methods of actors running in a mini-actors worker")
+    sender.post(DRIVER, message, message[0])
