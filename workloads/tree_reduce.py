@@ -104,7 +104,7 @@ class TreeReduce(Workload):
     sizes = {
         "tiny": {"leaves": 20, "length": 1_000, "rounds": 5, "fan_in": 3},
         "small": {"leaves": 256, "length": 20_000, "rounds": 40, "fan_in": 2},
-        "medium": {"leaves": 1_024, "length": 50_000, "rounds": 20, "fan_in": 2},
+        "medium": {"leaves": 1_024, "length": 50_000, "rounds": 12, "fan_in": 2},
         "large": {"leaves": 1_024, "length": 50_000, "rounds": 50, "fan_in": 4},
     }
 
