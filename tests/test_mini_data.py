@@ -170,6 +170,21 @@ def test_a_worker_dying_mid_job_fails_it_promptly_naming_worker_and_step():
     assert wait_gone(pids) == []
 
 
+def test_a_hung_worker_is_found_by_its_missing_heartbeats():
+    session = get_engine("mini-data").start(workers=2, heartbeat_s=0.1, heartbeat_timeout_s=1.0)
+    pids = session.worker_pids
+    os.kill(pids[1], signal.SIGSTOP)                  # alive, connected, and silent
+    try:
+        started = time.monotonic()
+        with pytest.raises(DataflowError, match=r"worker 1 \(pid \d+\) sent no heartbeat for 1 s"):
+            session.dataflow(letters_flow())
+        assert time.monotonic() - started < 5
+    finally:
+        os.kill(pids[1], signal.SIGCONT)
+        session.close()
+    assert wait_gone(pids) == []
+
+
 def test_no_process_outlives_a_closed_session_or_a_killed_worker():
     session = get_engine("mini-data").start(workers=2)
     pids = session.worker_pids

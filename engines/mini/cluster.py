@@ -304,7 +304,8 @@ class Host:
         try:
             spec = {"n": self.n, "host": self.listener.address, "listen": host, "secret": secret,
                     "runtime": runtime, "options": dict(options or {}), "heartbeat": heartbeat,
-                    "timeout": max(timeout, 2 * heartbeat), "parent": os.getpid(), "sys_path": list(sys.path)}
+                    "timeout": 2 * timeout + heartbeat,   # a worker waits longer for its driver than the reverse
+                    "parent": os.getpid(), "sys_path": list(sys.path)}
             for wid in self.local:
                 self._spawn({**spec, "wid": wid})
             self._wait(lambda: len(self.conns) == workers, start_timeout, "connect")
@@ -421,14 +422,15 @@ class Host:
         except (OSError, WireError) as e:
             why = f"connection lost ({e})"
         if not self.closing:
-            self._lose(source, "closed its connection" if clean else why)
+            self._lose(source, "closed its connection" if clean else why, wait=1.0)
 
-    def _lose(self, source, why: str) -> None:
-        """Post ``("lost", source, sentence)`` once per member; for a local worker, say how it ended."""
+    def _lose(self, source, why: str, wait: float = 0.0) -> None:
+        """Post ``("lost", source, sentence)`` once per member; for a local worker, say how it ended
+        (waiting up to ``wait`` s for its exit status: its connection just ended, so it is exiting)."""
         proc = self.procs.get(source)
         if proc is not None:
             try:
-                proc.wait(timeout=1.0)
+                proc.wait(timeout=wait)
             except subprocess.TimeoutExpired:
                 pass
             if proc.returncode is not None:
@@ -496,16 +498,19 @@ class Host:
                 self._joined.wait(0.1)
 
     def close(self, grace: float = 3.0) -> None:
-        """Stop every worker (ask, then terminate, then kill) and close all connections. Safe twice."""
+        """Stop every worker (ask, then terminate, then kill; a lost one is killed at once) and close
+        all connections. Safe twice."""
         if self.closing:
             return
         self.closing = True
         for wid, conn in list(self.conns.items()):
-            if wid not in self.lost:
-                try:
-                    conn.send(("stop",))
-                except OSError:
-                    pass
+            if wid in self.lost:
+                self.procs[wid].kill()    # lost yet running: hung, or cut off -- nothing to wait for
+                continue
+            try:
+                conn.send(("stop",))
+            except OSError:
+                pass
         deadline = time.monotonic() + grace
         for proc in self.procs.values():
             try:
@@ -554,7 +559,8 @@ class InProcessHost:
     driver and runtime run unchanged. ``recv`` delivers queued messages in
     the order they were sent until one is for the driver; every message is
     pickled and unpickled on the way (a flow that cannot travel fails here
-    too, and the byte counts are the real ones).
+    too, and the byte counts are the real ones) -- except a worker's message
+    to itself, which, as in a worker process, goes straight in.
 
         >>> host = InProcessHost(2, Echo)
         >>> host.send(1, ("echo", "hi")) > 0, host.recv()
@@ -599,11 +605,17 @@ class _InProcessCtx:
         self.pending: list = []
 
     def send(self, dest, message, *, code: bool = False) -> int:
+        if dest == self.me:                       # as in a worker process: straight in, not pickled
+            self.host.mail.append((self.me, self.me, message))
+            return 0
         self.flush(dest)
         return self.host.post(self.me, dest, message, code)
 
     def queue(self, dest, message, *, code: bool = False) -> None:
-        self.pending.append((dest, message, code))
+        if dest == self.me:
+            self.host.mail.append((self.me, self.me, message))
+        else:
+            self.pending.append((dest, message, code))
 
     def flush(self, dest=None) -> int:
         keep, sent = [], 0

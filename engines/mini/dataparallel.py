@@ -23,10 +23,11 @@ need all the records of a key in one place.
   each is a batch run of this engine (`engines.streaming`).
 
 Why processes, not threads: Python runs the bytecode of one thread at a
-time (the GIL), so two worker *threads* share one core for Python code --
-Bytewax's own performance guide recommends processes for this reason, and
-on this suite's measurements two Bytewax worker threads were slower than
-one. Each worker here is a process (`engines.mini.cluster`).
+time (the GIL), so two worker *threads* share one core for the Python code
+of the steps -- which is why Bytewax's own performance guide tells you to
+scale with processes rather than worker threads. Each worker here is a
+process (`engines.mini.cluster`), and records between workers are pickled
+in whole buckets, never one at a time.
 
 The program. What one worker does is the generator `program`: it walks the
 flow's steps and **yields** where it needs the cluster --
@@ -41,6 +42,8 @@ Messages (``run`` is a run id; ``side`` is 0, or 1 for a join's right input)::
 
     driver -> worker   ("run", run, flow name, pickled steps)   ("cancel", run)
     worker -> worker   ("part", run, step, side, items)  ("end", run, step, side)
+                       (a bucket goes in chunks of CHUNK items; the end marker rides in the
+                       frame of the last one)
     worker -> driver   ("at", run, worker, step)  ("sink", run, name, items)
                        ("finished", run, worker, trace rows)
                        ("failed", run, worker, error, None or (lost worker, why))
