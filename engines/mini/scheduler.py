@@ -70,7 +70,7 @@ State (``state[name]``; *key* is a task's name, *w* a worker id)
     specs      {key: (fid, args, kwargs, deps, retries, slots)}   every task in the graph (its lineage);
                                          slots ((position or keyword, dep key), ...) say where each
                                          input's value goes in args/kwargs (None stands there meanwhile)
-    dependents {key: {key, ...}}         reverse edges, for every task in the graph
+    dependents {key: {key: None}}        reverse edges, in submission order (no entry: no dependents)
     status     {key: "waiting" | "processing" | "memory" | "erred" | "released"}
     waiting    {key: {dep, ...}}         not placed yet: its inputs not in memory
     processing {w: {key: None}}          placed on w, not reported back (queued, fetching or running)
@@ -78,7 +78,7 @@ State (``state[name]``; *key* is a task's name, *w* a worker id)
     who_has    {key: {w, ...}}           results in memory, and the workers holding them
     has_what   {w: {key, ...}}           the same, per worker
     nbytes     {key: int}                the size of each result in memory
-    waiters    {key: {key, ...}}         dependents that have not finished: they need this result
+    waiters    {key: {key, ...}}         dependents that have not finished: they need this result (or no entry)
     held       {key, ...}                the driver holds a live Future of it
     wanted     {key, ...}                the driver waits for its value
     errors     {key: TaskError}          why a task failed
@@ -186,13 +186,11 @@ def submit(state, key, fid, args, kwargs, slots, retries) -> None:
                             "closed; submit the dependency again in this context")
     specs[key] = (fid, args, kwargs, deps, retries, slots)
     _use_function(state, fid, +1)
-    state["dependents"][key] = set()
     state["held"].add(key)
     dependents, waiters = state["dependents"], state["waiters"]
-    for d in deps:
-        dependents[d].add(key)
-        waiters[d].add(key)
-    waiters[key] = set()
+    for d in deps:                           # sets are made only for keys that have dependents:
+        dependents.setdefault(d, {})[key] = None     # fewer objects for the garbage collector to walk
+        waiters.setdefault(d, set()).add(key)
     bad = next((d for d in deps if status[d] == "erred"), None)
     if bad is not None:
         status[key] = "waiting"
@@ -269,7 +267,7 @@ def finished(state, w, key, nbytes, seconds, payload) -> None:
     """Task ``key`` ran on ``w``, which holds its result of ``nbytes``. Mutates."""
     status = state["status"].get(key)
     if status not in ("processing", "waiting"):
-        if status == "memory":          # it ran twice (given back, then run anyway): keep the copy
+        if status == "memory":          # it ran twice (recomputed, but a copy turned up first): keep both
             _copied(state, w, key, nbytes)
         else:                           # released or forgotten meanwhile: nobody wants it
             state["outbox"][w].append(("release", key))
@@ -280,16 +278,17 @@ def finished(state, w, key, nbytes, seconds, payload) -> None:
     state["who_has"][key] = {w}
     state["has_what"][w].add(key)
     state["nbytes"][key] = nbytes
-    fid = state["specs"][key][0]
-    old = state["duration"].get(fid)
-    state["duration"][fid] = seconds if old is None else 0.8 * old + 0.2 * seconds
-    state["task_time"] = 0.95 * state["task_time"] + 0.05 * seconds
+    if seconds is not None:
+        fid = state["specs"][key][0]
+        old = state["duration"].get(fid)
+        state["duration"][fid] = seconds if old is None else 0.8 * old + 0.2 * seconds
+        state["task_time"] = 0.95 * state["task_time"] + 0.05 * seconds
     if payload is not None:
         state["wanted"].discard(key)
         state["outcomes"].append((key, None, payload))
     _finished_inputs(state, key)
     ready = []
-    for d in state["dependents"][key]:
+    for d in state["dependents"].get(key, ()):
         pending = state["waiting"].get(d)
         if pending is not None and key in pending:
             pending.discard(key)
@@ -310,12 +309,6 @@ def lose_worker(state, w, why: str) -> None:
     state["stealing"].pop(w, None)
     for thief_of in [v for v, (_, thief) in state["stealing"].items() if thief == w]:
         state["stealing"][thief_of] = (state["stealing"][thief_of][0], None)
-    if not state["alive"]:
-        error = TaskError(f"mini-tasks has no worker left ({'; '.join(state['lost'].values())}); start a new session")
-        for key, status in list(state["status"].items()):
-            if status in ("waiting", "processing"):
-                _fail(state, key, error, downstream=False)
-        return
     again = list(state["processing"].pop(w))
     for key in again:
         state["where"].pop(key, None)
@@ -348,7 +341,7 @@ def balance(state) -> None:
             continue
         if any(status[d] != "memory" for d in deps):
             continue                     # waits for a local input: it belongs where it is
-        if any(where.get(d) == victim for d in state["dependents"][key]):
+        if any(where.get(d) == victim for d in state["dependents"].get(key, ())):
             continue                     # a local dependent waits for it
         keys.append(key)
     if keys:
@@ -366,6 +359,13 @@ def _place(state, keys) -> None:
     """
     status, waiting, where, stealing = state["status"], state["waiting"], state["where"], state["stealing"]
     todo = list(keys)
+    if not state["alive"]:                  # nowhere to run: fail, never wait forever
+        error = TaskError(f"mini-tasks has no worker left ({'; '.join(state['lost'].values())}); "
+                          "start a new session")
+        for key in todo:
+            if status.get(key) == "waiting":
+                _fail(state, key, error)
+        return
     while todo:
         key = todo.pop()
         pending = waiting.get(key)
@@ -381,7 +381,7 @@ def _place(state, keys) -> None:
             if w is None or (w in stealing and not stealing[w][0].isdisjoint(pending)):
                 continue
             _dispatch(state, key, w)
-        todo.extend(d for d in state["dependents"][key] if d in waiting)
+        todo.extend(d for d in state["dependents"].get(key, ()) if d in waiting)
 
 
 def _best_worker(state, key) -> int:
@@ -467,7 +467,7 @@ def _recompute(state, key) -> None:
         status[k] = "waiting"
         again.append(k)
         for d in specs[k][3]:
-            waiters[d].add(k)
+            waiters.setdefault(d, set()).add(k)
             todo.append(d)
     _replace(state, reversed(again))
 
@@ -477,7 +477,7 @@ def _lost_value(state, key) -> None:
     state["status"][key] = "released"
     state["who_has"].pop(key, None)
     state["nbytes"].pop(key, None)
-    if state["waiters"][key] or key in state["wanted"]:
+    if state["waiters"].get(key) or key in state["wanted"]:
         _recompute(state, key)
 
 
@@ -488,12 +488,16 @@ def _finished_inputs(state, key) -> None:
     """``key`` no longer needs its inputs: release those nothing else needs. Mutates."""
     waiters = state["waiters"]
     for d in state["specs"][key][3]:
-        waiters[d].discard(key)
+        left = waiters.get(d)
+        if left is not None:
+            left.discard(key)
+            if not left:
+                del waiters[d]
         _release_if_unneeded(state, d)
 
 
 def _release_if_unneeded(state, key) -> None:
-    if state["status"].get(key) == "memory" and not state["waiters"][key] and key not in state["held"]:
+    if state["status"].get(key) == "memory" and not state["waiters"].get(key) and key not in state["held"]:
         for w in state["who_has"].pop(key):
             state["has_what"][w].discard(key)
             state["outbox"][w].append(("release", key))
@@ -525,15 +529,19 @@ def _forget_if_unneeded(state, key) -> None:
     todo = [key]
     while todo:
         k = todo.pop()
-        if status.get(k) not in ("released", "erred") or k in state["held"] or dependents[k]:
+        if status.get(k) not in ("released", "erred") or k in state["held"] or dependents.get(k):
             continue
         fid, _, _, deps, _, _ = specs.pop(k)
         for table in (status, dependents, state["waiters"], state["errors"]):
             table.pop(k, None)
         _use_function(state, fid, -1)
         for d in deps:
-            if d in dependents:
-                dependents[d].discard(k)
+            left = dependents.get(d)
+            if left is not None:
+                left.pop(k, None)
+                if not left:
+                    del dependents[d]
+            if d in status:
                 todo.append(d)
 
 
@@ -564,7 +572,7 @@ def _erred(state, w, key, error) -> None:
     _fail(state, key, error)
 
 
-def _fail(state, key, error, downstream: bool = True) -> None:
+def _fail(state, key, error) -> None:
     """``key`` failed with ``error``; so does every task downstream of it, naming it. Mutates.
 
     A downstream task already on a worker is told to drop it (it would wait forever for ``key``).
@@ -575,7 +583,7 @@ def _fail(state, key, error, downstream: bool = True) -> None:
         if state["status"].get(k) not in ("waiting", "processing"):
             continue
         w = state["where"].get(k)
-        if w is not None and k != key:
+        if w is not None and k != key and w in state["outbox"]:
             state["outbox"][w].append(("drop", [k]))
         _unplace(state, k)
         state["waiting"].pop(k, None)
@@ -584,8 +592,7 @@ def _fail(state, key, error, downstream: bool = True) -> None:
         state["wanted"].discard(k)
         state["outcomes"].append((k, err, None))
         _finished_inputs(state, k)
-        if downstream:
-            todo.extend((d, _downstream(d, k, err)) for d in state["dependents"][k])
+        todo.extend((d, _downstream(d, k, err)) for d in state["dependents"].get(k, ()))
     _forget_if_unneeded(state, key)
 
 
@@ -598,9 +605,13 @@ def _downstream(key, failed, error) -> TaskError:
 
 
 def _copied(state, w, key, nbytes) -> None:
-    if state["status"].get(key) == "memory":
+    """``w`` fetched a copy of ``key``: one more holder. Mutates."""
+    status = state["status"].get(key)
+    if status == "memory":
         state["who_has"][key].add(w)
         state["has_what"][w].add(key)
+    elif status in ("waiting", "processing"):   # its holder died after sending it, and it is being
+        finished(state, w, key, nbytes, None, None)   # recomputed: the copy is as good as a new one
     else:                               # released meanwhile: the copy is not needed either
         state["outbox"][w].append(("release", key))
 

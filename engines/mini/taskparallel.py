@@ -133,8 +133,9 @@ class _Unloadable:
 class TaskWorker:
     """The cluster runtime of mini-tasks, one per worker process (see the state above)."""
 
-    def __init__(self, ctx, slice_s: float = SLICE):
+    def __init__(self, ctx, slice_s: float = SLICE, timed: bool = True):
         self.ctx, self.me, self.slice = ctx, ctx.me, slice_s
+        self.timed = timed          # False: report every task as STEAL_MIN long (the deterministic form)
         self.fns: dict = {}
         self.store: dict = {}
         self.sizes: dict = {}
@@ -184,6 +185,8 @@ class TaskWorker:
             self.small.add(key)
         missing = task[4]
         for dep, holder in inputs:
+            if dep in self.unheld:               # one more consumer (a task recomputed after a loss)
+                self.unheld[dep].add(key)
             if dep in self.store:
                 continue
             if holder == self.me:
@@ -218,6 +221,10 @@ class TaskWorker:
                 key = ready.popleft()
                 task = self.tasks.get(key)
                 if task is None or task[4]:      # dropped or given back; or sent again and not ready yet
+                    continue
+                gone = [dep for _, dep in task[5] if dep not in self.store]
+                if gone:                         # released here meanwhile: the scheduler will find it again
+                    self._give_back([key], ("absent", self.me, gone))
                     continue
                 del self.tasks[key]
                 self._run(key, task)
@@ -265,7 +272,7 @@ class TaskWorker:
             return
         size = self._keep(key, value)
         payload = self._payload(key, value) if wanted or (small and size <= INLINE) else None
-        self.report.append(("done", key, size, end - start, payload))
+        self.report.append(("done", key, size, end - start if self.timed else scheduler.STEAL_MIN, payload))
         self._arrived(key)
 
     def _arrived(self, key, source=None, size: int = 0) -> None:
@@ -870,8 +877,8 @@ class MiniTasksEngine(Engine):
             host = Host(workers, "engines.mini.taskparallel:TaskWorker",
                         options={"slice_s": settings["slice_ms"] / 1e3},
                         heartbeat=settings["heartbeat_s"], timeout=settings["heartbeat_timeout_s"])
-        else:   # deterministic: one task per turn of the message loop
-            host = InProcessHost(workers, TaskWorker, options={"slice_s": 0.0})
+        else:   # deterministic: one task per turn of the message loop; no clock in the decisions
+            host = InProcessHost(workers, TaskWorker, options={"slice_s": 0.0, "timed": False})
         return MiniTasksSession(workers, self.supports, settings, host, threaded=settings["processes"])
 
 
