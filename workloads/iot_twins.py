@@ -161,7 +161,7 @@ class IotTwins(Workload):
     model = "actors"
     unit = "readings"
     sizes = {
-        "tiny": {"devices": 6, "readings": 300, "gateways": 2},
+        "tiny": {"devices": 4, "readings": 200, "gateways": 2},
         "small": {"devices": 20, "readings": 10_000, "gateways": 2},
         "medium": {"devices": 50, "readings": 16_000, "gateways": 4},
         "large": {"devices": 100, "readings": 30_000, "gateways": 4},
