@@ -180,7 +180,7 @@ def sleepy(seconds, *inputs):
 def test_an_idle_worker_steals_queued_tasks(session):
     with session.tasks() as tasks:
         first = tasks.submit(sleepy, 0.2)
-        after = [tasks.submit(sleepy, 0.1, first) for _ in range(6)]   # all placed with `first`, to wait there
+        after = [tasks.submit(sleepy, 0.2, first) for _ in range(6)]   # all placed with `first`, to wait there
         pids = set(tasks.gather(after))
         rows = session.trace()
     assert len(pids) == 2 and len(set(spans(rows, {f.name for f in after}).values())) == 2
