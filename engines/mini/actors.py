@@ -13,8 +13,11 @@ any number of actors; each has its own mailbox (a FIFO) and its own
 thread, which handles one message at a time. So a slow actor does not
 stall its neighbours, and a method may wait for the reply of another actor
 (``other.call(...).result()``) while the worker keeps receiving. The
-connection reader threads only *route* (a message goes into a mailbox);
-user code runs on actor threads only.
+connection reader threads only *route* (a message goes into a mailbox, a
+reply to its Future); user code runs on actor threads only. Routing on the
+reader threads (`engines.mini.messaging.deliver_directly`) saves the hop
+through the cluster's inbox queue and main thread; ``direct_receive=False``
+keeps that hop, for comparison.
 
 Routing. A ref (`MiniActorRef`) is plain data -- the actor's id, its class
 name, the session's token and ``home`` (the worker it was spawned on) --
@@ -162,9 +165,6 @@ class ActorHost(Sender):
         self.ctx = ctx
         self.actors: dict = {}
         self.retired: dict = {}
-        self.out: dict = {}                     # dest -> {kind: count} queued since the last flush
-        self.queued = 0
-        self.out_lock = threading.Lock()
         if threads:
             _senders[token] = self              # for threads an actor starts itself
             if direct:
@@ -313,30 +313,8 @@ class ActorHost(Sender):
                 self._refuse(*actor.mailbox.get_nowait()[:2], why)
 
     # -- sending
-    def post(self, dest, message, kind: str) -> None:
-        if dest == self.me and self.threads:
-            self.ctx.queue(dest, message)       # straight into our own routing, no bytes
-            return
-        with self.out_lock:
-            self.ctx.queue(dest, message)
-            kinds = self.out.setdefault(dest, {})
-            kinds[kind] = kinds.get(kind, 0) + 1
-            self.queued += 1
-            queued = self.queued
-        if queued >= self.batch:
-            self.flush()
-        elif self.linger is not None:
-            self.linger.arm()
-
-    def flush(self) -> None:
-        with self.out_lock:
-            out, self.out, self.queued = self.out, {}, 0
-            for dest, kinds in out.items():
-                try:
-                    nbytes = self.ctx.flush(dest)
-                except OSError:
-                    continue                    # that peer is gone: its loss fails the calls it had
-                self.sent(dest, nbytes, kinds)
+    def transmit(self, dest, message) -> int:
+        return self.ctx.send(dest, message)
 
     def wait(self, future: Reply, timeout) -> None:
         if not self.threads:

@@ -35,7 +35,7 @@ import traceback
 import cloudpickle
 
 from engines.api import ActorError, ActorRef, Future
-from engines.mini.cluster import DRIVER
+from engines.mini.cluster import DRIVER, ClusterError
 from engines.mini.trace import Tracer
 
 log = logging.getLogger("archbench.mini")
@@ -133,7 +133,7 @@ class Reply(Future):
 class Sender:
     """What every process that messages actors has: locations, calls awaiting replies, credit.
 
-    Subclasses say how messages leave (`post`, `flush`) and how a caller waits (`wait`).
+    Subclasses say how a frame leaves (`transmit`) and how a caller waits for a reply (`wait`).
     """
 
     def __init__(self, me, token: str, *, window: int, send_timeout: float, threads: bool,
@@ -141,7 +141,7 @@ class Sender:
         self.me, self.token, self.threads = me, token, threads
         self.window = window if threads else 0          # in one thread, nobody could wait for credit
         self.send_timeout, self.batch, self.latencies = send_timeout, batch, latencies
-        self.cond = threading.Condition()
+        self.cond = threading.Condition(threading.Lock())   # never taken twice by one thread
         self.where: dict = {}
         self.calls: dict = {}
         self.credit: dict = {}
@@ -149,6 +149,10 @@ class Sender:
         self.ids = itertools.count(1)
         self.tracer = Tracer(me)
         self.trace_cap, self.overflow = trace_cap, {}
+        self.outbox: dict = {}                  # dest -> [message, ...] queued, not sent yet
+        self.kinds: dict = {}                   # dest -> {kind: count} of those, for the trace
+        self.queued = 0
+        self.out_lock, self.flush_lock = threading.Lock(), threading.Lock()
         self.linger = _Linger(self.flush, linger) if threads and linger else None
 
     # -- sending
@@ -161,7 +165,14 @@ class Sender:
         what = f"the arguments of {ref.cls_name}.{method}()"
         plain = self.me != DRIVER or all(type(a) in _PLAIN for a in (*args, *kwargs.values()))
         payload = pack((args, kwargs), what, code=not plain)
-        dest, cid, future = self._admit(ref, method, reply, not internal)
+        try:
+            dest, cid, future = self._admit(ref, method, reply, not internal)
+        except ActorError as e:
+            if not reply:
+                raise
+            future = Reply(f"{ref.actor_id}.{method}", self)       # a call fails its Future, as on the worker
+            future._set_error(e)
+            return future
         self.post(dest, ("msg", ref.actor_id, cid, method, payload), "call" if reply else "tell")
         return future
 
@@ -296,11 +307,43 @@ class Sender:
                   "what": f"{what} (beyond trace_cap)", "time": now} for (to, what), (b, n) in overflow.items()]
         return rows
 
-    # -- to implement
+    # -- batching
     def post(self, dest, message, kind: str) -> None:
-        raise NotImplementedError
+        """Queue ``message`` for ``dest``; it leaves with the next flush (see "Batching")."""
+        if dest == self.me and self.threads:
+            self.transmit(dest, message)        # to ourselves: routed at once, here (never inside a flush)
+            return
+        with self.out_lock:
+            queued = self.enqueue(dest, message, kind)
+        if queued >= self.batch:
+            self.flush()
+        elif self.linger is not None:
+            self.linger.arm()
+
+    def enqueue(self, dest, message, kind: str) -> int:
+        """Add to the outbox (``out_lock`` held); how many messages are queued. Mutates the outbox."""
+        self.outbox.setdefault(dest, []).append(message)
+        kinds = self.kinds.setdefault(dest, {})
+        kinds[kind] = kinds.get(kind, 0) + 1
+        self.queued += 1
+        return self.queued
 
     def flush(self) -> None:
+        """Send everything queued, one ``("batch", [...])`` frame per destination."""
+        with self.flush_lock:                   # one flush at a time: batches to a destination stay in order
+            with self.out_lock:
+                out, kinds, self.outbox, self.kinds, self.queued = self.outbox, self.kinds, {}, {}, 0
+            for dest, messages in out.items():
+                try:
+                    nbytes = self.transmit(dest, ("batch", messages))
+                except (OSError, ClusterError):
+                    continue                    # that process is gone: its loss fails the calls it had
+                if dest != self.me:
+                    self.sent(dest, nbytes, kinds[dest])
+
+    # -- to implement
+    def transmit(self, dest, message) -> int:
+        """Send one message now; the bytes written."""
         raise NotImplementedError
 
     def wait(self, future: Reply, timeout) -> None:

@@ -21,7 +21,7 @@ the way actors message each other -- plus what only it does:
 
 State, besides a Sender's (``where``, ``calls``, ``credit``, ``lost``)::
 
-    recipes  = {actor: (class name, payload, max_restarts)}
+    recipes  = {actor: (class name, payload | None, max_restarts)}   # None: it may not restart
     restarts = {actor: restarts so far}
     outbox   = {worker: [message, ...]}   # queued, not sent yet
     flows    = {run: SimpleQueue}         # dataflow runs listening for ("flow", run, ...)
@@ -65,11 +65,7 @@ class Driver(Sender):
         self.host, self.n, self.max_restarts = host, host.n, max_restarts
         self.recipes: dict = {}
         self.restarts: dict = {}
-        self.outbox: dict = {}
-        self.kinds: dict = {}
-        self.queued = 0
         self.flows: dict = {}
-        self.out_lock, self.flush_lock = threading.Lock(), threading.Lock()
         self.turn = itertools.count()
         self.spawned = itertools.count(1)
         self.closed = False
@@ -97,7 +93,7 @@ class Driver(Sender):
                 raise ActorError(f"cannot spawn {cls.__name__} on worker {worker}: {why}; live workers: {live}")
             aid = f"{cls.__name__}-{next(self.spawned)}"
             self.where[aid] = (worker, 0, "")
-            self.recipes[aid] = (cls.__name__, payload, limit)
+            self.recipes[aid] = (cls.__name__, payload if limit > 0 else None, limit)
             self.restarts[aid] = 0
         self.post(worker, ("spawn", aid, cls.__name__, 0, payload), "spawn")
         return MiniActorRef(aid, cls.__name__, self.token, worker)
@@ -108,6 +104,8 @@ class Driver(Sender):
             with self.cond:
                 worker = self.where.get(ref.actor_id, (None,))[0]
                 self.where[ref.actor_id] = (None, 0, why)
+                for table in (self.recipes, self.restarts, self.credit):   # a recipe may hold big arguments
+                    table.pop(ref.actor_id, None)
             if worker is not None and worker not in self.lost:
                 self.post(worker, ("retire", ref.actor_id, why), "retire")
         self.flush()
@@ -115,9 +113,9 @@ class Driver(Sender):
     # -- supervision
     def supervise(self, worker, why: str) -> None:
         """Restart the actors of a lost worker elsewhere, or mark them dead. Called with ``cond`` held."""
-        live, moves = self.live(), []
+        live, moves, respawn = self.live(), [], []
         for aid, (at, inc, _) in list(self.where.items()):
-            if at != worker:
+            if at != worker or aid not in self.recipes:
                 continue
             cls_name, payload, limit = self.recipes[aid]
             if self.restarts[aid] < limit and live:
@@ -125,15 +123,17 @@ class Driver(Sender):
                 new = live[next(self.turn) % len(live)]
                 self.where[aid] = (new, inc + 1, f"restarted on worker {new} with fresh state "
                                                  f"(restart {self.restarts[aid]} of {limit})")
-                self._queue(new, ("spawn", aid, cls_name, inc + 1, payload), "spawn")
+                respawn.append((new, ("spawn", aid, cls_name, inc + 1, payload)))
             else:
                 reason = f"max_restarts={limit} reached" if live else "no live worker is left"
                 self.where[aid] = (None, inc + 1, f"its host {why}, and it was not restarted ({reason})")
             moves.append((aid, self.where[aid]))
-        if moves:
-            for w in live:
-                self._queue(w, ("moved", moves), "moved")
-        self.outbox.pop(worker, None)
+        with self.out_lock:
+            self.outbox.pop(worker, None)
+            for new, message in respawn:
+                self.enqueue(new, message, "spawn")
+            for w in live if moves else ():
+                self.enqueue(w, ("moved", moves), "moved")
         for flow in self.flows.values():
             flow.put(("lost", worker, why))
 
@@ -144,39 +144,17 @@ class Driver(Sender):
         return f"The actor was {why}; call again to reach it."
 
     # -- sending
-    def post(self, dest, message, kind: str) -> None:
-        with self.out_lock:
-            queued = self._queue(dest, message, kind)
-        if queued >= self.batch:
-            self.flush()
-        elif self.linger is not None:
-            self.linger.arm()
-
-    def _queue(self, dest, message, kind: str) -> int:
-        self.outbox.setdefault(dest, []).append(message)
-        kinds = self.kinds.setdefault(dest, {})
-        kinds[kind] = kinds.get(kind, 0) + 1
-        self.queued += 1
-        return self.queued
-
-    def flush(self) -> None:
-        with self.flush_lock:                   # one flush at a time: batches to a worker stay in order
-            with self.out_lock:
-                out, kinds, self.outbox, self.kinds, self.queued = self.outbox, self.kinds, {}, {}, 0
-            for worker, messages in out.items():
-                if worker in self.lost:
-                    continue
-                try:
-                    nbytes = self.host.send(worker, ("batch", messages))
-                except (OSError, ClusterError):
-                    continue                    # its loss notice fails what it had
-                self.sent(worker, nbytes, kinds[worker])
+    def transmit(self, dest, message) -> int:
+        return 0 if dest in self.lost else self.host.send(dest, message)
 
     # -- receiving
     def on_event(self, source, message) -> bool:
         """One event from the cluster; False if it is not ours."""
         kind = message[0]
-        if kind == "reply":
+        if kind == "batch":
+            for m in message[1]:
+                self._on_event_checked(source, m)
+        elif kind == "reply":
             self.on_reply(*message[1:])
         elif kind == "credit":
             self.on_credit(*message[1:])
