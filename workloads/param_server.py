@@ -222,7 +222,7 @@ class ParameterServer(Workload):
         "tiny": {"workers": 2, "servers": 2, "examples": 100, "keys": 50, "nnz": 4, "rounds": 4},
         "small": {"workers": 4, "servers": 2, "examples": 2_500, "keys": 2_000, "nnz": 8, "rounds": 20},
         "medium": {"workers": 8, "servers": 4, "examples": 3_000, "keys": 20_000, "nnz": 8, "rounds": 25},
-        "large": {"workers": 8, "servers": 4, "examples": 10_000, "keys": 100_000, "nnz": 8, "rounds": 30},
+        "large": {"workers": 8, "servers": 4, "examples": 10_000, "keys": 100_000, "nnz": 8, "rounds": 20},
     }
 
     def generate(self, *, seed, workers, servers, examples, keys, nnz, rounds):

@@ -141,7 +141,7 @@ class PingPong(Workload):
         "tiny": {"calls": 200, "pairs": 2, "rallies": 200},
         "small": {"calls": 20_000, "pairs": 2, "rallies": 100_000},
         "medium": {"calls": 150_000, "pairs": 4, "rallies": 200_000},
-        "large": {"calls": 500_000, "pairs": 4, "rallies": 1_000_000},
+        "large": {"calls": 300_000, "pairs": 4, "rallies": 1_000_000},
     }
 
     def generate(self, *, seed, calls, pairs, rallies):
