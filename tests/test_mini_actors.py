@@ -289,6 +289,18 @@ def test_a_failing_step_is_named_and_the_session_goes_on(mini):
     assert sorted(mini.dataflow(flow)["out"]) == [2, 5, 10]
 
 
+def test_a_reply_is_a_whole_future():
+    """A call's Future is built without threading.Event (see messaging.Reply): it must still have
+    every attribute an engines.api.Future has, or a change to Future would break it unnoticed."""
+    from engines.api import Future
+    from engines.mini.messaging import Reply
+
+    reply = Reply("x.add", owner=None)
+    assert set(vars(Future("x.add"))) <= set(vars(reply))
+    reply._set_result(3)
+    assert reply.done() and reply.result(timeout=0) == 3
+
+
 # ---------------------------------------------------------------- the in-process form
 
 

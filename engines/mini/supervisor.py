@@ -230,6 +230,11 @@ class Driver(Sender):
         finally:
             self.closed = True
             super().close()
+            with self.cond:
+                pending, self.calls = list(self.calls.values()), {}
+            for future, aid, cls_name, method, _ in pending:
+                future._set_error(ActorError(f"{cls_name} actor {aid}: {method}() got no reply before its "
+                                             "mini-actors session closed"))
 
 
 def _pack_code(obj, what: str) -> bytes:
