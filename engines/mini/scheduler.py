@@ -16,14 +16,18 @@ Policy
 without the driver's help:
 
 - when all its inputs are in memory: on the worker where it would start
-  soonest, ``inputs it lacks there (bytes) / BANDWIDTH + tasks queued
-  there x typical task time``. Big inputs pull a task to the worker
-  holding most of their bytes (locality); small ones let the least loaded
-  worker win; ties go round the workers in turn;
-- when every *unfinished* input is queued or running on one worker: on
-  that worker, at once. The task waits there for its inputs, so a chain
-  or a local subtree runs as one loop with no round trip through the
-  driver between links (Dask calls this speculative assignment);
+  soonest, ``inputs it lacks there (bytes) / BANDWIDTH (+ FETCH_LATENCY if
+  it lacks any) + tasks queued there x typical task time``. Big inputs
+  pull a task to the worker holding most of their bytes (locality); small
+  ones let the least loaded worker win; ties go round the workers in turn;
+- when its function is known to be *short* (under `SHORT` on average) and
+  every unfinished input is queued or running on one worker: on that
+  worker, at once. The task waits there for its inputs, so a chain or a
+  local subtree of short tasks runs as one loop, with no round trip
+  through the driver between links (Dask calls this speculative
+  assignment). A long task gains little from skipping a round trip and
+  would give up being balanced, so it is placed when its inputs are ready;
+  a function not run yet counts as long;
 - otherwise it waits here until an input finishes.
 
 **Transfer.** The ``run`` message lists where each input lives; the worker
@@ -31,9 +35,12 @@ fetches what it lacks from those peers over the mesh and tells us it
 holds a copy (so a later task may be placed there, and the copy is
 released with the original). Values come to the driver only in two cases:
 the driver waits for it (``result()``, ``gather``), or it is small (under
-`engines.mini.taskparallel.INLINE` bytes) and the driver holds its Future
--- then it rides in the completion report, as Ray returns small objects
-inline, instead of costing a second round trip.
+`INLINE` bytes) and the driver holds its Future -- then it rides in the
+completion report, as Ray returns small objects inline, instead of
+costing a second round trip. A small value the driver has this way also
+rides *in* the ``run`` message of a task that needs it elsewhere
+(``payloads``), sparing that worker a fetch before it can start; large
+values move only worker to worker.
 
 **Release.** A result is kept while a dependent has not finished
 (``waiters``) or the driver holds its Future (``held``: a Future that is
@@ -44,11 +51,13 @@ result, that worker is told at once (``unheld``) and drops it after they
 run -- without waiting for their reports to come here and a release to go
 back, so a chain running ahead of the driver keeps two results, not all.
 Its *spec* outlives it as lineage while a dependent that might need
-recomputing is in the graph, and is forgotten after.
+recomputing is in the graph, and is forgotten after. Nothing is
+cancelled: a task whose Future is dropped before it runs still runs (a
+side effect is not lost); its result is released as soon as it exists.
 
 **Stealing.** When a worker has nothing to do while another has two or
 more tasks, the busy one is asked to hand back up to half of its queue,
-newest first -- but never a task shorter than `STEAL_MIN` (moving it costs
+newest first -- but never a task shorter than `SHORT` (moving it costs
 more than running it) nor one a local dependent is waiting for (that
 would break the chain it was placed for). It returns what it has not
 started; those go to the idle worker.
@@ -78,6 +87,7 @@ State (``state[name]``; *key* is a task's name, *w* a worker id)
     who_has    {key: {w, ...}}           results in memory, and the workers holding them
     has_what   {w: {key, ...}}           the same, per worker
     nbytes     {key: int}                the size of each result in memory
+    payloads   {key: bytes}              small results the driver has too (pickled), to send with tasks
     waiters    {key: {key, ...}}         dependents that have not finished: they need this result (or no entry)
     held       {key, ...}                the driver holds a live Future of it
     wanted     {key, ...}                the driver waits for its value
@@ -93,40 +103,58 @@ State (``state[name]``; *key* is a task's name, *w* a worker id)
 Worked example
 --------------
 
-Three tasks on two workers; ``b`` needs ``a``. ``a`` goes to the least
-loaded worker, and ``b`` straight after it -- it will wait there for
-``a``, so no round trip through the driver comes between them::
+Two workers. ``a`` has no inputs: the least loaded worker takes it. ``b``
+needs ``a``; nothing is known of ``add`` yet (it might be long), so ``b``
+waits here for ``a``::
 
     >>> import operator
     >>> state = new_state([0, 1])
     >>> fid = function_id(state, operator.add)
     >>> submit(state, "a", fid, (1, 2), {}, (), 0)
     >>> submit(state, "b", fid, (None, 10), {}, ((0, "a"),), 0)     # add(<a's value>, 10)
-    >>> submit(state, "c", fid, (5, 5), {}, (), 0)
-    >>> state["where"]
-    {'a': 0, 'b': 0, 'c': 1}
-    >>> [m[:2] for m in state["outbox"][0]]          # the function goes once, then the tasks
-    [('fn', 1), ('run', 'a'), ('run', 'b')]
-    >>> state["outbox"][0][2][6]                     # b's inputs: a, on worker 0 itself
-    (('a', 0),)
+    >>> state["where"], state["waiting"]
+    ({'a': 0}, {'b': {'a'}})
+    >>> [m[:2] for m in state["outbox"][0]]          # the function goes once, then the task
+    [('fn', 1), ('run', 'a')]
 
-Worker 0 reports; ``a`` had one dependent, now finished. The driver drops
-its Future of ``a`` (the user let go of it), so nothing needs ``a`` any
-more and worker 0 is told to release it; ``b``'s small value came inline::
+Worker 0 reports ``a`` done in 0.1 ms: ``b`` goes where ``a``'s bytes are.
+``add`` is known to be short now, so ``c`` (it needs ``b``) is sent to
+worker 0 at once, to wait there for ``b``; ``d`` has no inputs and goes to
+the least loaded worker::
 
     >>> state["outbox"] = {0: [], 1: []}
-    >>> report(state, 0, [("done", "a", 28, 0.001, None), ("done", "b", 28, 0.001, b"pickled 13")])
-    >>> state["status"], state["outcomes"]
-    ({'a': 'memory', 'b': 'memory', 'c': 'processing'}, [('b', None, b'pickled 13')])
-    >>> drop(state, "a")
-    >>> state["outbox"][0], state["status"]["a"]
-    ([('release', 'a')], 'released')
+    >>> report(state, 0, [("done", "a", 28, 0.0001, None)])
+    >>> submit(state, "c", fid, (None, 1), {}, ((0, "b"),), 0)
+    >>> submit(state, "d", fid, (5, 5), {}, (), 0)
+    >>> state["where"]
+    {'b': 0, 'c': 0, 'd': 1}
+    >>> state["outbox"][0][1][6]                     # c's inputs: b, on worker 0 itself (no value sent)
+    (('b', 0, None),)
 
-Worker 1 dies before reporting ``c``: ``c`` goes to worker 0::
+The driver lets go of ``a`` (the user dropped its Future). Its last
+consumer ``b`` is on ``a``'s own worker, which may therefore drop ``a`` as
+soon as ``b`` has run, without waiting for a release from here::
+
+    >>> drop(state, "a")
+    >>> state["outbox"][0][-1]
+    ('unheld', 'a', ('b',))
+
+Worker 0 reports ``b`` and ``c``; ``c``'s small value came inline (its
+Future is held), and ``a`` is released (worker 0 may have dropped it
+already)::
+
+    >>> state["outbox"] = {0: [], 1: []}
+    >>> report(state, 0, [("done", "b", 28, 0.0001, None), ("done", "c", 28, 0.0001, b"pickled 14")])
+    >>> state["status"], state["outcomes"]
+    ({'a': 'released', 'b': 'memory', 'c': 'memory', 'd': 'processing'}, [('c', None, b'pickled 14')])
+    >>> state["outbox"][0]
+    [('release', 'a')]
+
+Worker 1 dies before reporting ``d``: ``d`` goes to worker 0::
 
     >>> lose_worker(state, 1, "worker 1 was killed by SIGKILL")
     >>> state["where"], state["outbox"][0][-1][:2]
-    ({'c': 0}, ('run', 'c'))
+    ({'d': 0}, ('run', 'd'))
 """
 
 from __future__ import annotations
@@ -138,7 +166,9 @@ import cloudpickle
 from engines.api import TaskError
 
 BANDWIDTH = 200e6       # bytes/s assumed for a transfer between workers (pickle + loopback + unpickle)
-STEAL_MIN = 0.001       # s: tasks of functions faster than this on average are never stolen
+INLINE = 16 * 1024      # bytes: a result this small rides in its report when the driver holds its Future
+SHORT = 0.001           # s: functions faster than this on average are placed ahead (chains) and never stolen
+FETCH_LATENCY = 0.0003  # s: what asking a peer for an input costs beside its bytes (a round trip)
 STEAL_SCAN = 64         # how many of a victim's newest tasks are considered for stealing
 IDLE_FNS = 64           # functions no task uses any more, kept for a while (LRU) before workers forget them
 PUSH_NONE, PUSH_SMALL, PUSH_ALL = 0, 1, 2   # run message: send the value with the report? (never / if small / always)
@@ -150,7 +180,7 @@ def new_state(workers) -> dict:
     return {
         "specs": {}, "dependents": {}, "status": {}, "waiting": {},
         "processing": {w: {} for w in workers}, "where": {}, "who_has": {}, "has_what": {w: set() for w in workers},
-        "nbytes": {}, "waiters": {}, "held": set(), "wanted": set(), "errors": {},
+        "nbytes": {}, "payloads": {}, "waiters": {}, "held": set(), "wanted": set(), "errors": {},
         "functions": {}, "fid_of": {}, "idle_fns": OrderedDict(), "sent_fns": {w: set() for w in workers},
         "next_fid": 1, "duration": {}, "task_time": 0.001, "stealing": {},
         "alive": workers, "lost": {}, "turn": 0,
@@ -162,7 +192,11 @@ def new_state(workers) -> dict:
 
 
 def function_id(state, fn) -> int:
-    """The id of ``fn``, pickling it the first time it is seen (by identity). Mutates ``functions``."""
+    """The id of ``fn``, pickling it the first time it is seen (by identity). Mutates ``functions``.
+
+    Each worker unpickles it once. So a closure whose captured state changes
+    between submissions is sent as it was first seen: pass changing state as an argument.
+    """
     fid = state["fid_of"].get(id(fn))
     if fid is None:
         fid = state["next_fid"]
@@ -257,6 +291,7 @@ def report(state, w, entries) -> None:
         elif kind == "value":
             state["wanted"].discard(entry[1])
             state["outcomes"].append((entry[1], None, entry[2]))
+            _keep_payload(state, entry[1], entry[2])
         elif kind == "copy":
             _copied(state, w, entry[1], entry[2])
         elif kind == "gave-back":
@@ -286,6 +321,7 @@ def finished(state, w, key, nbytes, seconds, payload) -> None:
     if payload is not None:
         state["wanted"].discard(key)
         state["outcomes"].append((key, None, payload))
+        _keep_payload(state, key, payload)
     _finished_inputs(state, key)
     ready = []
     for d in state["dependents"].get(key, ()):
@@ -337,7 +373,7 @@ def balance(state) -> None:
         if i >= STEAL_SCAN or len(keys) >= len(queue) // 2:
             break
         fid, _, _, deps, _, _ = specs[key]
-        if duration.get(fid, STEAL_MIN) < STEAL_MIN:
+        if duration.get(fid, SHORT) < SHORT:
             continue
         if any(status[d] != "memory" for d in deps):
             continue                     # waits for a local input: it belongs where it is
@@ -358,6 +394,7 @@ def _place(state, keys) -> None:
     A task placed may make its own waiting dependents placeable (a chain): they are tried next.
     """
     status, waiting, where, stealing = state["status"], state["waiting"], state["where"], state["stealing"]
+    specs, duration = state["specs"], state["duration"]
     todo = list(keys)
     if not state["alive"]:                  # nowhere to run: fail, never wait forever
         error = TaskError(f"mini-tasks has no worker left ({'; '.join(state['lost'].values())}); "
@@ -374,6 +411,8 @@ def _place(state, keys) -> None:
         if not pending:
             _dispatch(state, key, _best_worker(state, key))
         else:
+            if duration.get(specs[key][0], SHORT) >= SHORT:
+                continue                     # long, or not known yet: place it when its inputs are ready
             places = {where.get(d) for d in pending}
             if len(places) != 1:
                 continue
@@ -403,7 +442,8 @@ def _best_worker(state, key) -> int:
     best, best_cost = None, None
     for i in range(n):
         w = alive[(turn + i) % n]
-        cost = (total - have.get(w, 0)) / BANDWIDTH + len(processing[w]) * per_task
+        lacking = total - have.get(w, 0)
+        cost = lacking / BANDWIDTH + (FETCH_LATENCY if lacking else 0.0) + len(processing[w]) * per_task
         if best_cost is None or cost < best_cost:
             best, best_cost = w, cost
     return best
@@ -422,10 +462,19 @@ def _dispatch(state, key, w) -> None:
         out.append(("fn", fid, state["functions"][fid][1]))
     inputs = ()
     if deps:
-        status = state["status"]
-        inputs = tuple((d, _a_holder(state, d, w) if status[d] == "memory" else w) for d in deps)
+        status, payloads = state["status"], state["payloads"]
+        inputs = []
+        for d in deps:
+            holder = _a_holder(state, d, w) if status[d] == "memory" else w
+            inputs.append((d, holder, payloads.get(d) if holder != w else None))
+        inputs = tuple(inputs)
     push = PUSH_ALL if key in state["wanted"] else PUSH_SMALL if key in state["held"] else PUSH_NONE
     out.append(("run", key, fid, args, kwargs, slots, inputs, push, retries))
+
+
+def _keep_payload(state, key, payload) -> None:
+    if type(payload) is bytes and len(payload) <= INLINE and state["status"].get(key) == "memory":
+        state["payloads"][key] = payload
 
 
 def _a_holder(state, key, prefer=None) -> int:
@@ -477,6 +526,11 @@ def _lost_value(state, key) -> None:
     state["status"][key] = "released"
     state["who_has"].pop(key, None)
     state["nbytes"].pop(key, None)
+    state["payloads"].pop(key, None)
+    for d in state["dependents"].get(key, ()):
+        pending = state["waiting"].get(d)
+        if pending is not None:          # a dependent not placed yet: this input is no longer ready
+            pending.add(key)
     if state["waiters"].get(key) or key in state["wanted"]:
         _recompute(state, key)
 
@@ -502,6 +556,7 @@ def _release_if_unneeded(state, key) -> None:
             state["has_what"][w].discard(key)
             state["outbox"][w].append(("release", key))
         state["nbytes"].pop(key, None)
+        state["payloads"].pop(key, None)
         state["status"][key] = "released"
 
 

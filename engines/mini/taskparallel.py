@@ -23,13 +23,24 @@ deterministic form: the same scheduler and worker code, one FIFO of
 messages, each still pickled as on the wire)::
 
     >>> import operator
-    >>> with MiniTasksEngine().start(workers=2, processes=False) as s, s.tasks() as tasks:
-    ...     a = tasks.submit(operator.mul, 3, 4)
-    ...     b = tasks.submit(operator.add, a, 1)        # placed with a: it will run after it, there
-    ...     c = tasks.submit(operator.neg, a)
-    ...     total = tasks.submit(operator.sub, b, c)
-    ...     total.result(), [r["worker"] for r in s.trace() if r["event"] == "span"]
-    (25, [0, 0, 0, 0])
+    >>> with MiniTasksEngine().start(workers=2, processes=False) as s:
+    ...     with s.tasks() as tasks:
+    ...         a = tasks.submit(bytes, 50_000)            # 50 kB: it stays on its worker
+    ...         b = tasks.submit(len, a)                   # b and c wait for a (nothing is known
+    ...         c = tasks.submit(bytes.count, a, 0)        # of len and count yet: they might be long)
+    ...         print(tasks.submit(operator.add, b, c).result())
+    ...     rows = s.trace()
+    100000
+    >>> [(r["step"].split("-")[0], r["worker"], r.get("fetched")) for r in rows if r["event"] == "span"]
+    [('bytes', 0, None), ('count', 0, None), ('len', 1, {0: 50000}), ('add', 1, None)]
+    >>> [(r["worker"], r["to"], r["what"]) for r in rows if r["event"] == "send" and r["what"] == "data"]
+    [(0, 1, 'data')]
+
+When ``a`` was done, ``count`` went where ``a`` is and ``len`` to the idle
+worker 1, which fetched ``a``'s 50 kB from worker 0 itself: the driver
+never saw them. ``add`` ran on worker 1 with ``len``'s result there;
+``count``'s result (a small int, which the driver had been sent with its
+report) came along inside ``add``'s run message.
 """
 
 from __future__ import annotations
@@ -47,7 +58,7 @@ from engines.api import Dataflow, DataflowError, Future, Session, TaskError, Tas
 from engines.common import task_name
 from engines.mini import scheduler
 from engines.mini.cluster import DRIVER, ClusterError, Host, InProcessHost
-from engines.mini.taskworker import INLINE, MAX_ROWS, SLICE, TaskWorker
+from engines.mini.taskworker import MAX_ROWS, SLICE, TaskWorker
 from engines.plan import OnTasks, evaluate
 from engines.streaming import run_microbatches
 
@@ -450,8 +461,9 @@ class MiniTasksEngine(Engine):
                 "transport": "TCP loopback, HMAC-SHA256 authenticated",
                 "serializer": "cloudpickle protocol 5, one pickle per batch; each function pickled once",
                 "placement": "missing input bytes / bandwidth + queue x task time; chains placed ahead",
-                "bandwidth_assumed_MBps": scheduler.BANDWIDTH / 1e6, "steal_min_ms": scheduler.STEAL_MIN * 1e3,
-                "inline_result_bytes": INLINE, "slice_ms": SLICE * 1e3,
+                "bandwidth_assumed_MBps": scheduler.BANDWIDTH / 1e6, "short_task_ms": scheduler.SHORT * 1e3,
+                "fetch_latency_assumed_ms": scheduler.FETCH_LATENCY * 1e3,
+                "inline_result_bytes": scheduler.INLINE, "slice_ms": SLICE * 1e3,
                 "heartbeat_s": 1.0, "heartbeat_timeout_s": 30.0, **options}
 
     def start(self, workers: int = 2, **options) -> Session:

@@ -28,7 +28,9 @@ Messages (the driver's come inside a ``("batch", [...])``; ``key`` is a task nam
     worker -> worker  ("get", [key])  ->  ("data", {key: value}, [absent key], {key: why not sent})
 
 ``slots`` say where each input's value goes among the arguments; ``inputs``
-say who holds it (this worker itself: it is being made here, wait for it).
+say who holds it (this worker itself: it is being made here, wait for it),
+and carry its pickled value when it is small and the driver has it (then
+nothing is fetched: the worker keeps it as a copy).
 
 State of a `TaskWorker` (plain dicts)::
 
@@ -60,8 +62,8 @@ worker 1 holds::
     >>> worker = TaskWorker(ctx, slice_s=1.0)
     >>> worker.handle(DRIVER, ("batch", [("fn", 1, cloudpickle.dumps(operator.add)),
     ...     ("run", "a", 1, (2, 3), {}, (), (), PUSH_NONE, 0),
-    ...     ("run", "b", 1, (None, 10), {}, ((0, "a"),), (("a", 0),), PUSH_ALL, 0),
-    ...     ("run", "c", 1, (None, 1), {}, ((0, "x"),), (("x", 1),), PUSH_NONE, 0)]))
+    ...     ("run", "b", 1, (None, 10), {}, ((0, "a"),), (("a", 0, None),), PUSH_ALL, 0),
+    ...     ("run", "c", 1, (None, 1), {}, ((0, "x"),), (("x", 1, None),), PUSH_NONE, 0)]))
     >>> [(dest, message[0]) for dest, message in ctx.sent]      # asked worker 1 for x; reported
     [(1, 'get'), ('driver', 'report')]
     >>> report = ctx.sent[1][1][1]
@@ -84,12 +86,10 @@ import cloudpickle
 
 from engines.api import TaskError
 from engines.common import task_error
-from engines.mini import scheduler
 from engines.mini.cluster import DRIVER
-from engines.mini.scheduler import PUSH_ALL, PUSH_NONE, PUSH_SMALL
+from engines.mini.scheduler import INLINE, PUSH_ALL, PUSH_NONE, PUSH_SMALL
 from engines.mini.trace import Tracer
 
-INLINE = 16 * 1024       # bytes: a result this small rides in its report when the driver holds its Future
 SLICE = 0.002            # s: a worker runs ready tasks this long, then looks at its inbox again
 OUT_OF_BAND = 64 * 1024  # bytes: a pickled result this big travels beside the frame's pickle, uncopied
 MAX_ROWS = 200_000       # trace rows a worker keeps per tasks() context
@@ -131,7 +131,7 @@ class TaskWorker:
 
     def __init__(self, ctx, slice_s: float = SLICE, timed: bool = True):
         self.ctx, self.me, self.slice = ctx, ctx.me, slice_s
-        self.timed = timed          # False: report every task as STEAL_MIN long (the deterministic form)
+        self.timed = timed          # False: report every task as taking no time (the deterministic form)
         self.fns: dict = {}
         self.store: dict = {}
         self.sizes: dict = {}
@@ -180,10 +180,13 @@ class TaskWorker:
         elif push == PUSH_SMALL:
             self.small.add(key)
         missing = task[4]
-        for dep, holder in inputs:
+        for dep, holder, value in inputs:
             if dep in self.unheld:               # one more consumer (a task recomputed after a loss)
                 self.unheld[dep].add(key)
             if dep in self.store:
+                continue
+            if value is not None:                # small: the driver sent it along; keep it as a copy
+                self.report.append(("copy", dep, self._keep(dep, pickle.loads(value))))
                 continue
             if holder == self.me:
                 if dep not in self.tasks:    # it was to be made here, but was given away meanwhile
@@ -268,7 +271,7 @@ class TaskWorker:
             return
         size = self._keep(key, value)
         payload = self._payload(key, value) if wanted or (small and size <= INLINE) else None
-        self.report.append(("done", key, size, end - start if self.timed else scheduler.STEAL_MIN, payload))
+        self.report.append(("done", key, size, end - start if self.timed else 0.0, payload))
         self._arrived(key)
 
     def _arrived(self, key, source=None, size: int = 0) -> None:
