@@ -5,8 +5,8 @@ arguments each (positional and keyword) -- a graph that is no workload of
 the repository -- gives the reference's values, in the in-process form and
 with real processes, and also when a worker is SIGKILLed in the middle.
 Properties, read from the trace and the workers' own accounting: a chain
-stays on one worker; a fan-in moves bytes worker to worker and none of
-them through the driver; a long chain of large results does not pile up;
+stays on one worker; a graph of millisecond tasks keeps both workers busy;
+a fan-in moves bytes worker to worker and none of them through the driver; a long chain of large results does not pile up;
 an idle worker steals queued work; a task's exception reaches the caller
 with its traceback; no process outlives its session.
 """
@@ -17,6 +17,7 @@ import os
 import random
 import signal
 import time
+from collections import Counter
 
 import psutil
 import pytest
@@ -24,7 +25,7 @@ import pytest
 from engines import get_engine
 from engines.api import TaskError
 from engines.mini.taskparallel import run_graph
-from engines.mini.trace import traffic
+from engines.mini.trace import overlap, traffic
 
 MB = 1 << 20
 
@@ -103,6 +104,16 @@ def test_worker_processes_run_a_thousand_task_dag(session):
     with session.tasks() as tasks:
         assert tasks.gather(submit_dag(tasks, dag)) == reference(dag)
     assert len(set(spans(session.trace()).values())) == 2
+
+
+def test_a_dag_of_millisecond_tasks_keeps_both_workers_busy(session):
+    dag = make_dag(4, 200, window=10)        # long tasks are placed when ready, never piled on one worker
+    with session.tasks() as tasks:
+        assert tasks.gather(submit_dag(tasks, dag, spin=20_000)) == reference(dag, spin=20_000)
+        rows = session.trace()
+    share = Counter(spans(rows).values())
+    assert min(share[0], share[1]) >= 0.25 * len(dag), share
+    assert overlap(rows) > 0.2 * (max(r["end"] for r in rows if "end" in r) - min(r["start"] for r in rows if "start" in r))
 
 
 def test_a_static_graph(session):
