@@ -2,7 +2,7 @@
 
 This module is the task-parallel architecture -- Dask's, in miniature. The
 **driver** keeps the graph and decides where each task runs; the
-**workers** (`engines.mini.taskparallel.TaskWorker`) keep the data. A
+**workers** (`engines.mini.taskworker.TaskWorker`) keep the data. A
 result stays on the worker that made it; a task that needs it fetches it
 from that worker directly; the scheduler sees only keys, sizes and
 locations. Nothing here does I/O: every verb reads and mutates ``state``
@@ -57,16 +57,18 @@ side effect is not lost); its result is released as soon as it exists.
 
 **Stealing.** When a worker has nothing to do while another has two or
 more tasks, the busy one is asked to hand back up to half of its queue,
-newest first -- but never a task shorter than `SHORT` (moving it costs
-more than running it) nor one a local dependent is waiting for (that
-would break the chain it was placed for). It returns what it has not
-started; those go to the idle worker.
+newest first: tasks whose inputs are all in memory -- but never one
+shorter than `SHORT` (moving it costs more than running it) nor one a
+local dependent is waiting for (that would break the chain it was placed
+for). It returns what it has not started; those go to the idle worker.
 
 **Failure.** A worker lost (the cluster's ``("lost", k, why)``, or a peer
 that found it gone) has its queued and running tasks placed again, and
 every result it alone held is gone: if something still needs one, it is
 recomputed from its spec, and so on up the lineage through released
-inputs. A task that raises is retried on its worker if ``retries`` says
+inputs. A worker that cannot get an input (its holder died, or no longer
+has it) hands the task back (``gave-back``) and it is placed again once
+the input exists again. A task that raises is retried on its worker if ``retries`` says
 so; then it fails its Future with the remote traceback, and every task
 downstream of it fails naming it. With no worker left, everything
 unfinished fails: never a hang.
