@@ -257,6 +257,10 @@ def test_errors_name_the_actor_and_say_what_to_do(mini):
             actors.spawn(Counter, worker=7)
         with pytest.raises(ActorError, match="spawn needs a class"):
             actors.spawn(Counter())
+        narcissus = actors.spawn(Writer, "n", None)
+        with pytest.raises(ActorError, match=r"ask\(\) raised ActorError: Writer-\d+.write: an actor cannot wait "
+                                             r"for its own reply"):
+            narcissus.call("ask", narcissus, "write", 0).result(timeout=20)
     with pytest.raises(ActorError, match=r"Counter actor Counter-\d+ is stopped: its actors\(\) context has closed"):
         counter.call("add").result()
 

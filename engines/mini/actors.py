@@ -32,8 +32,8 @@ travel one connection (a FIFO), are routed in the order read, and wait in
 one mailbox. Nothing is promised between different senders.
 
 Back-pressure (credit-based flow control, per sender process and actor).
-A sender may have at most ``window`` messages (default 1024) to one actor
-that the actor has not yet handled. The hosting worker counts the messages
+A sender may have at most ``window`` messages (the engine setting
+``mailbox``, default 1024) to one actor that the actor has not yet handled. The hosting worker counts the messages
 it handles from each sender and, every ``window // 2`` of them, sends that
 sender a ``credit`` (the running count). A sender out of credit first
 flushes what it has queued, then blocks until credit comes back -- so a
@@ -57,8 +57,11 @@ fail with an error naming the actor, the method and how the host died;
 later calls reach the new incarnation. Tells in flight are lost
 (at-most-once delivery, as in Ray and Akka).
 
-Messages (``cid`` a call id, None for a tell; ``payload`` pickled bytes,
-so a value that cannot travel fails its own call, never the connection)::
+Messages (``cid`` a call id, None for a tell; ``payload`` pickled bytes).
+Arguments are pickled when the message is sent, so the actor gets a copy
+taken at that moment (as in Ray: mutating a list after telling it changes
+nothing), and a value that cannot travel fails its own call at once,
+never the connection or a batch::
 
     to a worker   ("spawn", actor, class name, incarnation, payload of (cls, args, kwargs))
                   ("msg", actor, cid, method, payload of (args, kwargs))
@@ -142,11 +145,12 @@ SUPPORTS = {
 class _Actor:
     """One hosted actor. ``handled``/``credited``: messages handled per sender, and the count last sent back."""
 
-    __slots__ = ("aid", "cls_name", "inc", "obj", "error", "mailbox", "handled", "credited", "started", "ready")
+    __slots__ = ("aid", "cls_name", "inc", "obj", "error", "mailbox", "handled", "credited", "started", "ready",
+                 "closed")
 
     def __init__(self, aid):
         self.aid, self.cls_name, self.inc = aid, aid.rsplit("-", 1)[0], 0
-        self.obj, self.error, self.started, self.ready = None, None, False, False
+        self.obj, self.error, self.started, self.ready, self.closed = None, None, False, False, False
         self.mailbox = queue.SimpleQueue()      # (source, message, arrival time); None stops the thread
         self.handled, self.credited = {}, {}
 
@@ -231,7 +235,7 @@ class ActorHost(Sender):
 
     def _serve(self, actor: _Actor, payload: bytes) -> None:
         """An actor's thread: build it, then handle its mailbox one message at a time."""
-        _local.sender = self
+        _local.sender, _local.actor = self, actor.aid
         self._construct(actor, payload)
         mailbox = actor.mailbox
         while True:
@@ -241,6 +245,8 @@ class ActorHost(Sender):
             self._run(actor, *item)
             if mailbox.empty():
                 self.flush()                    # replies and tells leave together when the mailbox is empty
+        actor.closed = True
+        self._refuse_all(actor, self.retired.get(actor.aid, "it was retired"))
         self.flush()
 
     def _drain(self, actor: _Actor) -> None:
@@ -263,7 +269,9 @@ class ActorHost(Sender):
                 return self._refuse(source, message, self.retired[aid])
             actor = self._actor(aid)
         actor.mailbox.put((source, message, time.time()))
-        if not self.threads and actor.ready:
+        if actor.closed:                        # retired while we routed: its thread will not see this
+            self._refuse_all(actor, self.retired.get(aid, "it was retired"))
+        elif not self.threads and actor.ready:
             self._drain(actor)
 
     def _refuse(self, source, message, why: str) -> None:
@@ -309,8 +317,17 @@ class ActorHost(Sender):
         if actor is not None and actor.started and self.threads:
             actor.mailbox.put(None)             # its thread handles what came before, then ends
         elif actor is not None:                 # never built here: what waited for it is refused
-            while not actor.mailbox.empty():
-                self._refuse(*actor.mailbox.get_nowait()[:2], why)
+            actor.closed = True
+            self._refuse_all(actor, why)
+
+    def _refuse_all(self, actor: _Actor, why: str) -> None:
+        while True:
+            try:
+                item = actor.mailbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._refuse(item[0], item[1], why)
 
     # -- sending
     def transmit(self, dest, message) -> int:
@@ -320,6 +337,10 @@ class ActorHost(Sender):
         if not self.threads:
             raise ActorError(f"{future.name}: in the in-process form every actor runs on one thread, so a "
                              "method cannot wait for a reply; use tell, or processes=True")
+        if future.name.rsplit(".", 1)[0] == getattr(_local, "actor", None):
+            raise ActorError(f"{future.name}: an actor cannot wait for its own reply -- the message waits in "
+                             "its mailbox until the method that waits for it returns; call the method "
+                             "directly (self.method()), or tell")
         self.flush()
         Future._fetch(future, timeout)
 

@@ -11,8 +11,9 @@ State of a `Sender` (guarded by ``cond``)::
 
     where  = {actor: (worker | None, incarnation, why)}  # None: stopped or dead, ``why`` says how
     calls  = {cid: (Reply, actor, class name, method, worker)}   # asked, not answered yet
-    credit = {actor: [incarnation, admitted, credited]}  # flow control
+    credit = {actor: [incarnation, admitted, credited]}  # flow control: in flight = admitted - credited
     lost   = {worker: why}
+    outbox = {destination: [message, ...]}               # queued, not sent yet (guarded by ``out_lock``)
 
     >>> pack(([1, "a"], {}), "the arguments of X.f()") == pickle.dumps(([1, "a"], {}), protocol=5)
     True

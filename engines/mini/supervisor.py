@@ -1,15 +1,15 @@
-"""The driver of mini-actors: placement, batching to workers, supervision; the engine and its session.
+"""The driver of mini-actors: placement, restarts, and the events it receives from the cluster.
 
-The driver is one more `engines.mini.actors.Sender` -- it messages actors
-the way actors message each other -- plus what only it does:
+The driver is one more `engines.mini.messaging.Sender` -- it messages
+actors the way actors message each other, through an outbox batched per
+worker -- plus what only it does:
 
 - **Placement.** ``spawn`` puts an actor on the next live worker in turn
   (``worker=k`` to choose) and keeps its recipe: the class and arguments,
   pickled once, so a restart builds the same actor from the same bytes.
-- **Batching.** Messages for a worker wait in ``outbox[worker]`` and leave
-  as one ``("batch", [...])`` frame (see "Batching" in `engines.mini.actors`).
 - **Receiving.** Replies, credit and loss notices are handled on the
-  cluster's reader threads as they arrive (`engines.mini.actors.deliver_directly`);
+  cluster's reader threads as they arrive (`engines.mini.messaging.deliver_directly`;
+  or, with ``direct_receive=False``, by one thread reading ``host.recv()``);
   a waiting caller wakes when its Future is set.
 - **Supervision.** On ``("lost", k, why)``: every call in flight to an
   actor of worker ``k`` fails naming the actor, the method and ``why``
@@ -19,11 +19,10 @@ the way actors message each other -- plus what only it does:
   the reason; and every worker is told the new locations (``moved``), so
   refs held anywhere reach the new incarnation.
 
-State, besides a Sender's (``where``, ``calls``, ``credit``, ``lost``)::
+State, besides a Sender's (``where``, ``calls``, ``credit``, ``lost``, ``outbox``)::
 
     recipes  = {actor: (class name, payload | None, max_restarts)}   # None: it may not restart
     restarts = {actor: restarts so far}
-    outbox   = {worker: [message, ...]}   # queued, not sent yet
     flows    = {run: SimpleQueue}         # dataflow runs listening for ("flow", run, ...)
 
 Worked example -- supervision in the in-process form, where a loss is
@@ -130,6 +129,7 @@ class Driver(Sender):
             moves.append((aid, self.where[aid]))
         with self.out_lock:
             self.outbox.pop(worker, None)
+            self.kinds.pop(worker, None)
             for new, message in respawn:
                 self.enqueue(new, message, "spawn")
             for w in live if moves else ():
