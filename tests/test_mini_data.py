@@ -25,7 +25,7 @@ from engines import get_engine
 from engines.api import Dataflow, DataflowError
 from engines.mini.cluster import InProcessHost
 from engines.mini.dataparallel import DataWorker, drive
-from engines.mini.trace import overlap, traffic
+from engines.mini.trace import busy, overlap, traffic
 
 
 # ---------------------------------------------------------------- flows a new user might write
@@ -103,22 +103,24 @@ def test_a_step_error_names_the_step_and_the_session_goes_on(processes):
 # ---------------------------------------------------------------- properties of the architecture
 
 
-def burn(seconds: float) -> list:
-    """A partition that keeps one core busy for about ``seconds`` (pure Python: holds the GIL)."""
-    end, n = time.perf_counter() + seconds, 0
-    while time.perf_counter() < end:
-        n += 1
+def burn(steps: int) -> list:
+    """A partition that keeps one core busy (pure Python: it holds the GIL throughout)."""
+    n = 0
+    for i in range(steps):
+        n += i * i % 7
     return [("done", 1)]
 
 
 def test_two_workers_are_busy_at_the_same_time():
     flow = Dataflow("cpu")
-    flow.read([lambda: burn(0.4), lambda: burn(0.4)]).reduce_by_key(operator.add).collect("out")
+    flow.read([lambda: burn(2_000_000), lambda: burn(2_000_000)]).reduce_by_key(operator.add).collect("out")
     with get_engine("mini-data").start(workers=2) as session:
         assert session.dataflow(flow) == {"out": [("done", 2)]}
         rows = session.trace()
-    assert {r["worker"] for r in rows if r["event"] == "span"} == {0, 1}
-    assert overlap(rows) > 0.3                      # seconds with both workers inside a step
+    spans = busy(rows)
+    assert set(spans) == {0, 1}
+    shortest = min(sum(end - start for start, end in worker) for worker in spans.values())
+    assert overlap(rows) > 0.5 * shortest           # most of the work ran with both workers inside a step
 
 
 def distinct_keys(part: int) -> list:
@@ -163,7 +165,7 @@ def test_a_worker_dying_mid_job_fails_it_promptly_naming_worker_and_step():
     with pytest.raises(DataflowError, match=rf"worker 1 \(pid {pids[1]}\) was killed by SIGKILL while running "
                                             r"step '.*explode.*' of flow 'crash'"):
         session.dataflow(flow)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10           # promptly: no heartbeat timeout was needed
     with pytest.raises(DataflowError, match="session is broken"):
         session.dataflow(flow)
     session.close()
@@ -178,7 +180,7 @@ def test_a_hung_worker_is_found_by_its_missing_heartbeats():
         started = time.monotonic()
         with pytest.raises(DataflowError, match=r"worker 1 \(pid \d+\) sent no heartbeat for 1 s"):
             session.dataflow(letters_flow())
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 10
     finally:
         os.kill(pids[1], signal.SIGCONT)
         session.close()

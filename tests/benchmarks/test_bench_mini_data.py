@@ -39,6 +39,8 @@ from engines.api import Dataflow
 from engines.mini.trace import traffic
 from workloads import get_workload
 
+pytestmark = pytest.mark.timeout(1800)     # medium sizes on a shared machine: slow peers, several rounds
+
 SEED = 1
 ROUNDS = {"tiny": 1, "small": 3, "medium": 3, "large": 1}
 EXCHANGE_ITEMS = {"tiny": 5_000, "small": 50_000, "medium": 250_000, "large": 1_000_000}   # per partition, 4 partitions
@@ -90,9 +92,13 @@ def measure(benchmark, key: tuple[str, str], target, size: str, setup=None, warm
 @pytest.fixture(scope="module", autouse=True)
 def summary(request, bench_size):
     yield
-    if not TIMES:
-        return
-    write = request.config.pluginmanager.get_plugin("terminalreporter").write_line
+    if TIMES:
+        with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+            report(request.config.pluginmanager.get_plugin("terminalreporter").write_line, bench_size)
+
+
+def report(write, bench_size: str) -> None:
+    """Print the medians and the ratios the issue asks for."""
     med = {key: statistics.median(ts) for key, ts in TIMES.items()}
     write(f"\nmini-data benchmarks at size {bench_size!r} (median seconds of the rounds)")
     for workload in ("wordcount", "groupby"):
