@@ -32,6 +32,8 @@ from engines import get_engine
 from workloads import get_workload
 from workloads.task_overhead import noop
 
+pytestmark = pytest.mark.timeout(1800)   # Dask's 10,000 no-op tasks take minutes on a loaded 2-core machine
+
 ENGINES = ["mini-tasks", "ray", "dask", "pool"]
 COUNTS = {   # noop tasks, chain hops, driver-synchronous hops, tree-reduce workload size
     "tiny": (300, 100, 30, "tiny"),
