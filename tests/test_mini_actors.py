@@ -190,7 +190,7 @@ def test_a_flood_of_tells_is_slowed_and_memory_stays_bounded(tmp_path):
             _, admitted, credited = session.driver.credit[gate.actor_id]
             return admitted - credited >= 1000
 
-        sender = threading.Thread(target=flood)
+        sender = threading.Thread(target=flood, daemon=True)
         sender.start()
         wait_until(window_full)               # the gate is shut: 1000 messages in flight, no more
         stuck_at, peak = sent[0], host.memory_info().rss

@@ -169,6 +169,7 @@ class ActorHost(Sender):
         self.ctx = ctx
         self.actors: dict = {}
         self.retired: dict = {}
+        self.warned: set = set()                # retired actors a refused tell was logged for
         if threads:
             _senders[token] = self              # for threads an actor starts itself
             if direct:
@@ -278,7 +279,9 @@ class ActorHost(Sender):
         _, aid, cid, method, _ = message
         error = ActorError(f"{aid.rsplit('-', 1)[0]} actor {aid} is stopped: {why}; {method}() was not run")
         if cid is None:
-            log.error("tell %s", error)
+            if aid not in self.warned:          # once per actor: senders that do not know yet may send many
+                self.warned.add(aid)
+                log.warning("tell %s (further tells to it are dropped silently)", error)
         else:
             self.post(source, ("reply", cid, False, pack(error, "an error")), "reply")
 

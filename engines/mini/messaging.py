@@ -195,6 +195,7 @@ class Sender:
         self.queued = 0
         self.out_lock, self.flush_lock = threading.Lock(), threading.Lock()
         self.linger = _Linger(self.flush, linger) if threads and linger else None
+        self.closed = False
 
     # -- sending
     def send(self, ref: MiniActorRef, method: str, args, kwargs, reply: bool, internal: bool = False):
@@ -243,6 +244,8 @@ class Sender:
         """The worker to send to now, or None to wait (host being replaced, or out of credit)."""
         aid = ref.actor_id
         worker, inc, why = self.where.get(aid) or (ref.home, 0, "")
+        if self.closed:
+            worker, why = None, "its mini-actors session has closed"
         if worker is None:
             if probe:
                 return "stopped"                # stop waiting: the caller raises
@@ -391,6 +394,9 @@ class Sender:
         raise NotImplementedError
 
     def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()              # senders waiting for credit stop waiting
         if self.linger is not None:
             self.linger.close()
         if _senders.get(self.token) is self:

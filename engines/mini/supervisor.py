@@ -67,7 +67,6 @@ class Driver(Sender):
         self.flows: dict = {}
         self.turn = itertools.count()
         self.spawned = itertools.count(1)
-        self.closed = False
         messaging._senders[token] = self
         if self.threads and not (direct and deliver_directly(host, "events", self._on_event_checked)):
             threading.Thread(target=self._pump, daemon=True, name="mini-actors driver").start()
@@ -228,7 +227,6 @@ class Driver(Sender):
             self.settle()
             self.flush()
         finally:
-            self.closed = True
             super().close()
             with self.cond:
                 pending, self.calls = list(self.calls.values()), {}

@@ -6,9 +6,11 @@ Three measures, each on every engine in the same run:
   p50 and p99 of the per-call latency;
 - **async calls/s**: a burst of calls, then ``gather`` -- how many the
   engine completes per second when the caller does not wait in between;
-- **ping-pong**: an actor calls another one (on another worker where the
-  engine lets us choose) and waits for each reply; p50 of that
-  actor-to-actor round trip, timed inside the actor.
+- **ping-pong**: an actor calls another one and waits for each reply; p50
+  of that actor-to-actor round trip, timed inside the actor. The two are
+  in different processes: mini-actors places them round robin, Ray gives
+  every actor a process, ``dask (raw)`` pins them to two workers (the
+  ``dask`` adapter lets Dask place them).
 
 Engines: ``mini-actors`` (and ``mini-actors/queue``: the same with every
 message through the cluster's queues, i.e. ``direct_receive=False``), the
@@ -120,18 +122,20 @@ class RawRay:
 class RawDask:
     def __init__(self, session):
         self.client, self.futures = session.client, []
+        self.workers = sorted(self.client.scheduler_info()["workers"])
 
-    def _actor(self, cls):
-        future = self.client.submit(cls, actor=True, pure=False)
+    def _actor(self, cls, worker: int):
+        future = self.client.submit(cls, actor=True, pure=False, workers=[self.workers[worker]])
         self.futures.append(future)
         return future.result()
 
     def counter(self):
-        proxy = self._actor(Counter)
+        proxy = self._actor(Counter, 0)
         return lambda: proxy.add(1), lambda f: f.result(), lambda fs: [f.result() for f in fs]
 
     def volley(self, n):
-        pinger, counter = self._actor(RawPinger), self._actor(Counter)
+        # on two workers: a Dask actor called from its own worker is a local call, not a message
+        pinger, counter = self._actor(RawPinger, 0), self._actor(Counter, 1)
         return pinger.volley(counter, n, False).result(timeout=600)
 
     def close(self):
