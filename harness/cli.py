@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engines import Planned, engine_names, get_engine
 from engines.api import MODELS, ArchbenchError
-from workloads import SIZES, get_workload, load_workload_file, workload_names
+from workloads import SIZES, get_workload, load_workload_file, quick_workloads, workload_names
 
 DEFAULT_SIZE = "small"
 DEFAULT_WORKERS = "2"
@@ -62,9 +62,10 @@ def cmd_workloads(args) -> int:
         load_workload_file(path)
     names = workload_names()
     width = max(len(n) for n in names)
+    print("* = in the quick matrix (`archbench run` with no flags); --workloads all runs every one\n")
     for name in names:
         w = get_workload(name)
-        print(f"{name.ljust(width)}  {w.model:<8}  {w.unit:<8}  {w.description}")
+        print(f"{name.ljust(width)} {'*' if w.quick else ' '} {w.model:<8}  {w.unit:<12}  {w.description}")
         if args.sizes:
             for size in SIZES:
                 print(f"{'':{width}}    {size:<6} {w.sizes[size]}")
@@ -120,8 +121,11 @@ def build_matrix(args, parser, stored: dict):
     else:
         spec = args.engines if args.engines is not None else ",".join(stored["engines"])
         engines = _names(spec, engine_names(), "engine", parser)
-    spec = args.workloads if args.workloads is not None else ",".join(stored.get("workloads", ["all"]))
-    workloads = _names(spec, workload_names(), "workload", parser)
+    if args.workloads is None and "workloads" not in stored:
+        workloads = quick_workloads()
+    else:
+        spec = args.workloads if args.workloads is not None else ",".join(stored["workloads"])
+        workloads = _names(spec, workload_names(), "workload", parser)
     sizes = _split(args.size) if args.size is not None else stored.get("sizes", [DEFAULT_SIZE])
     bad = [s for s in sizes if s not in SIZES]
     if bad or not sizes:
@@ -209,10 +213,12 @@ def make_parser() -> Parser:
     wl.add_argument("--sizes", action="store_true", help="also show the parameters of every size")
     wl.add_argument("--workload-file", action="append", metavar="PATH", help="also load your own workload module")
     run = sub.add_parser("run", help="run the benchmark matrix", description=(
-        "Run engine × workload × size × workers; each cell in its own process. With no flags: every "
-        f"available engine, every workload, size {DEFAULT_SIZE}, {DEFAULT_WORKERS} workers, then plots and a report."))
+        "Run engine × workload × size × workers; each cell in its own process. With no flags, the quick "
+        f"matrix: every available engine, the quick workloads (one per model, and the stream), size "
+        f"{DEFAULT_SIZE}, {DEFAULT_WORKERS} workers, then plots and a report."))
     run.add_argument("--engines", help="comma-separated engine names, or all (default: every available one)")
-    run.add_argument("--workloads", help="comma-separated workload names, or all (default: all)")
+    run.add_argument("--workloads", help="comma-separated workload names, or all (default: the quick ones, "
+                     "marked * by `archbench workloads`)")
     run.add_argument("--size", help=f"one of {', '.join(SIZES)}, or several comma-separated (default: {DEFAULT_SIZE})")
     run.add_argument("--workers", help=f"worker counts, comma-separated (default: {DEFAULT_WORKERS})")
     run.add_argument("--repeat", type=int, help="timed repeats per cell (default: 3)")

@@ -46,6 +46,7 @@ class Workload:
     model: str = ""          # "dataflow" | "tasks" | "actors"
     unit: str = "items"      # what throughput counts
     sizes: dict[str, dict] = {}
+    quick: bool = False      # part of the quick matrix `archbench run` runs with no flags
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -109,6 +110,11 @@ def workload_names() -> list[str]:
     """Every registered workload (built-ins and loaded files), sorted by model then name."""
     _load_builtins()
     return sorted(_registry, key=lambda n: (MODELS.index(_registry[n].model), n))
+
+
+def quick_workloads() -> list[str]:
+    """The workloads of the quick matrix: one per model, and the stream."""
+    return [n for n in workload_names() if _registry[n].quick]
 
 
 def get_workload(name: str) -> Workload:

@@ -62,6 +62,7 @@ class ActorPipeline(Workload):
     name = "actor-pipeline"
     model = "actors"
     unit = "words"
+    quick = True
     sizes = {
         "tiny": {"words": 2_000, "batch_lines": 20, "vocab": 500},
         "small": {"words": 100_000, "batch_lines": 100, "vocab": 10_000},

@@ -58,6 +58,7 @@ class FanOutFanIn(Workload):
     name = "fanout"
     model = "tasks"
     unit = "tasks"
+    quick = True
     sizes = {
         "tiny": {"leaves": 16, "samples": 2_000, "fan_in": 4},
         "small": {"leaves": 200, "samples": 10_000, "fan_in": 8},

@@ -95,6 +95,7 @@ class StreamWindow(Workload):
     name = "stream-window"
     model = "dataflow"
     unit = "events"
+    quick = True
     sizes = {
         "tiny": {"sources": 2, "rate": 300.0, "duration": 30.0, "speedup": 150.0, "campaigns": 10},
         "small": {"sources": 2, "rate": 2_000.0, "duration": 60.0, "speedup": 40.0, "campaigns": 100},

@@ -61,6 +61,7 @@ class WordCount(Workload):
     name = "wordcount"
     model = "dataflow"
     unit = "words"
+    quick = True
     sizes = {
         "tiny": {"words": 2_000, "partitions": 4, "vocab": 500},
         "small": {"words": 200_000, "partitions": 8, "vocab": 10_000},
