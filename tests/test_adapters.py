@@ -8,7 +8,10 @@
 - partitions are made on the engine's workers, never on the driver;
 - Dask actors keep per-sender order although Dask delivers concurrent calls
   in any order (the reordering is tested directly, then end to end);
-- each engine's logs go to files under ``log_dir``.
+- each engine's logs go to files under ``log_dir``;
+- a user's own workload file (``--workload-file``), whose functions and
+  classes travel by value, runs on each adapter, records of its own classes
+  included.
 
 Tests that need an engine use the session fixture (one cluster per engine
 for the whole run); only the existing-cluster test starts one of its own.
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import textwrap
 from pathlib import Path
 
 import cloudpickle
@@ -27,6 +32,7 @@ from conftest import require
 from engines import get_engine
 from engines.adapters import AdapterEngine, java_available, java_reason, missing_reason
 from engines.api import ArchbenchError, Dataflow, DataflowError
+from workloads import _registry, get_workload, load_workload_file
 
 ADAPTERS = ("spark", "dask", "ray", "bytewax")
 
@@ -188,3 +194,151 @@ def test_engine_logs_go_to_files(session):
     if session.engine in ("spark", "dask"):  # the failed task was logged there, not on the terminal
         text = next(logs.rglob(expected)).read_text()
         assert "ZeroDivisionError" in text
+
+
+USER_FILE = textwrap.dedent('''
+    """A new user's workloads: records, results and messages are instances of their own classes."""
+    import functools
+    import operator
+    from dataclasses import dataclass
+
+    from engines.api import Dataflow
+    from workloads import Workload
+
+    @dataclass(frozen=True)
+    class Sale:
+        shop: str
+        amount: int
+
+    def sales(part):
+        return [Sale(f"s{(part + i) % 3}", (i * 7) % 11 - 2) for i in range(40)]
+
+    class Sales(Workload):
+        name, model = "user-sales", "dataflow"
+        sizes = dict.fromkeys(("tiny", "small", "medium", "large"), {"parts": 3})
+
+        def generate(self, *, seed, parts):
+            return list(range(parts))
+
+        def reference(self, parts):
+            totals = {}
+            for sale in (s for p in parts for s in sales(p) if s.amount > 0):
+                totals[sale.shop] = totals.get(sale.shop, 0) + sale.amount
+            return {"by_town": [(f"town-{k}", v) for k, v in totals.items()],
+                    "big": [s for p in parts for s in sales(p) if s.amount > 6]}
+
+        def run(self, session, parts):
+            flow = Dataflow("sales")
+            good = flow.read([functools.partial(sales, p) for p in parts]).filter(lambda s: s.amount > 0)
+            totals = good.map(lambda s: (s.shop, s)).reduce_by_key(lambda a, b: Sale(a.shop, a.amount + b.amount))
+            towns = flow.read([[(f"s{i}", f"town-s{i}") for i in range(3)]]).map(tuple)
+            totals.join(towns).map(lambda kv: (kv[1][1], kv[1][0].amount)).collect("by_town")
+            good.filter(lambda s: s.amount > 6).collect("big")
+            return session.dataflow(flow)
+
+        def units(self, parts):
+            return len(parts)
+
+    @dataclass
+    class Part:
+        total: int
+
+    def square(i):
+        return Part(i * i)
+
+    def add(*parts, extra=Part(0)):
+        return Part(sum(p.total for p in parts) + extra.total)
+
+    class Tree(Workload):
+        name, model = "user-tree", "tasks"
+        sizes = dict.fromkeys(("tiny", "small", "medium", "large"), {"n": 8})
+
+        def generate(self, *, seed, n):
+            return n
+
+        def reference(self, n):
+            return 2 * (sum(i * i for i in range(n)) + 1)
+
+        def run(self, session, n):
+            with session.tasks() as tasks:
+                leaves = [tasks.submit(square, i) for i in range(n)]
+                halves = [tasks.submit(add, *leaves[: n // 2]), tasks.submit(add, *leaves[n // 2:], extra=leaves[1])]
+                return tasks.submit(add, *halves, extra=tasks.submit(add, *halves)).result().total
+
+        def units(self, n):
+            return n
+
+    @dataclass(frozen=True)
+    class Ball:
+        hits: int
+
+    class Player:
+        def __init__(self):
+            self.seen = []
+
+        def hit(self, other, me, ball):
+            self.seen.append(ball.hits)
+            if ball.hits > 0:
+                other.tell("hit", me, other, Ball(ball.hits - 1))
+
+        def seen_(self):
+            return list(self.seen)
+
+    class Rally(Workload):
+        name, model = "user-rally", "actors"
+        sizes = dict.fromkeys(("tiny", "small", "medium", "large"), {"hits": 20})
+
+        def generate(self, *, seed, hits):
+            return hits
+
+        def reference(self, hits):
+            return list(range(hits, -1, -2)), list(range(hits - 1, -1, -2))
+
+        def run(self, session, hits):
+            with session.actors() as actors:
+                a, b = actors.spawn(Player), actors.spawn(Player)
+                a.tell("hit", b, a, Ball(hits))
+                while True:
+                    seen = a.call("seen_").result(), b.call("seen_").result()
+                    if sum(map(len, seen)) == hits + 1:
+                        return seen
+
+        def units(self, hits):
+            return hits
+''')
+
+
+@pytest.fixture
+def user_workloads(tmp_path):
+    """Load a workload file as ``--workload-file`` does; forget it afterwards (it is sent by value)."""
+    import cloudpickle
+
+    path = tmp_path / "new_user.py"
+    path.write_text(USER_FILE)
+    names = load_workload_file(path)
+    module = sys.modules["archbench_user_new_user"]
+    yield names
+    for vendored in _vendored_cloudpickles():
+        if module.__name__ in vendored.list_registry_pickle_by_value():
+            vendored.unregister_pickle_by_value(module)
+    cloudpickle.unregister_pickle_by_value(module)
+    del sys.modules[module.__name__]
+    for name in names:
+        del _registry[name]
+
+
+def _vendored_cloudpickles():
+    for name in ("pyspark.cloudpickle", "ray.cloudpickle"):
+        if name in sys.modules:
+            yield sys.modules[name]
+
+
+def test_a_users_own_workload_file_runs(session, user_workloads):
+    adapter(session)
+    assert sorted(user_workloads) == ["user-rally", "user-sales", "user-tree"]
+    for name in user_workloads:
+        workload = get_workload(name)
+        if session.supports[workload.model].startswith("unsupported"):
+            continue
+        inputs = workload.generate(seed=1, **workload.sizes["tiny"])
+        workload.check(workload.run(session, inputs), workload.reference(inputs))

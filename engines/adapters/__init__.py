@@ -17,6 +17,12 @@ What they share lives here:
   itself (Spark's Python workers, Ray's) do not inherit this process's
   ``sys.path``; they get its project and test directories through
   ``PYTHONPATH``, set only while the engine launches.
+- `by_value_modules` / `send_by_value_too` / `pickle_by_value_fallback` -- a
+  user's workload file is pickled *by value* (workers cannot import it):
+  engines with their own copy of cloudpickle (Ray, PySpark) are told so too,
+  and where an engine pickles records with plain ``pickle`` (Spark's and
+  Bytewax's workers), a record of a class from that file falls back to
+  cloudpickle, as Dask does.
 - `logs_to_file` -- point a Python logger (``distributed``, ``ray``) at a
   file in the log directory instead of the terminal.
 
@@ -177,3 +183,46 @@ def environ(**values: str | None):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def by_value_modules() -> list[str]:
+    """The modules cloudpickle sends by value (a user's ``--workload-file``), sorted."""
+    import cloudpickle
+
+    return sorted(cloudpickle.list_registry_pickle_by_value())
+
+
+def send_by_value_too(vendored_cloudpickle) -> None:
+    """Register the by-value modules with an engine's own copy of cloudpickle (Ray and PySpark vendor one)."""
+    for name in by_value_modules():
+        vendored_cloudpickle.register_pickle_by_value(sys.modules[name])
+
+
+def pickle_by_value_fallback(cloudpickle=None) -> None:
+    """In a worker process: ``pickle.dumps`` falls back to cloudpickle when plain pickle fails.
+
+    Plain pickle names a class by its module, which a worker cannot import
+    when the class comes from a user's workload file; cloudpickle sends the
+    class along (Dask's serializer does the same). Records that plain pickle
+    handles still go the fast way. ``cloudpickle``: the copy that sent the
+    class here (an engine's own copy keeps its own record of classes sent by
+    value, so only that copy gives the driver back its very class). Mutates
+    the ``pickle`` module of this process; call it only in processes that
+    run an engine's workers.
+    """
+    import pickle
+
+    if cloudpickle is None:
+        import cloudpickle
+    if getattr(pickle.dumps, "falls_back", False):
+        return
+    plain = pickle.dumps
+
+    def dumps(obj, *args, **kwargs):
+        try:
+            return plain(obj, *args, **kwargs)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            return cloudpickle.dumps(obj, *args, **kwargs)
+
+    dumps.falls_back = True
+    pickle.dumps = dumps

@@ -45,6 +45,11 @@ operator makes every process panic): `_Guard` records the first error
 (naming the step), and from then on the process's operators pass nothing on,
 so the run ends normally and the driver raises that `DataflowError`.
 
+Bytewax exchanges records with plain pickle: in its processes, a record of a
+class from a user's workload file (sent by value) falls back to cloudpickle
+(`engines.adapters.pickle_by_value_fallback`), as do the sinks' items on
+their way back to the driver.
+
 A timed stream (`Dataflow.stream`) runs as micro-batches, one bytewax run
 per batch (`engines.streaming`), not with bytewax's own windowing: its
 ``EventClock`` watermark advances with the system clock and per worker, so
@@ -61,13 +66,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import socket
 from functools import partial
 from itertools import islice
 
 import cloudpickle
 
-from engines.adapters import LOG_DIR, AdapterEngine, log_dir
+from engines.adapters import LOG_DIR, AdapterEngine, log_dir, pickle_by_value_fallback
 from engines.api import Dataflow, DataflowError, Session, Step
 from engines.plan import combine, fuse, source_items, stable_hash, step_error
 from engines.streaming import run_microbatches
@@ -154,7 +160,7 @@ class BytewaxSession(Session):
                 replies.append(("crashed", DataflowError(f"bytewax process {proc.pid} did not finish")))
                 continue
             try:
-                replies.append(conn.recv())
+                replies.append(pickle.loads(conn.recv_bytes()))
             except EOFError:
                 replies.append(("crashed", DataflowError(f"bytewax process {proc.pid} died; see {self._log}")))
             failed = failed or replies[-1][0] != "ok"
@@ -212,6 +218,7 @@ def _serve(conn, log_path: str) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    pickle_by_value_fallback()  # bytewax exchanges records with plain pickle
     from bytewax.testing import cluster_main
 
     conn.send(("ready", os.getpid()))
@@ -231,7 +238,8 @@ def _serve(conn, log_path: str) -> None:
         except BaseException as e:  # bytewax panics are BaseExceptions; the other processes may hang
             conn.send(("crashed", DataflowError(f"bytewax failed: {type(e).__name__}: {e}")))
             continue
-        conn.send(("error", run.error) if run.error else ("ok", run.sinks))
+        # pickle.dumps here falls back to cloudpickle (records of a user's own classes)
+        conn.send_bytes(pickle.dumps(("error", run.error) if run.error else ("ok", run.sinks), protocol=5))
 
 
 class _Run:

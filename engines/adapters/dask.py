@@ -37,6 +37,11 @@ cluster would skip pickling, which every other engine pays).
   queued (`_Host.deliver`). Messages are then handled, in that order, by
   one thread per actor.
 
+A user's workload file is sent by value (its functions and classes are in
+no module a worker can import), while Dask pickles arguments and results
+with plain pickle: with such a file loaded, each argument and result travels
+inside `_ByValue`, as cloudpickle bytes.
+
 Settings (``settings()``): workers, one thread each, processes, Dask's fixed
 batching intervals (client→scheduler 10 ms, scheduler→worker 5 ms: most of
 a hop's latency; untuned here), the per-worker memory limit. Logs: the
@@ -58,11 +63,12 @@ import logging
 import os
 import threading
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import cloudpickle
 
-from engines.adapters import LOG_DIR, AdapterEngine, log_dir, logs_to_file
+from engines.adapters import LOG_DIR, AdapterEngine, by_value_modules, log_dir, logs_to_file
 from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session, TaskError, Tasks
 from engines.common import invoke, task_error, task_name
 from engines.plan import OnTasks, evaluate
@@ -88,13 +94,15 @@ class DaskEngine(AdapterEngine):
 
     def settings(self, workers: int, **options) -> dict:
         self.check_options(options)
+        existing = options.get("address")
+        theirs = "the existing cluster's own"
         return {
             "workers": workers,
-            "address": options.get("address"),
-            "cluster": "existing scheduler" if options.get("address") else "LocalCluster",
-            "threads_per_worker": 1,
-            "processes": True,
-            "memory_limit": "auto (system memory / workers)",
+            "address": existing,
+            "cluster": "existing scheduler" if existing else "LocalCluster",
+            "threads_per_worker": theirs if existing else 1,
+            "processes": theirs if existing else True,
+            "memory_limit": theirs if existing else "auto (system memory / workers)",
             "batched_send": "client→scheduler 10ms, scheduler→worker 5ms (Dask defaults)",
             "dashboard": None,
             "actors": "Dask actors; per-sender order restored with sequence numbers",
@@ -120,14 +128,19 @@ class DaskSession(Session):
             if settings["address"]:
                 self.client = Client(settings["address"])
             else:
-                self._cluster = LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                    host="127.0.0.1", silence_logs=logging.WARNING,
-                    preload=["engines.adapters.dask"], env={_LOG_ENV: str(logs / "dask-workers.log")})
+                with warnings.catch_warnings():
+                    # the scheduler always opens an HTTP port (health checks), 8787 if free; when
+                    # another Dask cluster holds it, it takes another and warns: harmless here
+                    warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
+                    self._cluster = LocalCluster(
+                        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        host="127.0.0.1", silence_logs=logging.WARNING,
+                        preload=["engines.adapters.dask"], env={_LOG_ENV: str(logs / "dask-workers.log")})
                 self.client = Client(self._cluster)
             self.client.wait_for_workers(workers if self._cluster else 1)
             self._pids = sorted(self.client.run(os.getpid).values()) if self._cluster else []
             self.settings["scheduler"] = self.client.scheduler.address
+            self.settings["cluster_workers"] = len(self.client.scheduler_info()["workers"])
         except BaseException:
             self.close()
             raise
@@ -176,14 +189,62 @@ def dask_setup(worker) -> None:
 _ON_WORKER = object()  # a Future's value that is still on the worker that made it
 
 
-def _run_task(name: str, fn, args: tuple, kwargs: dict, wrap: bool):
-    """What a worker runs: the user's function; its error names the task (unless ``wrap`` is off)."""
+class _ByValue:
+    """An object that travels as cloudpickle bytes, inside a wrapper that `_unwrap` takes off.
+
+    Dask pickles arguments and results with plain pickle, which names a
+    function or class by its module -- a module that a worker cannot import
+    when it is a user's workload file (cloudpickle sends those by value).
+    The bytes are decoded only where the object is used: the scheduler
+    passes the wrapper on as it came.
+    """
+
+    def __init__(self, obj=None, blob: bytes | None = None):
+        self._obj, self._blob = obj, blob
+
+    @property
+    def obj(self):
+        if self._blob is not None:
+            self._obj, self._blob = cloudpickle.loads(self._blob), None
+        return self._obj
+
+    def __reduce__(self):
+        blob = self._blob if self._blob is not None else cloudpickle.dumps(self._obj, protocol=5)
+        return _ByValue, (None, blob)
+
+
+def _unwrap(x):
+    return x.obj if isinstance(x, _ByValue) else x
+
+
+def _sendable(fn, args: tuple, kwargs: dict) -> tuple:
+    """``(fn, args, kwargs, by_value)`` as Dask can send them: by value if a user's file is loaded.
+
+    The Dask futures among the arguments stay as they are, so Dask still sees
+    the dependencies. Without a workload file, nothing changes.
+    """
+    if not by_value_modules():
+        return fn, args, kwargs, False
+    from distributed import Future as DaskFuture_
+
+    def wrap(x):
+        return x if isinstance(x, DaskFuture_) else _ByValue(x)
+
+    return _ByValue(fn), tuple(map(wrap, args)), {k: wrap(v) for k, v in kwargs.items()}, True
+
+
+def _run_task(name: str, fn, args: tuple, kwargs: dict, by_value: bool, wrap: bool):
+    """What a worker runs: the user's function; its error names the task (unless ``wrap`` is off).
+
+    ``by_value``: a user's workload file is loaded, so the result travels by value too.
+    """
     try:
-        return fn(*args, **kwargs)
+        result = _unwrap(fn)(*map(_unwrap, args), **{k: _unwrap(v) for k, v in kwargs.items()})
     except Exception as e:
         if not wrap:
             raise
         raise task_error(name, e) from None
+    return _ByValue(result) if by_value else result
 
 
 class DaskFuture(Future):
@@ -223,7 +284,7 @@ class DaskFuture(Future):
     def result(self, timeout: float | None = None):
         Future.result(self, timeout)  # waits; raises the task's error
         if self._value is _ON_WORKER:
-            self._value = self._dask.result(timeout)
+            self._value = _unwrap(self._dask.result(timeout))
         return self._value
 
 
@@ -242,7 +303,7 @@ class DaskTasks(Tasks):
         future = DaskFuture(name, self._log, self._raw)
         a = tuple(dask_of(x) for x in args)
         k = {key: dask_of(v) for key, v in kwargs.items()}
-        future._attach(self.session.client.submit(_run_task, name, fn, a, k, not self._raw,
+        future._attach(self.session.client.submit(_run_task, name, *_sendable(fn, a, k), not self._raw,
                                                   key=f"{name}-{_token}", retries=retries, pure=False))
         return future
 
@@ -253,7 +314,7 @@ class DaskTasks(Tasks):
             Future.result(f)
         remote = [f for f in futures if isinstance(f, DaskFuture) and f._value is _ON_WORKER]
         for f, value in zip(remote, self.session.client.gather([f._dask for f in remote])):
-            f._value = value
+            f._value = _unwrap(value)
         return [f.result() for f in futures]
 
 
@@ -285,7 +346,7 @@ class _Host:
 
     def __init__(self, actor_id: str, cls: type, args: tuple, kwargs: dict):
         self.actor_id = actor_id
-        self.obj = cls(*args, **kwargs)
+        self.obj = _unwrap(cls)(*map(_unwrap, args), **{k: _unwrap(v) for k, v in kwargs.items()})
         self.expected: dict[str, int] = {}
         self.parked: dict[tuple[str, int], asyncio.Future] = {}
         self.mailbox = ThreadPoolExecutor(1, thread_name_prefix=f"actor-{actor_id}")
@@ -367,7 +428,7 @@ class DaskActors(Actors):
         if name is not None and name in self._names:
             raise ActorError(f"an actor named {name!r} exists already")
         actor_id = task_name(cls)
-        future = self.session.client.submit(_Host, actor_id, cls, args, kwargs, actor=True,
+        future = self.session.client.submit(_Host, actor_id, *_sendable(cls, args, kwargs)[:3], actor=True,
                                             key=f"actor-{actor_id}-{_token}")
         try:
             proxy = future.result()

@@ -34,6 +34,9 @@ at most N tasks run at once, one thread each.
   from one caller to one actor in the order they were sent. An `RayRef`
   carries its Ray actor handle, which Ray lets travel inside messages.
 
+Ray pickles with its own copy of cloudpickle; a user's workload file, sent
+by value, is registered with that copy too (`RaySession._by_value`).
+
 Settings (``settings()``): ``num_cpus``, the dashboard off, worker output not
 copied to the driver (``log_to_driver=False``; Ray's logs stay in its
 session directory under ``log_dir``), token authentication (Ray 2.59+ turns
@@ -56,7 +59,8 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from engines.adapters import LOG_DIR, AdapterEngine, driver_path, environ, log_dir, logs_to_file
+from engines.adapters import (LOG_DIR, AdapterEngine, driver_path, environ, log_dir, logs_to_file,
+                              send_by_value_too)
 from engines.api import ActorError, ActorRef, Actors, Dataflow, DataflowError, Future, Session, TaskError, Tasks
 from engines.common import invoke, task_error, task_name
 from engines.plan import Runner, evaluate, merge_join, merge_reduce, narrow, split
@@ -113,6 +117,8 @@ class RaySession(Session):
         if local and "RAY_AUTH_MODE" not in os.environ:
             auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_AUTH_TOKEN_PATH": None}
         self._undo = contextlib.ExitStack()  # what close() puts back, last first
+        if auth:  # at the very end: Ray forgets our token mode once the environment is restored
+            self._undo.callback(_reload_auth_settings)
         # kept until close: the cluster's processes copy it at start, the driver's Ray reads the token
         self._undo.enter_context(environ(PYTHONPATH=driver_path(), **auth))
         self._undo.callback(logs_to_file("ray", logs / "ray-driver.log", logging.WARNING))
@@ -136,15 +142,24 @@ class RaySession(Session):
             self.close()
             raise
 
+    def _by_value(self) -> None:
+        """Ray pickles with its own copy of cloudpickle: tell it the modules sent by value too."""
+        from ray import cloudpickle
+
+        send_by_value_too(cloudpickle)
+
     def dataflow(self, flow: Dataflow) -> dict[str, list]:
+        self._by_value()
         if flow.streaming:
             return run_microbatches(self, flow)
         return evaluate(flow, RayRunner(self), buckets=self.workers)
 
     def tasks(self) -> Tasks:
+        self._by_value()
         return RayTasks(self)
 
     def actors(self) -> Actors:
+        self._by_value()
         return RayActors(self)
 
     def close(self) -> None:

@@ -32,6 +32,11 @@ A failing user function is named: each one runs inside `_Guard`, which
 turns its exception into a `DataflowError` naming the step (Spark sends
 the Python traceback back as text, and `_dataflow_error` finds it there).
 
+A user's workload file is sent by value. PySpark pickles functions with its
+own copy of cloudpickle, which is told so (`_by_value`), and records with
+plain pickle, which in the Python workers then falls back to that copy for a
+record of the user's own class.
+
 **Tasks** are emulated, and the emulation is the lesson: every
 ``submit`` is a Spark *job* of one partition (``parallelize([call],
 1).map(run).collect()``). Dependencies are resolved on the driver, as in the
@@ -70,7 +75,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cloudpickle
 
-from engines.adapters import LOG_DIR, AdapterEngine, driver_path, environ, java_available, log_dir
+from engines.adapters import (LOG_DIR, AdapterEngine, by_value_modules, driver_path, environ, java_available, log_dir,
+                              pickle_by_value_fallback, send_by_value_too)
 from engines.api import ArchbenchError, Dataflow, DataflowError, FilterFn, MapFn, Session, Step, Tasks
 from engines.plan import source_items, step_error
 from engines.streaming import run_microbatches
@@ -155,6 +161,7 @@ class SparkRDDSession(Session):
     def dataflow(self, flow: Dataflow) -> dict[str, list]:
         if flow.streaming:
             return run_microbatches(self, flow)
+        _by_value()
         rdds: dict = {}
         out: dict[str, list] = {}
         consumers = Counter(name for step in flow.steps for name in step.inputs)
@@ -171,7 +178,9 @@ class SparkRDDSession(Session):
         for step in flow.steps:
             up = rdds[step.inputs[0]] if step.inputs else None
             if step.op == "read":
-                recipes = [cloudpickle.dumps(p, protocol=5) for p in step.arg]
+                from pyspark import cloudpickle as spark_cloudpickle  # the copy Spark sends functions with
+
+                recipes = [spark_cloudpickle.dumps(p, protocol=5) for p in step.arg]
                 rdds[step.name] = self.sc.parallelize(recipes, len(recipes)).flatMap(_Guard(step, _read))
             elif step.op == "flat_map" and isinstance(step.fn, MapFn):
                 rdds[step.name] = up.map(_Guard(step, step.fn.fn))
@@ -198,6 +207,7 @@ class SparkRDDSession(Session):
     def tasks(self) -> Tasks:
         from engines.pool import PoolTasks
 
+        _by_value()
         return PoolTasks(self)
 
     def _submit(self, fn, args, kwargs):
@@ -228,6 +238,9 @@ class _Guard:
         self.step = Step(step.op, step.name, step.inputs, step.fn)  # without a read's partitions
         self.fn = fn
 
+    def __reduce__(self):
+        return _guard_on_worker, (self.step, self.fn, bool(by_value_modules()))
+
     def __call__(self, *args):
         try:
             return self.fn(*args)
@@ -235,9 +248,27 @@ class _Guard:
             raise step_error(e, (self.step,)) from None
 
 
+def _by_value() -> None:
+    """PySpark pickles functions with its own copy of cloudpickle: tell it the modules sent by value too."""
+    from pyspark import cloudpickle
+
+    send_by_value_too(cloudpickle)
+
+
+def _guard_on_worker(step: Step, fn, by_value: bool) -> _Guard:
+    """A `_Guard` arriving in a Python worker; records of a user's own classes will pickle there."""
+    if by_value:
+        from pyspark import cloudpickle
+
+        pickle_by_value_fallback(cloudpickle)  # Spark's workers send records with plain pickle
+    return _Guard(step, fn)
+
+
 def _read(recipe: bytes):
     """One partition's items, made here on the executor."""
-    return source_items(cloudpickle.loads(recipe))
+    from pyspark import cloudpickle as spark_cloudpickle
+
+    return source_items(spark_cloudpickle.loads(recipe))
 
 
 def _dataflow_error(flow: Dataflow, sink: Step, error: Exception) -> DataflowError:
