@@ -45,9 +45,10 @@ says why (two actors flooding each other can deadlock: one must ``call``).
 Batching. Messages are queued per destination and leave together in one
 frame: when the sender is about to wait (``result()``, out of credit),
 when ``batch`` of them are queued, when an actor's mailbox runs empty
-(its replies go back together), and at the latest ``linger`` seconds
-after being queued. A lone call is therefore sent at once, and a burst of
-them costs one frame per ``batch``.
+(its replies go back together), and at the latest about ``linger``
+seconds (2 ms) after being queued -- a timer thread polls while messages
+flow and sleeps when they stop. A lone call is therefore sent at once, and
+a burst of them costs one frame per ``batch``.
 
 Supervision. When a worker dies, the driver (`engines.mini.supervisor`)
 restarts each of its actors on a live worker -- the constructor runs
@@ -163,7 +164,7 @@ class ActorHost(Sender):
     """
 
     def __init__(self, ctx, token: str, window: int = 1024, send_timeout: float = 60.0, threads: bool = True,
-                 batch: int = 64, linger: float = 0.001, trace_cap: int = 100_000, direct: bool = True):
+                 batch: int = 64, linger: float = 0.002, trace_cap: int = 100_000, direct: bool = True):
         super().__init__(ctx.me, token, window=window, send_timeout=send_timeout, threads=threads,
                          batch=batch, linger=linger, trace_cap=trace_cap)
         self.ctx = ctx
@@ -407,7 +408,7 @@ class MiniActorsEngine(Engine):
         return {"workers": workers, "processes": True, "start_method": "spawn (fresh interpreters)",
                 "transport": "TCP loopback, HMAC-SHA256 authenticated", "serializer": "pickle protocol 5 "
                 "(cloudpickle for classes and driver-side arguments that need it)",
-                "mailbox": 1024, "batch": 64, "linger_s": 0.001, "send_timeout_s": 60.0, "max_restarts": 3,
+                "mailbox": 1024, "batch": 64, "linger_s": 0.002, "send_timeout_s": 60.0, "max_restarts": 3,
                 "direct_receive": True, "trace_cap": 100_000, "heartbeat_s": 1.0, "heartbeat_timeout_s": 30.0,
                 **options}
 

@@ -37,7 +37,6 @@ import cloudpickle
 
 from engines.api import ActorError, ActorRef, Future
 from engines.mini.cluster import DRIVER, ClusterError
-from engines.mini.trace import Tracer
 
 log = logging.getLogger("archbench.mini")
 
@@ -188,13 +187,13 @@ class Sender:
         self.credit: dict = {}
         self.lost: dict = {}
         self.ids = itertools.count(1)
-        self.tracer = Tracer(me)
+        self.events: list = []                  # trace events as tuples; rows are made by take_trace
         self.trace_cap, self.overflow = trace_cap, {}
         self.outbox: dict = {}                  # dest -> [message, ...] queued, not sent yet
         self.kinds: dict = {}                   # dest -> {kind: count} of those, for the trace
         self.queued = 0
         self.out_lock, self.flush_lock = threading.Lock(), threading.Lock()
-        self.linger = _Linger(self.flush, linger) if threads and linger else None
+        self.linger = _Linger(self, linger) if threads and linger else None
         self.closed = False
 
     # -- sending
@@ -324,31 +323,39 @@ class Sender:
 
     # -- trace
     def sent(self, to, nbytes: int, kinds: dict) -> None:
-        """Record a frame sent; past ``trace_cap`` rows, only totals per destination are kept."""
-        if len(kinds) == 1:
-            (what, items), = kinds.items()
-        else:
-            what, items = "+".join(sorted(kinds)), sum(kinds.values())
-        if what == "trace":
+        """Record a frame sent (``kinds``: messages in it by kind); past ``trace_cap`` events, only totals."""
+        if "trace" in kinds:
             return                              # fetching the trace is not part of what it shows
-        if len(self.tracer.rows) < self.trace_cap:
-            self.tracer.sent(to, nbytes, "actors", what, items=items)
+        if len(self.events) < self.trace_cap:
+            self.events.append(("send", time.time(), to, nbytes, kinds))
         else:
-            total = self.overflow.setdefault((to, what), [0, 0])
-            total[0] += nbytes
-            total[1] += items
+            total = self.overflow.setdefault(to, {})
+            for kind, n in kinds.items():
+                total[kind] = total.get(kind, 0) + n
+            total[None] = total.get(None, 0) + nbytes
 
     def span(self, aid: str, method: str, sender, arrived: float, start: float, end: float) -> None:
-        if len(self.tracer.rows) < self.trace_cap:
-            self.tracer.rows.append({"event": "span", "worker": self.me, "step": aid, "what": "message",
-                                     "method": method, "sender": sender, "wait": start - arrived,
-                                     "start": start, "end": end})
+        if len(self.events) < self.trace_cap:
+            self.events.append(("span", aid, method, sender, arrived, start, end))
 
     def take_trace(self) -> list[dict]:
-        rows, overflow, self.overflow = self.tracer.take(), self.overflow, {}
+        """The events since the last call as rows of `engines.mini.trace` (kept as tuples until now: cheaper)."""
+        events, overflow, self.events, self.overflow = self.events, self.overflow, [], {}
+        rows, me = [], self.me
+        for event in events:
+            if event[0] == "span":
+                _, aid, method, sender, arrived, start, end = event
+                rows.append({"event": "span", "worker": me, "step": aid, "what": "message", "method": method,
+                             "sender": sender, "wait": start - arrived, "start": start, "end": end})
+            else:
+                _, at, to, nbytes, kinds = event
+                rows.append({"event": "send", "worker": me, "to": to, "bytes": nbytes, "items": sum(kinds.values()),
+                             "step": "actors", "what": "+".join(sorted(kinds)), "time": at})
         now = time.time()
-        rows += [{"event": "send", "worker": self.me, "to": to, "bytes": b, "items": n, "step": "actors",
-                  "what": f"{what} (beyond trace_cap)", "time": now} for (to, what), (b, n) in overflow.items()]
+        for to, kinds in overflow.items():
+            nbytes = kinds.pop(None)
+            rows.append({"event": "send", "worker": me, "to": to, "bytes": nbytes, "items": sum(kinds.values()),
+                         "step": "actors", "what": "+".join(sorted(kinds)) + " (beyond trace_cap)", "time": now})
         return rows
 
     # -- batching
@@ -379,7 +386,7 @@ class Sender:
                 out, kinds, self.outbox, self.kinds, self.queued = self.outbox, self.kinds, {}, {}, 0
             for dest, messages in out.items():
                 try:
-                    nbytes = self.transmit(dest, ("batch", messages))
+                    nbytes = self.transmit(dest, messages[0] if len(messages) == 1 else ("batch", messages))
                 except (OSError, ClusterError):
                     continue                    # that process is gone: its loss fails the calls it had
                 if dest != self.me:
@@ -410,42 +417,43 @@ def _name(who) -> str:
 class _Linger:
     """Flushes what a process queued within about ``delay`` s, even if nobody waits for it.
 
-    While messages keep coming it polls every ``delay`` s; after a quiet
-    spell (`IDLE` polls with nothing to send) it sleeps until `arm` wakes
-    it. So a busy sender never pays a wake-up per message.
+    While messages keep coming it polls every ``delay`` s (flushing only if
+    something is still queued); after a quiet spell (`IDLE` polls with the
+    outbox empty) it sleeps until `arm` wakes it. So a busy sender never
+    pays a wake-up per message.
     """
 
     IDLE = 200
 
-    def __init__(self, flush, delay: float):
-        self.flush, self.delay = flush, delay
-        self.active, self.closed, self.pending = False, False, False
+    def __init__(self, sender: "Sender", delay: float):
+        self.sender, self.delay = sender, delay
+        self.active, self.closed = False, False
         self.wake = threading.Event()
         threading.Thread(target=self._run, daemon=True, name="mini-actors linger").start()
 
     def arm(self) -> None:
-        """Something was queued (the caller set it before calling)."""
-        self.pending = True
+        """Something was queued (the caller queued it before calling)."""
         if not self.active:
             self.active = True
             self.wake.set()
 
     def _run(self) -> None:
+        sender = self.sender
         while not self.closed:
             self.wake.wait()
             self.wake.clear()
             quiet = 0
             while self.active and not self.closed:
                 time.sleep(self.delay)
-                if self.pending:
-                    quiet, self.pending = 0, False
+                if sender.queued:
+                    quiet = 0
                     try:
-                        self.flush()
+                        sender.flush()
                     except Exception:
                         log.exception("mini-actors: a timed flush failed")
                 elif (quiet := quiet + 1) >= self.IDLE:
                     self.active = False
-                    if self.pending:            # armed while we were deciding: stay awake
+                    if sender.queued:           # queued while we were deciding: stay awake
                         self.active = True
 
     def close(self) -> None:
