@@ -6,9 +6,12 @@ windows. Any engine that runs batch dataflows can run it as **micro-batches**,
 the way Spark Structured Streaming does: every ``interval`` seconds of wall
 time the driver starts one batch job over the events that arrived since the
 last one, merges the job's per-window partial results into the open windows,
-and emits the windows the watermark has passed. The batch interval is part of
-the latency: an event waits for its batch to start, and a window for the
-batch in which the watermark passes it.
+and emits the windows the watermark has passed. A batch that starts late
+(its predecessor ran longer than the interval) takes everything that has
+arrived by then, as Spark's processing-time trigger does, so a slow engine
+runs fewer, larger batches instead of falling further behind. The batch
+interval is part of the latency: an event waits for its batch to start, and
+a window for the batch in which the watermark passes it.
 
 The event-time rules (the same in the native streaming engines):
 
@@ -204,7 +207,8 @@ def run_microbatches(session, flow: Dataflow, interval: float | None = None) -> 
     t0 = time.perf_counter()
     start = 0.0
     while start < src.duration:
-        end = min(src.duration, start + interval * src.speedup)
+        now = (time.perf_counter() - t0) * src.speedup        # stream time that has passed
+        end = min(src.duration, max(now, start + interval * src.speedup))
         pause = t0 + end / src.speedup - time.perf_counter()
         if pause > 0:
             time.sleep(pause)  # the source's pace: these events have not arrived yet
