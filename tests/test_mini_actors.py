@@ -193,12 +193,12 @@ def test_a_flood_of_tells_is_slowed_and_memory_stays_bounded(tmp_path):
         sender = threading.Thread(target=flood, daemon=True)
         sender.start()
         wait_until(window_full)               # the gate is shut: 1000 messages in flight, no more
-        stuck_at, peak = sent[0], host.memory_info().rss
+        peak = host.memory_info().rss
         watch_until = time.monotonic() + 0.5
-        while time.monotonic() < watch_until:  # watch half a second: the sender does not move
+        while time.monotonic() < watch_until:  # watch half a second: the sender does not get further
             peak = max(peak, host.memory_info().rss)
             time.sleep(0.01)
-        assert sent[0] == stuck_at < 1000, "the sender was not slowed"
+        assert sent[0] <= 1000 - 2, "the sender was not slowed"   # "count" and "hold" took 2 of its 1000
         gate_file.touch()
         while sender.is_alive():
             peak = max(peak, host.memory_info().rss)
