@@ -469,6 +469,11 @@ class _Direct(queue.Queue):
     on the delivering thread -- it only routes (into a mailbox, a Future,
     a credit count) -- so it can take messages where they are read.
     Anything else (``("stop",)``) still goes through the queue.
+
+    It stands in for a hook the cluster does not offer (yet): it swaps the
+    worker's ``inbox`` and the host's ``events`` queue, and if either is no
+    longer a ``queue.Queue``, `deliver_directly` says so and the runtime
+    falls back to the cluster's own delivery (``direct_receive=False``).
     """
 
     def __init__(self, handle):
