@@ -62,7 +62,7 @@ def plot_throughput(rows: list[dict], path: Path) -> Path:
         unit = entries[0][2][0].get("unit") or "units"
         labels = []
         for i, (engine, workers, group) in enumerate(entries):
-            labels.append(f"{engine}\n{workers}w")
+            labels.append(f"{engine} {workers}w")
             value = median_of(group, "throughput")
             if value is None:
                 status = next(r["status"] for r in group if r["status"] != "ok")
@@ -73,7 +73,7 @@ def plot_throughput(rows: list[dict], path: Path) -> Path:
             values = [r["throughput"] for r in group if r["status"] == "ok" and r.get("throughput")]
             ax.bar(i, value, color=color(engine), edgecolor="black", linewidth=0.5)
             ax.plot([i, i], [min(values), max(values)], color="black", linewidth=1)
-        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=40, ha="right")
         ax.set_yscale("log")
         ax.set_title(f"{workload} ({size})", fontsize=10)
         ax.set_ylabel(f"{unit} / s (higher is better)", fontsize=8)
@@ -92,13 +92,13 @@ def plot_latency(rows: list[dict], path: Path) -> Path:
     for ax, ((workload, size), entries) in zip(axes, panels.items()):
         labels = []
         for i, (engine, workers, group) in enumerate(entries):
-            labels.append(f"{engine}\n{workers}w")
+            labels.append(f"{engine} {workers}w")
             for field, marker, name in marks:
                 value = median_of(group, field)
                 if value is not None:
                     ax.scatter(i, value, color=color(engine), marker=marker, edgecolor="black", linewidth=0.5,
                                s=36, label=name if i == 0 else None, zorder=3)
-        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=40, ha="right")
         ax.set_yscale("log")
         ax.set_title(f"{workload} ({size})", fontsize=10)
         ax.set_ylabel("seconds (lower is better)", fontsize=8)
