@@ -175,15 +175,13 @@ def _shutdown() -> None:
 
 def _temp_dir(logs: Path) -> str:
     """Ray's session directory: in the log directory when its path is short enough for sockets."""
-    wanted = (logs / "ray").resolve()
+    link = logs / "ray"
+    wanted = link.resolve()  # an earlier session's short directory, if the link exists
     if len(str(wanted)) <= _SOCKET_ROOM:
         wanted.mkdir(parents=True, exist_ok=True)
         return str(wanted)
     short = tempfile.mkdtemp(prefix="ray-")
-    try:
-        (logs / "ray").symlink_to(short, target_is_directory=True)
-    except OSError:
-        pass
+    link.symlink_to(short, target_is_directory=True)  # the logs are still found from the log directory
     return short
 
 
