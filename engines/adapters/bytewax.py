@@ -91,7 +91,7 @@ class BytewaxEngine(AdapterEngine):
     architecture = "data parallel"
     description = "Bytewax dataflows: N worker processes running cluster_main"
     supports = {
-        "dataflow": "native (timed streams as micro-batches: one bytewax run per batch)",
+        "dataflow": "native; streams as micro-batches of bytewax runs",
         "tasks": "unsupported: a Bytewax program is a dataflow of operators; "
                  "there is no call to run one function on a worker",
         "actors": "unsupported: Bytewax has no addressable objects; its state lives "

@@ -99,7 +99,7 @@ class SparkEngine(AdapterEngine):
     architecture = "data parallel"
     description = "Apache Spark (PySpark RDDs), local[N] or a spark:// master"
     supports = {
-        "dataflow": "native (streams as micro-batches, as Structured Streaming runs them)",
+        "dataflow": "native; streams as micro-batches of RDD jobs",
         "tasks": "emulated: each submit is a one-partition Spark job; dependencies resolved on the driver",
         "actors": "unsupported: Spark executors run short-lived tasks of a job; "
                   "no object outlives its task to keep state or receive messages",
