@@ -463,16 +463,11 @@ class Future:
 # ------------------------------------------------------- the session
 
 
-class Tasks:
-    """The task model. Engines subclass and implement ``submit``."""
+class _ModelContext:
+    """What the task and actor contexts share: a session, ``gather``, and ``with``."""
 
     def __init__(self, session: "Session"):
         self.session = session
-
-    def submit(self, fn: Callable, *args, retries: int = 0, **kwargs) -> Future:
-        """Run ``fn(*args, **kwargs)`` on a worker; Futures among the
-        top-level arguments are dependencies, replaced by their values."""
-        raise NotImplementedError
 
     def gather(self, futures: Iterable[Future]) -> list:
         """The results of ``futures``, in the order given."""
@@ -486,6 +481,15 @@ class Tasks:
 
     def close(self) -> None:
         """Release what this context holds. Default: nothing."""
+
+
+class Tasks(_ModelContext):
+    """The task model. Engines subclass and implement ``submit``."""
+
+    def submit(self, fn: Callable, *args, retries: int = 0, **kwargs) -> Future:
+        """Run ``fn(*args, **kwargs)`` on a worker; Futures among the
+        top-level arguments are dependencies, replaced by their values."""
+        raise NotImplementedError
 
 
 class ActorRef:
@@ -516,29 +520,30 @@ class ActorRef:
         return f"<ActorRef {self.cls_name} {self.actor_id}>"
 
 
-class Actors:
-    """The actor model. Engines subclass and implement ``spawn``."""
+class Actors(_ModelContext):
+    """The actor model. Engines subclass and implement ``spawn``, calling `register` for a named actor."""
 
     def __init__(self, session: "Session"):
-        self.session = session
+        super().__init__(session)
+        self._named: dict[str, ActorRef] = {}
 
     def spawn(self, cls: type, *args, name: str | None = None, **kwargs) -> ActorRef:
         """Start ``cls(*args, **kwargs)`` as an actor; ``name`` makes it findable with ``get``."""
         raise NotImplementedError
 
+    def register(self, name: str | None, ref: ActorRef) -> ActorRef:
+        """Record ``ref`` under ``name`` (when given) for `get`; returns ``ref``."""
+        if name is not None:
+            if name in self._named:
+                raise ActorError(f"an actor named {name!r} exists already")
+            self._named[name] = ref
+        return ref
+
     def get(self, name: str) -> ActorRef:
         """The ref of the actor spawned with ``name``."""
-        raise NotImplementedError
-
-    def gather(self, futures: Iterable[Future]) -> list:
-        """The replies of ``futures``, in the order given."""
-        return [f.result() for f in futures]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        if name not in self._named:
+            raise ActorError(f"no actor named {name!r}; named actors: {sorted(self._named)}")
+        return self._named[name]
 
     def close(self) -> None:
         """Stop the actors of this context."""

@@ -104,25 +104,16 @@ class SerialActors(Actors):
     def __init__(self, session):
         super().__init__(session)
         self._actors: dict[str, object] = {}     # actor id -> the object
-        self._names: dict[str, SerialRef] = {}   # name -> ref
         self._queue: deque = deque()             # (ref, method, args, kwargs, future | None)
         self._draining = False
         self._closed = False
 
     def spawn(self, cls, *args, name=None, **kwargs) -> ActorRef:
-        if name is not None and name in self._names:
+        if name is not None and name in self._named:
             raise ActorError(f"an actor named {name!r} exists already")
         actor_id = f"{cls.__name__}-{len(self._actors) + 1}"
         self._actors[actor_id] = cls(*args, **kwargs)
-        ref = SerialRef(actor_id, cls.__name__, self)
-        if name is not None:
-            self._names[name] = ref
-        return ref
-
-    def get(self, name) -> ActorRef:
-        if name not in self._names:
-            raise ActorError(f"no actor named {name!r}; named actors: {sorted(self._names)}")
-        return self._names[name]
+        return self.register(name, SerialRef(actor_id, cls.__name__, self))
 
     def _send(self, ref, method, args, kwargs, future) -> None:
         self._queue.append((ref, method, args, kwargs, future))

@@ -422,10 +422,9 @@ class DaskActors(Actors):
     def __init__(self, session: DaskSession):
         super().__init__(session)
         self._futures: list = []                 # Dask futures that keep the actors alive
-        self._names: dict[str, DaskRef] = {}
 
     def spawn(self, cls, *args, name=None, **kwargs) -> ActorRef:
-        if name is not None and name in self._names:
+        if name is not None and name in self._named:
             raise ActorError(f"an actor named {name!r} exists already")
         actor_id = task_name(cls)
         future = self.session.client.submit(_Host, actor_id, *_sendable(cls, args, kwargs)[:3], actor=True,
@@ -436,18 +435,11 @@ class DaskActors(Actors):
             raise ActorError(f"{cls.__name__} actor {actor_id}: __init__ raised {type(e).__name__}: {e}") from e
         self._futures.append(future)
         ref = DaskRef(actor_id, cls.__name__, future.key, proxy._address, proxy, self.session.latencies)
-        if name is not None:
-            self._names[name] = ref
-        return ref
-
-    def get(self, name) -> ActorRef:
-        if name not in self._names:
-            raise ActorError(f"no actor named {name!r}; named actors: {sorted(self._names)}")
-        return self._names[name]
+        return self.register(name, ref)
 
     def close(self) -> None:
         for future in self._futures:
             with _counters_lock:
                 _counters.pop(future.key, None)
             future.release()
-        self._futures, self._names = [], {}
+        self._futures, self._named = [], {}

@@ -10,9 +10,10 @@ are queued and run one at a time. ``start(workers=N)`` starts a local
 cluster (``address="local"``, never a stray running one) with ``num_cpus=N``:
 at most N tasks run at once, one thread each.
 
-- **tasks** (native): ``submit`` calls one remote function, `_run_task`,
-  with the user's function and arguments; our `Future` arguments become
-  their ObjectRefs, so Ray resolves them on the worker. Retries are Ray's
+- **tasks** (native): ``submit`` calls the user's function as a Ray remote
+  function (``ray.remote(fn)``, made and shipped once per function, wrapped
+  so that its error names the task); our `Future` arguments become their
+  ObjectRefs, so Ray resolves them on the worker. Retries are Ray's
   (``max_retries`` with ``retry_exceptions``). Completion is observed with
   Ray's own completion callback (``ObjectRef.future()``, the mechanism behind
   ``await ref``): each Future settles -- and its latency is stamped -- as the
@@ -131,6 +132,7 @@ class RaySession(Session):
                 kwargs.update(num_cpus=workers, include_dashboard=False, _temp_dir=_temp_dir(logs))
                 self.settings["temp_dir"] = kwargs["_temp_dir"]
             ray.init(address=settings["address"], **kwargs)
+            self._ray = ray
             self.settings["cluster_cpus"] = ray.cluster_resources().get("CPU")
             self._run = ray.remote(_run_task)
             self._remote = {fn: ray.remote(fn) for fn in (narrow, merge_reduce, merge_join)}
@@ -243,6 +245,15 @@ def _run_task(task: str, fn, /, *args, **kwargs):
         raise task_error(task, e) from None
 
 
+def _named(fn):
+    """``fn`` as a Ray remote function takes it: ``run(task name, *args, **kwargs)``."""
+    def run(task: str, /, *args, **kwargs):
+        return _run_task(task, fn, *args, **kwargs)
+
+    run.__name__ = run.__qualname__ = getattr(fn, "__name__", type(fn).__name__)
+    return run
+
+
 def _cause(error: BaseException) -> BaseException:
     """The exception a Ray task raised, unwrapped from Ray's RayTaskError."""
     return getattr(error, "cause", None) or error
@@ -255,6 +266,23 @@ class RayFuture(Future):
 
 
 class RayTasks(Tasks):
+    def __init__(self, session: RaySession):
+        super().__init__(session)
+        self._remotes: dict = {}  # (id(fn), retries) -> (fn, its remote function)
+
+    def _remote(self, fn, retries: int):
+        """The remote function for ``fn``: made (and shipped to the cluster) once per function."""
+        key = (id(fn), retries)
+        hit = self._remotes.get(key)
+        if hit is None or hit[0] is not fn:
+            if len(self._remotes) >= 1024:  # a new lambda per submit: do not keep them all
+                self._remotes.clear()
+            remote = self.session._ray.remote(_named(fn))
+            if retries:
+                remote = remote.options(max_retries=retries, retry_exceptions=True)
+            hit = self._remotes[key] = (fn, remote)
+        return hit[1]
+
     def submit(self, fn, *args, retries: int = 0, **kwargs) -> Future:
         name = task_name(fn)
         future = RayFuture(name, self.session.latencies)  # the latency clock starts here
@@ -262,8 +290,8 @@ class RayTasks(Tasks):
         def ref_of(a):
             return a.ref if isinstance(a, RayFuture) else a
 
-        future.ref = ref = self.session._run.options(name=name, max_retries=retries, retry_exceptions=retries > 0) \
-            .remote(name, fn, *map(ref_of, args), **{k: ref_of(v) for k, v in kwargs.items()})
+        future.ref = ref = self._remote(fn, retries).remote(name, *map(ref_of, args),
+                                                             **{k: ref_of(v) for k, v in kwargs.items()})
 
         def landed(done) -> None:
             error = done.exception()
@@ -337,27 +365,19 @@ class RayActors(Actors):
     def __init__(self, session: RaySession):
         super().__init__(session)
         self._refs: list[RayRef] = []
-        self._names: dict[str, RayRef] = {}
 
     def spawn(self, cls, *args, name=None, **kwargs) -> ActorRef:
-        if name is not None and name in self._names:
+        if name is not None and name in self._named:
             raise ActorError(f"an actor named {name!r} exists already")
         actor_id = task_name(cls)
         handle = self.session._host.options(name=None).remote(actor_id, cls, args, kwargs)
         ref = RayRef(actor_id, cls.__name__, handle, self.session.latencies)
         self._refs.append(ref)
-        if name is not None:
-            self._names[name] = ref
-        return ref
-
-    def get(self, name) -> ActorRef:
-        if name not in self._names:
-            raise ActorError(f"no actor named {name!r}; named actors: {sorted(self._names)}")
-        return self._names[name]
+        return self.register(name, ref)
 
     def close(self) -> None:
         import ray
 
         for ref in self._refs:
             ray.kill(ref._handle)
-        self._refs, self._names = [], {}
+        self._refs, self._named = [], {}
