@@ -170,3 +170,32 @@ def test_a_finished_run_folder_is_not_overwritten(tmp_path):
     archbench(*args, check=True)
     proc = archbench(*args)
     assert proc.returncode == 2 and "already has results; add --resume" in proc.stderr
+
+
+def test_a_users_own_classes_in_results_check_ok_in_every_cell(tmp_path):
+    path = workload_file(tmp_path, '''
+        class Point:
+            def __init__(self, x):
+                self.x = x
+            def __eq__(self, other):
+                return type(other) is Point and other.x == self.x
+            def __hash__(self):
+                return hash(self.x)
+            def __repr__(self):
+                return f"Point({self.x})"
+
+        def point(x):
+            return Point(x)
+
+        class Points(Base):
+            name = "t-points"
+            def reference(self, inputs):
+                return [Point(x) for x in inputs]
+            def run(self, session, inputs):
+                with session.tasks() as tasks:
+                    return tasks.gather([tasks.submit(point, x) for x in inputs])
+    ''')
+    out = tmp_path / "run"
+    archbench("run", "--engines", "serial,pool", "--workloads", "t-points", "--workload-file", path,
+              "--size", "tiny", "--repeat", "1", "--out", str(out), "--no-plots", check=True)
+    assert {(r["engine"], r["status"]) for r in read_rows(out)} == {("serial", "ok"), ("pool", "ok")}
