@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import traceback
 
 from engines.api import ActorError, Future, TaskError
@@ -24,6 +25,28 @@ def task_name(fn) -> str:
 def dependencies(args: tuple, kwargs: dict) -> list[Future]:
     """The Futures among the top-level arguments: a task's dependencies."""
     return [a for a in itertools.chain(args, kwargs.values()) if isinstance(a, Future)]
+
+
+def after(futures: list[Future], fn) -> None:
+    """Call ``fn()`` once every one of ``futures`` is done (at once when there are none).
+
+    The driver-side wait of engines that resolve dependencies on the driver.
+    """
+    if not futures:
+        fn()
+        return
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_) -> None:
+        with lock:
+            left[0] -= 1
+            ready = left[0] == 0
+        if ready:
+            fn()
+
+    for future in futures:
+        future._add_done_callback(one_done)
 
 
 def resolve(args: tuple, kwargs: dict, value=None) -> tuple[tuple, dict]:

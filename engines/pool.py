@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import threading
 from concurrent.futures import ProcessPoolExecutor
 
 import cloudpickle
 
 from engines import Engine
 from engines.api import Dataflow, Future, Session, Tasks
-from engines.common import dependencies, resolve, task_error, task_name
+from engines.common import after, dependencies, resolve, task_error, task_name
 from engines.plan import Runner, evaluate
 from engines.streaming import run_microbatches
 
@@ -130,9 +129,6 @@ class PoolRunner(Runner):
 class PoolTasks(Tasks):
     def submit(self, fn, *args, retries: int = 0, **kwargs) -> Future:
         future = Future(task_name(fn), self.session.latencies)
-        deps = dependencies(args, kwargs)
-        waiting = [len(deps)]
-        lock = threading.Lock()
 
         def launch(attempts_left: int) -> None:
             try:
@@ -154,15 +150,5 @@ class PoolTasks(Tasks):
             else:
                 future._set_error(task_error(future.name, value))
 
-        def dependency_done(_) -> None:
-            with lock:
-                waiting[0] -= 1
-                ready = waiting[0] == 0
-            if ready:
-                launch(retries)
-
-        if not deps:
-            launch(retries)
-        for dep in deps:
-            dep._add_done_callback(dependency_done)
+        after(dependencies(args, kwargs), lambda: launch(retries))
         return future

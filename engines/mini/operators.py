@@ -48,7 +48,7 @@ import threading
 from itertools import islice
 
 from engines.api import ActorError, Dataflow, DataflowError, Step, TaskError, Tasks
-from engines.common import dependencies, resolve, task_error, task_name
+from engines.common import after, dependencies, resolve, task_error, task_name
 from engines.mini.messaging import Reply, to_driver
 from engines.plan import merge_join, merge_reduce, narrow, source_items, split, step_error
 
@@ -249,8 +249,6 @@ class ActorTasks(Tasks):
 
     def submit(self, fn, *args, retries: int = 0, **kwargs) -> Reply:
         future = Reply(task_name(fn), self.driver, self.session.latencies)
-        deps = dependencies(args, kwargs)
-        waiting = [len(deps)]
 
         def launch(attempts_left: int) -> None:
             try:
@@ -284,17 +282,7 @@ class ActorTasks(Tasks):
             else:
                 future._set_error(value)
 
-        def dependency_done(_) -> None:
-            with self.lock:
-                waiting[0] -= 1
-                ready = waiting[0] == 0
-            if ready:
-                launch(retries)
-
-        if not deps:
-            launch(retries)
-        for dep in deps:
-            dep._add_done_callback(dependency_done)
+        after(dependencies(args, kwargs), lambda: launch(retries))
         return future
 
     def gather(self, futures) -> list:
