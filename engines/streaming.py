@@ -13,27 +13,15 @@ runs fewer, larger batches instead of falling further behind. The batch
 interval is part of the latency: an event waits for its batch to start, and
 a window for the batch in which the watermark passes it.
 
-The event-time rules (the same in the native streaming engines):
+The event-time rules (late events, watermarks, when a window is emitted)
+are those of `engines.eventtime`, the same in the native streaming
+engines: each batch's source reads drop their late events (`ingest`) and
+report each source's mark; the driver's `engines.eventtime.Windows` keeps
+the open windows and emits those the watermark has passed.
 
-- a source's **watermark** is the largest event time it has delivered,
-  minus the window's ``lateness``; the stream's watermark is the smallest
-  over its sources (before a source delivers anything: minus infinity; at
-  the end of the stream: infinity);
-- an event older than its own source's watermark when it arrives is
-  **late** and dropped (per source, so the same events are dropped on every
-  engine however the sources interleave);
-- window ``[s, s + size)`` of a key is **emitted** once the stream's
-  watermark reaches ``s + size``; its latency is the wall time of emission
-  minus the wall time at which stream time reached ``s + size``.
-
-State of a run (`run_microbatches`): ``seen[i]`` -- the largest event time
-source ``i`` delivered; ``open[(key, start)]`` -- the combined value of
-each window not yet emitted; ``out[sink]`` -- items emitted so far.
-
-    >>> window_start(12.5, 10.0)
-    10.0
-    >>> admit([(3.0, "a"), (2.5, "b"), (9.0, "c"), (2.5, "d")], float("-inf"), 1.0)
-    ([(3.0, 'a'), (2.5, 'b'), (9.0, 'c')], 9.0, 1)
+Also here: `shape`, which splits a streaming flow into the parts every
+streaming engine needs, and the item helpers they share (`Timed`,
+`ToWindow`).
 """
 
 from __future__ import annotations
@@ -44,31 +32,10 @@ import time
 from typing import Callable
 
 from engines.api import Dataflow, DataflowError, Step
+from engines.eventtime import Windows, admit, window_closes, window_start
 from engines.plan import fuse
 
 DEFAULT_INTERVAL = 0.1   # wall seconds between micro-batches
-
-
-def window_start(t: float, size: float) -> float:
-    """The start of the tumbling window of ``size`` that holds event time ``t``."""
-    return math.floor(t / size) * size
-
-
-def admit(pairs: list[tuple[float, object]], seen: float, lateness: float) -> tuple[list, float, int]:
-    """Apply the lateness rule to one source's ``(event time, event)`` pairs, in arrival order.
-
-    Returns the admitted pairs, the new largest time seen and how many were late.
-    """
-    kept, late = [], 0
-    for pair in pairs:
-        t = pair[0]
-        if t < seen - lateness:
-            late += 1
-            continue
-        kept.append(pair)
-        if t > seen:
-            seen = t
-    return kept, seen, late
 
 
 # ------------------------------------------------------- the flow's shape
@@ -161,7 +128,7 @@ class ToWindow:
             key, value = item
         except (TypeError, ValueError):
             raise DataflowError(f"step {self.step.name!r} needs (key, value) items, got {item!r}") from None
-        return (key, math.floor(t / self.size) * self.size), value
+        return (key, window_start(t, self.size)), value
 
 
 def drop_time(pair):
@@ -201,9 +168,9 @@ def run_microbatches(session, flow: Dataflow, interval: float | None = None) -> 
     window = spec["window"]
     interval = interval or session.settings.get("microbatch_interval", DEFAULT_INTERVAL)
     seen = [-math.inf] * len(src.sources)
-    open_: dict[tuple, object] = {}
+    windows = Windows(len(seen), window.arg.size, window.arg.lateness, window.fn) if window else None
     out: dict[str, list] = {sink: [] for sink in spec["sinks"]}
-    after = {sink: tuple(ops) for sink, (ops, is_after) in spec["sinks"].items() if is_after}
+    after = after_window(spec)
     t0 = time.perf_counter()
     start = 0.0
     while start < src.duration:
@@ -217,26 +184,29 @@ def run_microbatches(session, flow: Dataflow, interval: float | None = None) -> 
             seen[index] = new_seen
         for sink in out:
             out[sink].extend(results.get(sink, []))
-        if window:
+        if windows:
             for key, value in results.pop("__windows", []):
-                open_[key] = window.fn(open_[key], value) if key in open_ else value
-            final = end >= src.duration
-            watermark = math.inf if final else min(seen) - window.arg.lateness
-            emit(open_, watermark, window.arg.size, after, out, session, t0, src)
+                windows.add(key, value)
+            for index, mark in enumerate(seen):
+                windows.mark(index, math.inf if end >= src.duration else mark)
+            due = windows.due()
+            stamp = time.perf_counter()
+            for key, start_, _ in due:
+                closes = window_closes(start_, window.arg.size, src.duration)
+                session.window_latencies.add(stamp - (t0 + closes / src.speedup))
+            for sink, items in emitted(due, after).items():
+                out[sink].extend(items)
         start = end
     return out
 
 
-def emit(open_: dict, watermark: float, size: float, after: dict, out: dict, session, t0: float, src) -> None:
-    """Emit every open window whose end the watermark has reached. Mutates ``open_`` and ``out``.
+def after_window(spec: dict) -> dict[str, tuple[Step, ...]]:
+    """``{sink: the narrow steps between the window and it}`` for the sinks downstream of the window."""
+    return {sink: tuple(ops) for sink, (ops, is_after) in spec["sinks"].items() if is_after}
 
-    A window still open when the stream ends closes with it: its latency counts from the stream's end.
-    """
-    now = time.perf_counter()
-    for (key, start) in sorted((k for k in open_ if k[1] + size <= watermark), key=lambda k: k[1]):
-        value = open_.pop((key, start))
-        closes = min(start + size, src.duration)
-        session.window_latencies.add(now - (t0 + closes / src.speedup))
-        item = (key, (start, value))
-        for sink, ops in after.items():
-            out[sink].extend(fuse((item,), ops))
+
+def emitted(due: list[tuple], after: dict[str, tuple[Step, ...]]) -> dict[str, list]:
+    """The sinks' items for windows ``due`` (``(key, start, value)`` each): ``(key, (start, value))``
+    through the steps after the window."""
+    items = [(key, (start, value)) for key, start, value in due]
+    return {sink: list(fuse(items, ops)) for sink, ops in after.items()}

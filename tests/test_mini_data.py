@@ -11,6 +11,7 @@ naming it and its step; no process outlives its session or its driver.
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import signal
@@ -217,3 +218,74 @@ def test_workers_exit_when_their_driver_is_killed():
     finally:
         driver.kill()
         driver.stdout.close()
+
+
+# ---------------------------------------------------------------- native streams
+
+
+def readings(source: int, start: float, end: float) -> list:
+    """Source ``source``: a reading ``(time, sensor, value)`` every half stream second; each 7th is 3 s late."""
+    return [(i / 2 - (3.0 if i % 7 == 6 else 0.0), f"s{(i + source) % 3}", (i * 37 + source) % 50 - 5)
+            for i in range(math.ceil(start * 2), math.ceil(end * 2))]
+
+
+def stream_flow(duration: float = 30.0, speedup: float = 300.0):
+    """Drop negative readings, a raw sink before the window, the max per sensor in 5-second windows, then a map."""
+    import functools
+    flow = Dataflow("sensor-stream")
+    events = flow.stream([functools.partial(readings, i) for i in range(3)], timestamp=lambda e: e[0],
+                         duration=duration, speedup=speedup)
+    good = events.filter(lambda e: e[2] >= 0, name="non_negative")
+    good.map(lambda e: e[1]).collect("sensors_seen")
+    good.map(lambda e: (e[1], e[2])).window(5.0, max, lateness=1.0) \
+        .map(lambda kv: (kv[0], kv[1][0], kv[1][1] > 40)).collect("hot")
+    return flow
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_a_native_stream_in_process_agrees_with_serial(workers, serial):
+    from engines.mini.streams import drive_stream
+    out, _, closes = drive_stream(stream_flow(), InProcessHost(workers, DataWorker), run=1, tick=0.005)
+    expected = serial.dataflow(stream_flow())
+    assert canonical(out) == canonical(expected)
+    assert len(closes) == len(out["hot"]) == 18               # 3 sensors x 6 windows, each stamped once
+
+
+def test_a_native_stream_on_processes_emits_windows_while_the_stream_runs(processes, serial):
+    arrivals = []
+    processes.window_latencies.clear()
+    started = time.time()
+    from engines.mini.streams import drive_stream
+    out, _, _ = drive_stream(stream_flow(duration=40.0, speedup=20.0), processes.host, run=("stream-test", 1),
+                             on_window=lambda latency: arrivals.append(time.time()))
+    assert canonical(out) == canonical(serial.dataflow(stream_flow(duration=40.0, speedup=20.0)))
+    assert len(arrivals) == 24
+    assert min(arrivals) < started + 40.0 / 20.0               # the first windows came before the stream's end
+
+
+def test_a_step_error_in_a_stream_names_the_step_and_the_session_goes_on(processes):
+    import functools
+    flow = Dataflow("bad-stream")
+    flow.stream([functools.partial(readings, 0)], timestamp=lambda e: e[0], duration=10.0, speedup=100.0) \
+        .map(lambda e: (e[1], 1 // (e[2] % 7)), name="divide").window(5.0, operator.add).collect("out")
+    with pytest.raises(DataflowError, match=r"step 'divide'.*ZeroDivisionError"):
+        processes.dataflow(flow)
+    assert processes.dataflow(stream_flow())["hot"]             # the cluster is fine
+
+
+def test_a_worker_dying_mid_stream_fails_it_promptly_naming_the_worker():
+    import functools
+    flow = Dataflow("crash-stream")
+    flow.stream([functools.partial(readings, i) for i in range(2)], timestamp=lambda e: e[0], duration=20.0,
+                speedup=20.0) \
+        .map(lambda e: kill_on(int(e[0] * 2), 31) if e[1] == "s1" else (0, 1), name="explode") \
+        .window(5.0, operator.add).collect("out")
+    session = get_engine("mini-data").start(workers=2)
+    pids = session.worker_pids
+    started = time.monotonic()
+    with pytest.raises(DataflowError, match=r"worker \d \(pid \d+\) was killed by SIGKILL while running "
+                                            r"step 'stream_1\+.*explode.*' of flow 'crash-stream'"):
+        session.dataflow(flow)
+    assert time.monotonic() - started < 10
+    session.close()
+    assert wait_gone(pids) == []

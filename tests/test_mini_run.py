@@ -22,6 +22,8 @@ import pytest
 from engines.mini.wire import encode
 
 FLOW = '''
+import functools
+import math
 import operator
 from engines.api import Dataflow
 
@@ -36,6 +38,16 @@ def get_flow(parts=6):
     return flow
 
 flow = get_flow()
+
+def arrivals(source, start, end):
+    # ten events per stream second, in order: (time, key)
+    return [(i / 10, f"k{(i + source) % 3}") for i in range(math.ceil(start * 10), math.ceil(end * 10))]
+
+def get_stream():
+    stream = Dataflow("windows")
+    stream.stream([functools.partial(arrivals, s) for s in range(3)], timestamp=lambda e: e[0],
+                  duration=20.0, speedup=40.0).map(lambda e: (e[1], 1)).window(10.0, operator.add).collect("counts")
+    return stream
 '''
 
 
@@ -97,12 +109,13 @@ def test_a_getter_call_and_stdout(folder):
     assert {r["item"][0]: r["item"][1] for r in rows if r["sink"] == "counts"} == expected(3)["counts"]
 
 
-def two_processes(folder: Path, env: dict | None = None, before_second=None) -> list[subprocess.Popen]:
+def two_processes(folder: Path, env: dict | None = None, before_second=None,
+                  flow: str = "user_flow") -> list[subprocess.Popen]:
     addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
-    procs = [start(folder, "user_flow", "-w", "2", "-i", "0", "-a", addresses, "--output", "out", env=env)]
+    procs = [start(folder, flow, "-w", "2", "-i", "0", "-a", addresses, "--output", "out", env=env)]
     if before_second is not None:
         before_second(addresses.split(";")[0])
-    procs.append(start(folder, "user_flow", "-w", "2", "-i", "1", "-a", addresses, "--output", "out", env=env))
+    procs.append(start(folder, flow, "-w", "2", "-i", "1", "-a", addresses, "--output", "out", env=env))
     return procs
 
 
@@ -120,6 +133,15 @@ def test_two_processes_on_loopback_give_the_totals(folder):
     assert sorted(p.name for p in (folder / "out").iterdir()) == \
         ["counts-0.jsonl", "counts-1.jsonl", "ones_twos-0.jsonl", "ones_twos-1.jsonl"]
     assert totals(folder / "out") == expected()
+
+
+def test_a_stream_over_two_processes_gives_each_window_once(folder):
+    results = finish(two_processes(folder, flow="user_flow:get_stream()"))
+    assert [code for code, _ in results] == [0, 0], results
+    windows = [tuple(json.loads(line)) for path in (folder / "out").glob("counts-*.jsonl")
+               for line in path.read_text().splitlines()]
+    # 3 sources x 100 events per window; source s gives key k{(i + s) % 3}: each key 100 times per window
+    assert sorted(windows) == [(f"k{k}", [start, 100]) for k in range(3) for start in (0.0, 10.0)]
 
 
 class Marker:
@@ -158,7 +180,7 @@ def test_a_hostile_connection_runs_nothing_and_the_cluster_finishes(folder):
 
 @pytest.mark.parametrize("args, message", [
     (["no_such_module"], "cannot import the flow module 'no_such_module'"),
-    (["user_flow:nope"], "module 'user_flow' has no 'nope'; it has: flow, get_flow, lines"),
+    (["user_flow:nope"], "module 'user_flow' has no 'nope'; it has: arrivals, flow, get_flow, get_stream, lines"),
     (["user_flow:get_flow(4"], "bad getter 'get_flow(4'"),
     (["user_flow:get_flow"], "is a function, not a Dataflow (did you mean to call it?"),
     (["user_flow", "-i", "0", "-a", "127.0.0.1"], "-a: '127.0.0.1' is not host:port"),

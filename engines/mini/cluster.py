@@ -41,8 +41,10 @@ message)`` for every message, one at a time, in arrival order (``source``
 is a worker id or `DRIVER`). ``ctx`` -- this worker, or an in-process
 stand-in -- offers ``ctx.me``, ``ctx.n``, ``ctx.send(dest, message, code=False)``
 (bytes written; ``code=True`` pickles with cloudpickle),
-and ``ctx.queue(dest, message)`` + ``ctx.flush(dest=None)`` (batching: queued
-messages leave together in one frame). Messages are tuples whose first item
+``ctx.queue(dest, message)`` + ``ctx.flush(dest=None)`` (batching: queued
+messages leave together in one frame), and ``ctx.later(seconds, message)``
+(a timer: the runtime is handed ``message``, from itself, once ``seconds``
+have passed -- how a worker paces a stream without a thread of its own). Messages are tuples whose first item
 names them; ``("stop",)`` and ``("mesh", ...)`` belong to the cluster, and a
 runtime receives ``("lost", k, why)`` when peer ``k`` dies. A message that
 cannot be unpickled, or a runtime that raises, is reported to the host as
@@ -69,9 +71,11 @@ Worked example -- two workers running a runtime that echoes to the driver::
 
 from __future__ import annotations
 
+import heapq
 import importlib
-from collections import deque
+import itertools
 import logging
+from collections import deque
 import os
 import pickle
 import queue
@@ -110,6 +114,8 @@ class WorkerProcess:
         self.spec = spec
         self.me, self.n = spec["wid"], spec["n"]
         self.inbox: queue.Queue = queue.Queue()
+        self.timers: list = []                # heap of (due, seq, message): the runtime's `later` calls
+        self._seq = itertools.count()
         self.peers: dict = {}                 # worker id -> Conn
         self.meshed = threading.Condition()
         self.stopping = False
@@ -210,6 +216,22 @@ class WorkerProcess:
             return 0 if dest == self.me else (self.host if dest == DRIVER else self.peers[dest]).flush()
         return sum(conn.flush() for conn in [self.host, *self.peers.values()])
 
+    def later(self, seconds: float, message) -> None:
+        """Hand ``message`` to the runtime, from this worker, ``seconds`` from now (main thread only)."""
+        heapq.heappush(self.timers, (time.monotonic() + seconds, next(self._seq), message))
+
+    def _next(self):
+        """The next ``(source, message)``: from the inbox, or a timer that is due."""
+        while self.timers:
+            wait = self.timers[0][0] - time.monotonic()
+            if wait <= 0:
+                return self.me, heapq.heappop(self.timers)[2]
+            try:
+                return self.inbox.get(timeout=wait)
+            except queue.Empty:
+                pass
+        return self.inbox.get()
+
     # -- the main loop
     def run(self) -> None:
         source, message = self.inbox.get()
@@ -220,7 +242,7 @@ class WorkerProcess:
         runtime = getattr(importlib.import_module(module), cls)(self, **self.spec["options"])
         self.host.send(("meshed", self.me))
         while True:
-            source, message = self.inbox.get()
+            source, message = self._next()
             if message[0] == "stop":
                 break
             try:
@@ -574,6 +596,8 @@ class InProcessHost:
         self.n, self.local, self.lost, self.worker_pids = workers, list(range(workers)), {}, []
         self.name = "worker {}".format
         self.mail: deque = deque()                # (source, dest, message), oldest first
+        self.timers: list = []                    # heap of (due, seq, worker, message): `ctx.later` calls
+        self._seq = itertools.count()
         self.runtimes = [runtime(_InProcessCtx(self, k), **(options or {})) for k in range(workers)]
 
     def post(self, source, dest, message, code: bool = False) -> int:
@@ -586,7 +610,11 @@ class InProcessHost:
         return self.post(DRIVER, wid, message, code)
 
     def recv(self, timeout: float | None = None):
-        while self.mail:
+        while self.mail or self.timers:
+            if not self.mail:                     # only timers are left: wait for the first, run it
+                due, _, wid, message = heapq.heappop(self.timers)
+                time.sleep(max(0.0, due - time.monotonic()))
+                self.mail.append((wid, wid, message))
             source, dest, message = self.mail.popleft()
             if dest == DRIVER:
                 return source, message
@@ -595,6 +623,7 @@ class InProcessHost:
 
     def close(self) -> None:
         self.mail.clear()
+        self.timers.clear()
 
 
 class _InProcessCtx:
@@ -616,6 +645,9 @@ class _InProcessCtx:
             self.host.mail.append((self.me, self.me, message))
         else:
             self.pending.append((dest, message, code))
+
+    def later(self, seconds: float, message) -> None:
+        heapq.heappush(self.host.timers, (time.monotonic() + seconds, next(self.host._seq), self.me, message))
 
     def flush(self, dest=None) -> int:
         keep, sent = [], 0

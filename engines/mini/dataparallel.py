@@ -19,8 +19,8 @@ need all the records of a key in one place.
   record of its keys when it holds the marker of all ``n`` workers, and
   only then merges (`engines.plan.merge_reduce`, `engines.plan.merge_join`).
 - **collect** sends a worker's items to the driver, which concatenates.
-- **Streams** (a ``stream`` source and a ``window``) run as micro-batches:
-  each is a batch run of this engine (`engines.streaming`).
+- **Streams** (a ``stream`` source and a ``window``) run natively: the
+  workers keep windows open as events flow (`engines.mini.streams`).
 
 Why processes, not threads: Python runs the bytecode of one thread at a
 time (the GIL), so two worker *threads* share one core for the Python code
@@ -41,6 +41,7 @@ deterministic form for debugging and teaching.
 Messages (``run`` is a run id; ``side`` is 0, or 1 for a join's right input)::
 
     driver -> worker   ("run", run, flow name, pickled steps)   ("cancel", run)
+                       (and a stream's messages: `engines.mini.streams`)
     worker -> worker   ("part", run, step, side, items)  ("end", run, step, side)
                        (a bucket goes in chunks of CHUNK items; the end marker rides in the
                        frame of the last one)
@@ -51,9 +52,11 @@ Messages (``run`` is a run id; ``side`` is 0, or 1 for a join's right input)::
 State of a `DataWorker` (plain dicts, keyed by run)::
 
     runs    = {run: generator}                # the flows this worker is running
+    streams = {run: StreamRun}                # the streams it is running
     waiting = {run: (step, sides)}            # the exchange a run is blocked in
     at      = {run: step}                     # the step it runs now (named in errors)
     got     = {(run, step, side): [chunk, ...]}   # items received (early ones too)
+              {(run, "early"): [message, ...]}    # a stream's partials that came before its start
     ended   = {(run, step, side): {worker, ...}}  # whose end marker came
     over    = {run, ...}                      # finished or cancelled: late messages are dropped
 
@@ -93,12 +96,12 @@ from engines.api import Dataflow, DataflowError, Session, Step
 from engines.mini.cluster import DRIVER, Host, InProcessHost
 from engines.mini.trace import Tracer
 from engines.plan import merge_join, merge_reduce, narrow, source_items, split
-from engines.streaming import run_microbatches
+from engines.mini.streams import DEFAULT_TICK, drive_stream, start_stream
 
 CHUNK = 50_000          # items per message: bounds a frame and lets the receiver unpickle while we pickle
 
 SUPPORTS = {
-    "dataflow": "native; streams as micro-batches of batch runs",
+    "dataflow": "native; streams natively (windows kept open on the workers as events flow)",
     "tasks": "unsupported: mini-data runs dataflows only; the task model on the same workers is mini-tasks",
     "actors": "unsupported: mini-data runs dataflows only; actors on the same workers are mini-actors",
 }
@@ -187,6 +190,7 @@ class DataWorker:
     def __init__(self, ctx):
         self.ctx = ctx
         self.runs: dict = {}
+        self.streams: dict = {}
         self.tracers: dict = {}
         self.at: dict = {}
         self.waiting: dict = {}
@@ -200,7 +204,7 @@ class DataWorker:
         kind = message[0]
         if kind == "lost":
             self.lost[message[1]] = message[2]
-            for run in list(self.runs):
+            for run in [*self.runs, *self.streams]:
                 self._fail(run, None, message[1:])
             return
         run = message[1]
@@ -223,6 +227,32 @@ class DataWorker:
             self.ended.setdefault((run, message[2], message[3]), set()).add(source)
             self._resume(run)
         elif kind == "cancel":
+            self._drop(run)
+        else:
+            self._stream(run, kind, message)
+
+    def _stream(self, run, kind: str, message) -> None:
+        """A stream's message: start it, tick its sources, or merge partial windows (`engines.mini.streams`)."""
+        try:
+            if kind == "stream":
+                self.streams[run] = stream = start_stream(self.ctx, run, message)
+                self.at[run] = stream.label            # every tick runs the whole flow: errors name it all
+                self.ctx.send(DRIVER, ("at", run, self.ctx.me, stream.label))
+                over = stream.start()
+                for early in self.got.pop((run, "early"), []):  # peers that started first
+                    over = stream.receive(early[2], early[3])
+            elif run not in self.streams:           # a peer's partials before our own start: keep them
+                self.got.setdefault((run, "early"), []).append(message)
+                return
+            elif kind == "tick":
+                over = self.streams[run].tick()
+            else:
+                over = self.streams[run].receive(message[2], message[3])
+        except Exception as e:
+            self._fail(run, e, None)
+            return
+        if over:
+            self.ctx.send(DRIVER, ("finished", run, self.ctx.me, []))
             self._drop(run)
 
     def _start(self, run, steps) -> None:
@@ -315,6 +345,7 @@ class DataWorker:
         gen = self.runs.pop(run, None)
         if gen is not None:
             gen.close()
+        self.streams.pop(run, None)
         self.tracers.pop(run, None)
         self.at.pop(run, None)
         self.waiting.pop(run, None)
@@ -326,19 +357,24 @@ class DataWorker:
 # ================================================================ the driver
 
 
-def drive(flow: Dataflow, host, run) -> tuple[dict[str, list], list[dict]]:
+def drive(flow: Dataflow, host, run, *, begin=None, on_windows=None) -> tuple[dict[str, list], list[dict]]:
     """Run ``flow`` on ``host``'s local workers (a `Host` or an `InProcessHost`); ``(sinks, trace rows)``.
 
     In a multi-process cluster each process drives its own workers and
-    gets the sink items those workers collected.
+    gets the sink items those workers collected. ``begin(worker id)`` is the
+    message that starts a worker (default: the batch ``run``);
+    ``on_windows(closing times)`` hears of each batch of window results
+    (streams: `engines.mini.streams`).
     """
     at: dict = {}
+    if begin is None:
+        def begin(wid):
+            return ("run", run, flow.name, cloudpickle.dumps(assign(flow.steps, wid, host.n), protocol=5))
     for wid in host.local:
         if wid in host.lost:
             raise _lost(flow, host, wid, "", at)
-        steps = cloudpickle.dumps(assign(flow.steps, wid, host.n), protocol=5)
         try:
-            host.send(wid, ("run", run, flow.name, steps))
+            host.send(wid, begin(wid))
         except OSError:
             pass                            # it died: its loss comes among the events
     out: dict[str, list] = {sink: [] for sink in flow.sinks}
@@ -364,6 +400,11 @@ def drive(flow: Dataflow, host, run) -> tuple[dict[str, list], list[dict]]:
             continue                        # a late message of an earlier run
         if kind == "sink":
             out[message[2]].extend(message[3])
+        elif kind == "windows":
+            for sink, items in message[2].items():
+                out[sink].extend(items)
+            if on_windows is not None:
+                on_windows(message[3])
         elif kind == "at":
             at[message[2]] = message[3]
         elif kind == "finished":
@@ -414,7 +455,7 @@ class MiniDataEngine(Engine):
         return {"workers": workers, "processes": True, "start_method": "spawn (fresh interpreters)",
                 "transport": "TCP loopback, HMAC-SHA256 authenticated",
                 "serializer": "pickle protocol 5 (cloudpickle for code)", "chunk_items": CHUNK,
-                "heartbeat_s": 1.0, "heartbeat_timeout_s": 30.0, **options}
+                "heartbeat_s": 1.0, "heartbeat_timeout_s": 30.0, "stream_tick_s": DEFAULT_TICK, **options}
 
     def start(self, workers: int = 2, **options) -> Session:
         settings = self.settings(workers, **options)
@@ -455,11 +496,13 @@ class MiniDataSession(Session):
             self._broken = "; ".join(self.host.lost.values())
         if self._broken:
             raise DataflowError(f"this mini-data session is broken ({self._broken}); start a new one")
-        if flow.streaming:                  # each micro-batch is a batch run of this session
-            return run_microbatches(self, flow)
         self._runs += 1
         try:
-            out, self._trace = drive(flow, self.host, self._runs)
+            if flow.streaming:
+                out, self._trace, _ = drive_stream(flow, self.host, self._runs, tick=self.settings["stream_tick_s"],
+                                                   on_window=self.window_latencies.add)
+            else:
+                out, self._trace = drive(flow, self.host, self._runs)
         finally:
             if self.host.lost:
                 self._broken = "; ".join(self.host.lost.values())

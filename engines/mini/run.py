@@ -51,6 +51,7 @@ from engines.api import ArchbenchError, Dataflow, DataflowError
 from engines.mini.auth import AuthError, cluster_secret
 from engines.mini.cluster import ClusterError, Host
 from engines.mini.dataparallel import drive
+from engines.mini.streams import drive_stream
 
 RUNTIME = "engines.mini.dataparallel:DataWorker"
 
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m engines.mini.run: error: {e}", file=sys.stderr)
         return 2
     try:
-        out, _ = drive(flow, host, run=1)
+        out = drive_stream(flow, host, run=1)[0] if flow.streaming else drive(flow, host, run=1)[0]
         write(out, args.output, host.process_id)
         host.barrier("done")
         return 0

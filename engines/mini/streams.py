@@ -1,0 +1,193 @@
+"""mini-data streams: workers keep windows open while events flow -- no batches.
+
+A streaming flow (a timed ``stream`` source, narrow steps, one ``window``,
+``collect``) runs *natively* on mini-data, the way Bytewax runs one: the
+workers start once and keep running until the stream ends. Every ``tick``
+seconds of wall time each worker
+
+1. reads what has arrived at **its sources** (source ``i`` belongs to
+   worker ``i % n``), dropping late events by the source's own rule
+   (`engines.eventtime.Tap`);
+2. runs the narrow steps on the new events, puts each ``(key, value)`` in
+   its window ``(key, start)`` and combines them -- the sending-side
+   combine of a reduce, per tick;
+3. sends every worker ``("win", run, its partial windows, marks)``: the
+   partials of the keys that worker owns (``stable_hash(key) % n``) and
+   the mark of each source it reads -- to *every* worker, since every
+   owner needs every source's progress to know its watermark.
+
+Each worker, as owner, merges the partials it receives into its open
+windows (`engines.eventtime.Windows`) and sends the windows the watermark
+has passed straight to the driver, which stamps each one's latency as it
+arrives. A mark travels in the same message as the partials sent before
+it, over a connection that keeps order, so a window never closes before
+all of its partials are in. When a worker has heard every source's final
+mark (infinity) it has emitted every window, and reports ``finished``.
+
+What sets the latency: a window can close only after the tick in which
+the slowest source passes its end (up to ``tick`` s), plus one hop to the
+owner and one to the driver -- no job to schedule, as a micro-batch engine
+has (`engines.streaming`).
+
+Messages (``run`` is the run id; a timer is a message a worker sends
+itself with ``ctx.later``)::
+
+    driver -> worker   ("stream", run, flow name, pickled (spec, source ids), t0, tick)
+    worker -> itself   ("tick", run)
+    worker -> worker   ("win", run, [((key, start), value), ...], [(source, mark), ...])
+    worker -> driver   ("sink", run, name, items)        events of a sink before the window
+                       ("windows", run, {sink: items}, [closing stream time per window])
+                       ("finished", run, worker, trace rows)
+
+Worked example -- two workers in one process, two sources, windows of 10::
+
+    >>> from engines.api import Dataflow
+    >>> from engines.mini.cluster import InProcessHost
+    >>> from engines.mini.dataparallel import DataWorker
+    >>> flow = Dataflow("clicks")
+    >>> flow.stream([lambda a, b: [(t, "a") for t in range(30) if a <= t < b],
+    ...              lambda a, b: [(t, "b") for t in range(0, 30, 2) if a <= t < b]],
+    ...             timestamp=lambda e: e[0], duration=30.0, speedup=300.0) \\
+    ...     .map(lambda e: (e[1], 1)).window(10.0, lambda a, b: a + b).collect("counts")
+    >>> out, rows, closes = drive_stream(flow, InProcessHost(2, DataWorker), run=1, tick=0.01)
+    >>> sorted(out["counts"])
+    [('a', (0.0, 10)), ('a', (10.0, 10)), ('a', (20.0, 10)), ('b', (0.0, 5)), ('b', (10.0, 5)), ('b', (20.0, 5))]
+    >>> sorted(closes)
+    [10.0, 10.0, 20.0, 20.0, 30.0, 30.0]
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import cloudpickle
+
+from engines.api import Dataflow, DataflowError
+from engines.eventtime import Tap, Windows, window_closes
+from engines.mini.cluster import DRIVER
+from engines.plan import stable_hash, step_error
+from engines.streaming import Timed, ToWindow, after_window, drop_time, emitted, shape
+
+DEFAULT_TICK = 0.02   # wall seconds between a worker's reads of its sources
+
+
+class StreamRun:
+    """One stream on one worker: the sources it reads and the windows of the keys it owns.
+
+    ``tick()`` and ``receive(...)`` each return True once this worker's part is over.
+    """
+
+    def __init__(self, ctx, run, payload: bytes, t0: float, tick: float):
+        spec, mine = pickle.loads(payload)
+        self.ctx, self.run, self.t0, self.tick_s = ctx, run, t0, tick
+        self.src = src = spec["source"].arg
+        self.window = window = spec["window"]
+        lateness = window.arg.lateness if window else 0.0
+        self.taps = {i: Tap(src.sources[i], src.timestamp, lateness, src.duration) for i in mine}
+        self.before = Timed(tuple(spec["before"]))
+        self.raw = {sink: Timed(tuple(ops)) for sink, (ops, after) in spec["sinks"].items() if not after}
+        self.after = after_window(spec)
+        self.windows = Windows(len(src.sources), window.arg.size, lateness, window.fn) if window else None
+        self.to_window = ToWindow(window.arg.size, window) if window else None
+        self.steps = tuple(s for s in [window, *spec["before"], *(s for ops, _ in spec["sinks"].values() for s in ops)]
+                           if s is not None)
+        self.label = "+".join(s.name for s in [spec["source"], *spec["before"], window] if s is not None)
+        self.ticks = 0
+
+    def start(self) -> bool:
+        if self.taps:
+            self.ctx.later(0.0, ("tick", self.run))
+        return self._over()
+
+    def tick(self) -> bool:
+        """Read the sources, send partial windows and marks, set the next tick. Runs user code."""
+        now = (time.time() - self.t0) * self.src.speedup
+        pairs = [pair for tap in self.taps.values() for pair in tap.take(now)]
+        try:
+            for sink, timed in self.raw.items():
+                items = [drop_time(out) for pair in pairs for out in timed(pair)]
+                if items:
+                    self.ctx.send(DRIVER, ("sink", self.run, sink, items))
+            if self.windows is not None:
+                self._send_partials(pairs)
+        except Exception as e:
+            raise step_error(e, self.steps) from None
+        self.ticks += 1
+        if not all(tap.done for tap in self.taps.values()):
+            due = self.t0 + self.ticks * self.tick_s      # on a fixed grid: a slow tick does not shift the rest
+            self.ctx.later(max(0.0, due - time.time()), ("tick", self.run))
+        return self._over()
+
+    def _send_partials(self, pairs: list) -> None:
+        n, fn, to_window = self.ctx.n, self.window.fn, self.to_window
+        parts: list[dict] = [{} for _ in range(n)]
+        for pair in pairs:
+            for timed in self.before(pair):
+                window, value = to_window(timed)
+                part = parts[stable_hash(window[0]) % n]
+                part[window] = fn(part[window], value) if window in part else value
+        marks = [(i, tap.mark) for i, tap in self.taps.items()]
+        for j, part in enumerate(parts):
+            self.ctx.queue(j, ("win", self.run, list(part.items()), marks))
+        self.ctx.flush()
+
+    def receive(self, partials: list, marks: list) -> bool:
+        """Merge partial windows, hear marks, send the windows now due to the driver. Runs user code."""
+        windows = self.windows
+        try:
+            for window, value in partials:
+                windows.add(window, value)
+            for source, mark in marks:
+                windows.mark(source, mark)
+            due = windows.due()
+            if due:
+                closes = [window_closes(start, windows.size, self.src.duration) for _, start, _ in due]
+                self.ctx.send(DRIVER, ("windows", self.run, emitted(due, self.after), closes))
+        except Exception as e:
+            raise step_error(e, self.steps) from None
+        return self._over()
+
+    def _over(self) -> bool:
+        if not all(tap.done for tap in self.taps.values()):
+            return False
+        return self.windows is None or self.windows.finished
+
+
+def drive_stream(flow: Dataflow, host, run, *, tick: float = DEFAULT_TICK, on_window=None):
+    """Run the streaming ``flow`` on ``host``'s workers; ``(sinks, trace rows, closing times)``.
+
+    ``on_window(latency)`` is called as each window result reaches the
+    driver, with the wall seconds since its window closed.
+    """
+    from engines.mini.dataparallel import drive
+
+    spec = shape(flow)
+    src = spec["source"].arg
+    t0 = time.time()
+
+    def begin(wid: int) -> tuple:
+        mine = [i for i in range(len(src.sources)) if i % host.n == wid]
+        return ("stream", run, flow.name, cloudpickle.dumps((spec, mine), protocol=5), t0, tick)
+
+    closes_seen: list[float] = []
+
+    def windows(closes: list[float]) -> None:
+        now = time.time()
+        closes_seen.extend(closes)
+        if on_window is not None:
+            for closes_at in closes:
+                on_window(now - (t0 + closes_at / src.speedup))
+
+    out, rows = drive(flow, host, run, begin=begin, on_windows=windows)
+    return out, rows, closes_seen
+
+
+def start_stream(ctx, run, message) -> StreamRun:
+    """The `StreamRun` for a ``("stream", ...)`` message; a bad payload raises a `DataflowError`."""
+    _, _, name, payload, t0, tick = message
+    try:
+        return StreamRun(ctx, run, payload, t0, tick)
+    except Exception as e:
+        raise DataflowError(f"mini-data worker {ctx.me} cannot load stream {name!r}: {type(e).__name__}: {e}") from None
+
