@@ -48,6 +48,7 @@ until that many have been added.
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 
@@ -83,6 +84,11 @@ def admit(pairs: list[tuple[float, object]], seen: float, lateness: float) -> tu
 def window_closes(start: float, size: float, duration: float) -> float:
     """The stream time a window closes: its end, or the stream's end if that comes first."""
     return min(start + size, duration)
+
+
+def next_tick(t0: float, tick: float) -> float:
+    """The wall time of the next tick on the grid ``t0 + k * tick`` after now: a late tick skips, not piles up."""
+    return t0 + (math.floor((time.time() - t0) / tick) + 1) * tick
 
 
 class Tap:

@@ -93,7 +93,7 @@ def step_error(error: BaseException, steps: tuple[Step, ...]) -> DataflowError:
     if isinstance(error, DataflowError):
         return error
     codes = {}
-    for step in steps:
+    for step in _unwrapped(steps):
         code = getattr(user_function(step.fn), "__code__", None) if step.fn else None
         if code is not None:
             codes[code] = step
@@ -108,6 +108,13 @@ def step_error(error: BaseException, steps: tuple[Step, ...]) -> DataflowError:
     remote = "".join(traceback.format_exception(error)).rstrip()
     return DataflowError(f"step {culprit.name!r}{where} raised {type(error).__name__}: {error}\n\n"
                          f"Traceback on the worker:\n{remote}")
+
+
+def _unwrapped(steps) -> Iterable[Step]:
+    """``steps``, and the user's steps an engine's own step runs inside (its function's ``steps``)."""
+    for step in steps:
+        yield step
+        yield from _unwrapped(getattr(step.fn, "steps", ()))
 
 
 def narrow(source, ops: tuple[Step, ...]) -> list:

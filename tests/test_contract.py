@@ -6,6 +6,7 @@ an engine does not run must be refused with its reason, never half-run.
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 
@@ -219,9 +220,12 @@ def test_errors_teach_the_fix(session):
 
 
 def ticks(source, start, end):
-    """Source ``source`` delivers one event per stream second: ``(time, key)``; the 5th arrives 4 s late."""
-    return [(float(t) - (4.0 if t == 5 else 0.0), f"k{(t + source) % 2}") for t in range(int(start), int(end))
-            if start <= t < end]
+    """Source ``source`` delivers one event per stream second: ``(time, key)``; the 5th arrives 4 s late.
+
+    Event ``t`` arrives at ``t``: those in ``[start, end)`` (bounds need not be whole seconds).
+    """
+    return [(float(t) - (4.0 if t == 5 else 0.0), f"k{(t + source) % 2}")
+            for t in range(math.ceil(start), math.ceil(end))]
 
 
 def test_a_stream_counts_per_window_and_drops_late_events(session):
@@ -237,3 +241,20 @@ def test_a_stream_counts_per_window_and_drops_late_events(session):
     # each source: times 0..19, except the event at 5 (time 1.0 arrives after 4.0: 1 < 4 - 2, late)
     assert got == [("k0", (0.0, 9)), ("k0", (10.0, 10)), ("k1", (0.0, 9)), ("k1", (10.0, 10))]
     assert len(session.window_latencies.samples) == 4
+    assert all(latency > 0 for latency in session.window_latencies.samples)   # seen after its window closed
+
+
+def test_a_failing_step_in_a_stream_is_named_and_the_session_goes_on(session):
+    require(session, "dataflow")
+    import functools
+
+    flow = Dataflow("bad-ticks")
+    flow.stream([functools.partial(ticks, 0)], timestamp=lambda e: e[0], duration=20.0, speedup=200.0) \
+        .map(lambda e: (e[1], 1 // (int(e[0]) - 7)), name="divide").window(10.0, operator.add).collect("counts")
+    with pytest.raises(DataflowError, match=r"divide.*ZeroDivisionError|ZeroDivisionError.*divide"):
+        session.dataflow(flow)
+    good = Dataflow("good-ticks")
+    good.stream([functools.partial(ticks, 1)], timestamp=lambda e: e[0], duration=10.0, speedup=200.0) \
+        .map(lambda e: (e[1], 1)).window(10.0, operator.add).collect("counts")
+    # times 0..9; the event at 5 (time 1.0) arrives after 4.0 and is late (lateness 0)
+    assert sorted(session.dataflow(good)["counts"]) == [("k0", (0.0, 4)), ("k1", (0.0, 5))]

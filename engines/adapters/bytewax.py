@@ -54,10 +54,11 @@ class from a user's workload file (sent by value) falls back to cloudpickle
 (`engines.adapters.pickle_by_value_fallback`), as do the sinks' items on
 their way back to the driver.
 
-A timed stream (`Dataflow.stream`) runs as micro-batches, one bytewax run
-per batch (`engines.streaming`), not with bytewax's own windowing: its
-``EventClock`` watermark advances with the system clock and per worker, so
-it would drop different late events than the rule every engine here shares.
+A timed stream (`Dataflow.stream`) runs natively, as one long Bytewax run:
+sources woken on a tick, window state in a keyed stateful operator, window
+results sent to the driver as they are emitted
+(`engines.adapters.bytewax_streams`, which also says why not Bytewax's
+own windowing).
 
 **Tasks** and **actors** are not offered: a Bytewax program is a dataflow
 and nothing else.
@@ -72,7 +73,9 @@ import multiprocessing
 import os
 import pickle
 import socket
+import time
 from functools import partial
+from multiprocessing.connection import wait
 from itertools import islice
 
 import cloudpickle
@@ -80,10 +83,10 @@ import cloudpickle
 from engines.adapters import LOG_DIR, AdapterEngine, log_dir, pickle_by_value_fallback
 from engines.api import Dataflow, DataflowError, Session, Step
 from engines.plan import combine, fuse, source_items, stable_hash, step_error
-from engines.streaming import run_microbatches
 
 BATCH_SIZE = 1000   # items per batch the source emits
 JOB_GRACE = 30      # seconds the other processes get to finish once one has failed outright
+STREAM_TICK = 0.02  # wall seconds between a stream source's wake-ups (as mini-data's tick)
 
 
 class BytewaxEngine(AdapterEngine):
@@ -91,7 +94,7 @@ class BytewaxEngine(AdapterEngine):
     architecture = "data parallel"
     description = "Bytewax dataflows: N worker processes running cluster_main"
     supports = {
-        "dataflow": "native; streams as micro-batches of bytewax runs",
+        "dataflow": "native; streams natively (window state in a keyed stateful operator)",
         "tasks": "unsupported: a Bytewax program is a dataflow of operators; "
                  "there is no call to run one function on a worker",
         "actors": "unsupported: Bytewax has no addressable objects; its state lives "
@@ -99,7 +102,7 @@ class BytewaxEngine(AdapterEngine):
     }
     requires = ("bytewax",)
     extra = "bytewax"
-    options = ()
+    options = ("stream_tick_s",)
 
     def settings(self, workers: int, **options) -> dict:
         self.check_options(options)
@@ -112,6 +115,7 @@ class BytewaxEngine(AdapterEngine):
             "keyed_state": f"{BUCKETS} route keys (buckets) per keyed step, a dict of keys each",
             "epoch_interval": "bytewax default (10 s)",
             "addresses": "127.0.0.1, fresh ports per run",
+            "stream_tick_s": float(options.get("stream_tick_s", STREAM_TICK)),
             LOG_DIR: options.get(LOG_DIR),
         }
 
@@ -153,32 +157,61 @@ class BytewaxSession(Session):
         return [proc.pid for proc, _ in self._procs]
 
     def dataflow(self, flow: Dataflow) -> dict[str, list]:
-        if flow.streaming:
-            return run_microbatches(self, flow)
+        out: dict[str, list] = {sink: [] for sink in flow.sinks}
+        starts: list[float] = []                  # a stream's sources' start times (wall)
+        arrivals: list[tuple[float, list]] = []   # (when, closing stream times) per batch of window results
+
+        def during(message: tuple) -> None:       # a stream's messages while it runs
+            if message[0] == "started":
+                starts.append(message[2])
+            else:
+                arrivals.append((time.time(), message[3]))
+                out[message[1]].extend(message[2])
+        tick = self.settings["stream_tick_s"] if flow.streaming else None
         payload = cloudpickle.dumps(flow, protocol=5)
         addresses = [f"127.0.0.1:{port}" for port in _free_ports(self.workers)]
         for i, (_, conn) in enumerate(self._procs):
-            conn.send((payload, addresses, i))
-        replies, failed = [], False
-        for proc, conn in self._procs:
-            if failed and not conn.poll(JOB_GRACE):
-                replies.append(("crashed", DataflowError(f"bytewax process {proc.pid} did not finish")))
-                continue
-            try:
-                replies.append(pickle.loads(conn.recv_bytes()))
-            except EOFError:
-                replies.append(("crashed", DataflowError(f"bytewax process {proc.pid} died; see {self._log}")))
-            failed = failed or replies[-1][0] != "ok"
+            conn.send((payload, addresses, i, tick))
+        replies = self._replies(during)
+        if starts:       # stream time 0 is when the last source started reading
+            speedup = next(s.arg.speedup for s in flow.steps if s.op == "stream")
+            for when, closes in arrivals:
+                for closes_at in closes:
+                    self.window_latencies.add(when - (max(starts) + closes_at / speedup))
         if any(status == "crashed" for status, _ in replies):
             self._restart()  # a process that panicked or hangs cannot run the next flow
         for status, value in replies:
             if status != "ok":
                 raise value
-        out: dict[str, list] = {sink: [] for sink in flow.sinks}
         for _, sinks in replies:
             for sink, items in sinks.items():
                 out[sink].extend(items)
         return out
+
+    def _replies(self, during) -> list[tuple]:
+        """Each process's final reply, in process order; a stream's messages on the way go to ``during``.
+
+        Once one process has failed, the others get `JOB_GRACE` seconds to finish.
+        """
+        conns = {conn: proc for proc, conn in self._procs}
+        replies: dict = {}
+        while len(replies) < len(conns):
+            waiting = [conn for conn in conns if conn not in replies]
+            failed = any(status != "ok" for status, _ in replies.values())
+            ready = wait(waiting, timeout=JOB_GRACE if failed else None)
+            if not ready:
+                for conn in waiting:
+                    replies[conn] = ("crashed", DataflowError(f"bytewax process {conns[conn].pid} did not finish"))
+            for conn in ready:
+                try:
+                    message = pickle.loads(conn.recv_bytes())
+                except EOFError:
+                    message = ("crashed", DataflowError(f"bytewax process {conns[conn].pid} died; see {self._log}"))
+                if message[0] in ("started", "windows"):
+                    during(message)
+                else:
+                    replies[conn] = message
+        return [replies[conn] for conn in conns]
 
     def _restart(self) -> None:
         self._stop_processes()
@@ -231,10 +264,14 @@ def _serve(conn, log_path: str) -> None:
         job = conn.recv()
         if job is None:
             return
-        payload, addresses, proc_id = job
+        payload, addresses, proc_id, tick = job
         run = _Run()
         try:
-            flow = _translate(cloudpickle.loads(payload), run)
+            if tick is None:
+                flow = _translate(cloudpickle.loads(payload), run)
+            else:
+                from engines.adapters.bytewax_streams import Emitter, translate_stream
+                flow = translate_stream(cloudpickle.loads(payload), run, tick, Emitter(conn))
         except Exception as e:  # every process fails alike, before any of them starts
             conn.send(("error", e if isinstance(e, DataflowError) else DataflowError(f"{type(e).__name__}: {e}")))
             continue
@@ -291,39 +328,41 @@ def _combine(step: Step, batch: list) -> list:
     return list(combine(_pairs(step, batch), step.fn, step).items())
 
 
+def _sid(name: str, part: str = "") -> str:
+    """A bytewax step id for archbench step ``name`` (bytewax ids may not contain dots)."""
+    return name.replace(".", "_") + (f"__{part}" if part else "")
+
+
 def _translate(flow: Dataflow, run: _Run):
     """The bytewax flow for ``flow``; its sinks fill ``run.sinks``."""
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow as BytewaxFlow
 
-    def sid(name: str, part: str = "") -> str:
-        return name.replace(".", "_") + (f"__{part}" if part else "")
-
-    bx = BytewaxFlow(sid(flow.name) or "flow")
+    bx = BytewaxFlow(_sid(flow.name) or "flow")
     streams: dict = {}
     for step in flow.steps:
         name = step.name
         ups = [streams[i] for i in step.inputs]
         if step.op == "read":
-            streams[name] = op.input(sid(name), bx, _Partitions(step, run))
+            streams[name] = op.input(_sid(name), bx, _Partitions(step, run))
         elif step.op == "flat_map":
-            streams[name] = op.flat_map_batch(sid(name), ups[0], _Guard(run, step, partial(_apply, step)))
+            streams[name] = op.flat_map_batch(_sid(name), ups[0], _Guard(run, step, partial(_apply, step)))
         elif step.op == "reduce_by_key":
-            combined = op.flat_map_batch(sid(name, "combine"), ups[0], _Guard(run, step, partial(_combine, step)))
-            keyed = op.key_on(sid(name, "route"), combined, _bucket)
-            reduced = op.stateful_batch(sid(name), keyed, partial(_Reduce, step, run))
-            streams[name] = op.key_rm(sid(name, "unroute"), reduced)
+            combined = op.flat_map_batch(_sid(name, "combine"), ups[0], _Guard(run, step, partial(_combine, step)))
+            keyed = op.key_on(_sid(name, "route"), combined, _bucket)
+            reduced = op.stateful_batch(_sid(name), keyed, partial(_Reduce, step, run))
+            streams[name] = op.key_rm(_sid(name, "unroute"), reduced)
         elif step.op == "join":
             sides = []
             for i, (side, up) in enumerate(zip(("left", "right"), ups)):
-                checked = op.flat_map_batch(sid(name, f"{side}_pairs"), up, _Guard(run, step, partial(_pairs, step)))
-                keyed = op.key_on(sid(name, f"{side}_route"), checked, _bucket)
-                sides.append(op.map_value(sid(name, side), keyed, partial(_side, i)))
-            both = op.merge(sid(name, "sides"), *sides)
-            joined = op.stateful_batch(sid(name), both, partial(_Join, step, run))
-            streams[name] = op.key_rm(sid(name, "unroute"), joined)
+                checked = op.flat_map_batch(_sid(name, f"{side}_pairs"), up, _Guard(run, step, partial(_pairs, step)))
+                keyed = op.key_on(_sid(name, f"{side}_route"), checked, _bucket)
+                sides.append(op.map_value(_sid(name, side), keyed, partial(_side, i)))
+            both = op.merge(_sid(name, "sides"), *sides)
+            joined = op.stateful_batch(_sid(name), both, partial(_Join, step, run))
+            streams[name] = op.key_rm(_sid(name, "unroute"), joined)
         elif step.op == "collect":
-            op.output(sid(name), ups[0], _Collect(step.arg, run))
+            op.output(_sid(name), ups[0], _Collect(step.arg, run))
         else:
             raise DataflowError(f"step {name!r}: unknown op {step.op!r}")
     return bx

@@ -64,7 +64,7 @@ import time
 import cloudpickle
 
 from engines.api import Dataflow, DataflowError
-from engines.eventtime import Tap, Windows, window_closes
+from engines.eventtime import Tap, Windows, next_tick, window_closes
 from engines.mini.cluster import DRIVER
 from engines.plan import stable_hash, step_error
 from engines.streaming import Timed, ToWindow, after_window, drop_time, emitted, shape
@@ -93,7 +93,6 @@ class StreamRun:
         self.steps = tuple(s for s in [window, *spec["before"], *(s for ops, _ in spec["sinks"].values() for s in ops)]
                            if s is not None)
         self.label = "+".join(s.name for s in [spec["source"], *spec["before"], window] if s is not None)
-        self.ticks = 0
 
     def start(self) -> bool:
         if self.taps:
@@ -113,10 +112,8 @@ class StreamRun:
                 self._send_partials(pairs)
         except Exception as e:
             raise step_error(e, self.steps) from None
-        self.ticks += 1
         if not all(tap.done for tap in self.taps.values()):
-            due = self.t0 + self.ticks * self.tick_s      # on a fixed grid: a slow tick does not shift the rest
-            self.ctx.later(max(0.0, due - time.time()), ("tick", self.run))
+            self.ctx.later(next_tick(self.t0, self.tick_s) - time.time(), ("tick", self.run))
         return self._over()
 
     def _send_partials(self, pairs: list) -> None:
