@@ -79,8 +79,8 @@ def summary_table(rows: list[dict]) -> str:
     return _table(["workload", "size", "engine", "workers", "status", "run_s (median)", "throughput", "latency p50"], body)
 
 
-def hypothesis(workload: str) -> str:
-    """The 'Hypothesis:' paragraph of a built-in workload's docstring, if it has one."""
+def paragraph(workload: str, label: str) -> str:
+    """The paragraph of a built-in workload's docstring that starts with ``label`` (e.g. 'Hypothesis:'), if any."""
     try:
         from workloads import get_workload
 
@@ -88,7 +88,7 @@ def hypothesis(workload: str) -> str:
     except Exception:
         return ""
     for para in doc.split("\n\n"):
-        if para.strip().startswith("Hypothesis:"):
+        if para.strip().startswith(label):
             return " ".join(para.split())
     return ""
 
@@ -123,9 +123,10 @@ def write_report(out: Path) -> Path:
     for workload, groups in by_workload.items():
         unit = groups[0][1][0].get("unit") or "units"
         lines += [f"## {workload}", ""]
-        claim = hypothesis(workload)
-        if claim:
-            lines += [f"> {claim}", ""]
+        for label in ("Measured:", "Hypothesis:"):
+            text = paragraph(workload, label)
+            if text:
+                lines += [f"> {text}", ""]
         header = ["engine", "size", "workers", "status", "run (median)", f"throughput ({unit}/s)",
                   "latency p50", "latency p99", "start-up", "peak memory", "CPU s"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
