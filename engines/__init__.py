@@ -4,7 +4,9 @@ An engine says whether it can run here (``available()`` with the reason
 when not), how it runs each of the three models (``supports``), its
 version, the settings it will use, and ``start(workers=N)`` gives a
 session. Engines are imported only when asked for, so listing them never
-starts a JVM or a Ray cluster.
+starts a JVM or a Ray cluster. An idiomatic variant (``columnar = True``:
+``spark-df``, ``dask-df``) runs the columnar forms of workloads on its
+generic engine's cluster (`engines.adapters.columnar`).
 
     >>> engine = get_engine("serial")
     >>> engine.supports["tasks"]
@@ -37,6 +39,8 @@ class Engine:
     supports: dict[str, str] = {}
     requires: tuple[str, ...] = ()      # distributions that must be installed
     extra = ""                          # the pip extra that installs them
+    columnar = False                    # an idiomatic variant (spark-df, dask-df): it runs a workload's
+                                        # columnar form, ``run_columnar``, never the generic ``run``
 
     def available(self) -> tuple[bool, str]:
         """``(True, "")``, or ``(False, what is missing and how to get it)``."""
@@ -84,7 +88,9 @@ _ENGINES: dict[str, str | Engine] = {
     "mini-tasks": "engines.mini.taskparallel:MiniTasksEngine",
     "mini-actors": "engines.mini.actors:MiniActorsEngine",
     "spark": "engines.adapters.spark:SparkEngine",
+    "spark-df": "engines.adapters.spark_df:SparkDFEngine",
     "dask": "engines.adapters.dask:DaskEngine",
+    "dask-df": "engines.adapters.dask_df:DaskDFEngine",
     "ray": "engines.adapters.ray:RayEngine",
     "bytewax": "engines.adapters.bytewax:BytewaxEngine",
 }

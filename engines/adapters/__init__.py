@@ -5,6 +5,11 @@ documentation: it says, model by model, what the neutral program becomes in
 that engine's idiom (a dataflow *is* an RDD job on Spark, a graph of futures
 on Dask, a set of Ray tasks passing ObjectRefs, a Bytewax operator graph).
 
+Beside ``spark`` and ``dask`` stand their idiomatic variants, ``spark-df``
+(`engines.adapters.spark_df`) and ``dask-df`` (`engines.adapters.dask_df`):
+the same cluster driven through its DataFrame API, for the workloads that
+have a columnar form (`engines.adapters.columnar` says how and why).
+
 What they share lives here:
 
 - `AdapterEngine` -- availability with a reason that says what to install,

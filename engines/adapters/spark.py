@@ -271,14 +271,22 @@ def _read(recipe: bytes):
     return source_items(spark_cloudpickle.loads(recipe))
 
 
-def _dataflow_error(flow: Dataflow, sink: Step, error: Exception) -> DataflowError:
-    """Spark's error for a failed job, as the DataflowError a worker raised (or one naming the job)."""
+def raised_on_worker(error: Exception) -> DataflowError | None:
+    """The DataflowError a Python worker raised, read back from the text of Spark's error; None if none did."""
     text = str(error)
     marker = "DataflowError: "
-    if marker in text:
-        message = text[text.index(marker) + len(marker):]
-        message = message.split("\n\tat org.apache.spark")[0].split(" SQLSTATE:")[0].rstrip()
-        return DataflowError(message)
+    if marker not in text:
+        return None
+    message = text[text.index(marker) + len(marker):]
+    return DataflowError(message.split("\n\tat org.apache.spark")[0].split(" SQLSTATE:")[0].rstrip())
+
+
+def _dataflow_error(flow: Dataflow, sink: Step, error: Exception) -> DataflowError:
+    """Spark's error for a failed job, as the DataflowError a worker raised (or one naming the job)."""
+    on_worker = raised_on_worker(error)
+    if on_worker is not None:
+        return on_worker
+    text = str(error)
     return DataflowError(f"flow {flow.name!r}: the Spark job for sink {sink.arg!r} failed: "
                          f"{text.strip().splitlines()[-1] if text.strip() else type(error).__name__}\n\n{text}")
 
