@@ -11,6 +11,9 @@ are timed apart, and the check is never inside a timed region::
     repeat   run                                     -> run_s, latency, memory, CPU
              check against the reference             -> check_s, ok | wrong
 
+``run`` is ``workload.runner(engine)``: the workload's ``run``, or its
+columnar form ``run_columnar`` on a columnar variant such as spark-df.
+
 Each repeat appends its row to ``results.jsonl`` as soon as it is checked.
 The cell tells the parent which phase it is in by printing ``PHASE <name>``
 lines on stdout; the parent gives each phase ``--timeout`` seconds.
@@ -71,6 +74,7 @@ def run_cell(spec: dict) -> int:
     engine = get_engine(spec["engine"])
     base = {k: spec[k] for k in ("run_id", "engine", "workload", "size", "workers", "seed")}
     base.update(model=workload.model, unit=workload.unit, architecture=engine.architecture)
+    run = workload.runner(engine)
 
     phase("load")
     t0 = time.perf_counter()
@@ -97,7 +101,7 @@ def run_cell(spec: dict) -> int:
             for i in range(spec.get("warmup", 0)):
                 phase(f"warmup {i + 1}")
                 try:
-                    workload.run(session, inputs)
+                    run(session, inputs)
                 except Exception:
                     traceback.print_exc()  # the repeats will fail the same way and say so
                     break
@@ -109,7 +113,7 @@ def run_cell(spec: dict) -> int:
                 sampler.reset()
                 t0 = time.perf_counter()
                 try:
-                    got = workload.run(session, inputs)
+                    got = run(session, inputs)
                     row["run_s"] = time.perf_counter() - t0
                     row["status"] = "ok"
                 except Exception as e:

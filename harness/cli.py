@@ -62,10 +62,14 @@ def cmd_workloads(args) -> int:
         load_workload_file(path)
     names = workload_names()
     width = max(len(n) for n in names)
-    print("* = in the quick matrix (`archbench run` with no flags); --workloads all runs every one\n")
+    variants = [n for n in engine_names() if get_engine(n).columnar]
+    print("* = in the quick matrix (`archbench run` with no flags); --workloads all runs every one")
+    print(f"c = has a columnar form (run_columnar), the only workloads the idiomatic variants run: "
+          f"{', '.join(variants)}\n")
     for name in names:
         w = get_workload(name)
-        print(f"{name.ljust(width)} {'*' if w.quick else ' '} {w.model:<8}  {w.unit:<12}  {w.description}")
+        marks = ("*" if w.quick else " ") + ("c" if w.has_columnar_form() else " ")
+        print(f"{name.ljust(width)} {marks} {w.model:<8}  {w.unit:<12}  {w.description}")
         if args.sizes:
             for size in SIZES:
                 print(f"{'':{width}}    {size:<6} {w.sizes[size]}")

@@ -1,8 +1,9 @@
 """Running the matrix: every cell in its own process, every repeat a durable row.
 
 The matrix is workload × engine × size × workers. For each cell the parent
-decides whether it can run at all (an unavailable engine or an unsupported
-model is recorded with its reason, without starting anything), then starts
+decides whether it can run at all (an unavailable engine, an unsupported
+model, or a workload without a columnar form on a columnar variant is
+recorded with its reason, without starting anything), then starts
 ``python -m harness.cell`` in a new process group and watches it:
 
 - the cell announces each phase (``PHASE repeat 2``); each phase may take
@@ -190,7 +191,7 @@ def run_matrix(matrix: Matrix, out: Path, run_id: str, progress: Progress | None
         base = dict(run_id=run_id, engine=engine_name, architecture=engine.architecture, model=workload.model,
                     workload=workload_name, size=size, workers=workers, seed=matrix.seed, unit=workload.unit)
         available, why = engine.available()
-        support = engine.supports.get(workload.model, "unsupported: model unknown to this engine")
+        support = workload.support_on(engine)
         if not available:
             status, reason = "unavailable", why
         elif support.startswith("unsupported"):

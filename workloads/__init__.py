@@ -6,12 +6,21 @@ user's own module is loaded with `load_workload_file` (``archbench run
 --workload-file my_workload.py``). The harness calls, for each cell::
 
     inputs = workload.generate(seed=seed, **workload.sizes[size])
-    got = workload.run(session, inputs)                 # timed
+    got = workload.runner(engine)(session, inputs)      # timed: run, or run_columnar
     workload.check(got, workload.reference(inputs))     # not timed
+
+A workload may also have a **columnar form**: ``run_columnar(session,
+inputs)``, the same question written as a DataFrame program. Only the
+idiomatic variants (``spark-df``, ``dask-df``; `engines.adapters.columnar`)
+run it, and they run nothing else: a workload without one is
+``unsupported`` there. It must return what ``run`` returns, so the same
+``check`` against the same reference applies.
 
     >>> wc = get_workload("wordcount")
     >>> wc.model, wc.unit
     ('dataflow', 'words')
+    >>> get_workload("groupby").has_columnar_form(), get_workload("fanout").has_columnar_form()
+    (True, False)
     >>> get_workload("wordcont")
     Traceback (most recent call last):
     ...
@@ -28,8 +37,8 @@ import re
 import sys
 from pathlib import Path
 
-from engines import UnknownName
-from engines.api import MODELS, ArchbenchError
+from engines import Engine, UnknownName
+from engines.api import MODELS, ArchbenchError, UnsupportedModel
 from workloads.check import same
 
 # helper modules of this package that hold no workload
@@ -82,6 +91,37 @@ class Workload:
     def run(self, session, inputs):
         """The program, written once against the session's models."""
         raise NotImplementedError
+
+    #: The columnar form, or None (the default: there is none). A workload that has
+    #: one defines ``def run_columnar(self, session, inputs)``: a DataFrame program
+    #: for the idiomatic variants, written for the API that ``session.frames``
+    #: names ("spark" or "dask"), returning what ``run`` returns.
+    run_columnar = None
+
+    @classmethod
+    def has_columnar_form(cls) -> bool:
+        """Whether this workload defines ``run_columnar``."""
+        return cls.run_columnar is not None
+
+    def support_on(self, engine: Engine) -> str:
+        """How ``engine`` runs this workload: ``native``, ``emulated: how`` or ``unsupported: why``.
+
+        The engine's support for the workload's model, except that a
+        columnar variant runs only a columnar form.
+        """
+        support = engine.supports.get(self.model, "unsupported: model unknown to this engine")
+        if engine.columnar and not support.startswith("unsupported") and not self.has_columnar_form():
+            return (f"unsupported: {self.name} has no columnar form (run_columnar); {engine.name} runs only "
+                    f"DataFrame programs -- the generic translation is engine {engine.generic}")
+        return support
+
+    def runner(self, engine: Engine):
+        """What runs on ``engine``: ``run_columnar`` on a columnar variant, ``run`` on every other engine."""
+        if not engine.columnar:
+            return self.run
+        if not self.has_columnar_form():
+            raise UnsupportedModel(self.support_on(engine).split(": ", 1)[-1])
+        return self.run_columnar
 
     def check(self, got, want) -> None:
         """Raise `workloads.check.WrongResult` unless ``got`` matches ``want``.

@@ -12,7 +12,9 @@ output fanning out into two branches, and two sinks.
 Hypothesis: data parallel wins: both sides are partitioned once by key and
 joined where they meet. A task engine runs the same plan with more, smaller
 scheduled tasks; a driver-regrouping pool moves every record through the
-driver twice.
+driver twice. The columnar form (`Join.run_columnar`) lets the engine's
+planner choose: Spark broadcasts the small customers table rather than
+shuffling both sides.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ def make_customers(seed: int, part: int, parts: int, customers: int) -> list[tup
     return [(c, REGIONS[rng.randrange(len(REGIONS))]) for c in range(part, customers, parts)]
 
 
+#: the two tables and the large orders as a frame's columns (the columnar form)
+ORDER_COLUMNS = {"order_id": int, "customer": int, "amount": int}
+CUSTOMER_COLUMNS = {"customer": int, "region": str}
+LARGE_ORDER_COLUMNS = ["order_id", "customer", "amount", "region"]
+
+
 def order_by_customer(order):
     order_id, customer, amount = order
     return customer, (order_id, amount)
@@ -63,6 +71,11 @@ def is_large(joined):
 def large_order(joined):
     customer, ((order_id, amount), region) = joined
     return order_id, customer, amount, region
+
+
+def partitions(make, recipes) -> list:
+    """One input partition per recipe, each made by ``make`` on the worker that reads it."""
+    return [functools.partial(make, *recipe) for recipe in recipes]
 
 
 class Join(Workload):
@@ -94,13 +107,29 @@ class Join(Workload):
 
     def run(self, session, inputs):
         flow = Dataflow("join")
-        orders = flow.read([functools.partial(make_orders, *r) for r in inputs["orders"]], name="orders")
-        customers = flow.read([functools.partial(make_customers, *r) for r in inputs["customers"]],
-                              name="customers").map(tuple)
+        orders = flow.read(partitions(make_orders, inputs["orders"]), name="orders")
+        customers = flow.read(partitions(make_customers, inputs["customers"]), name="customers").map(tuple)
         joined = orders.map(order_by_customer).join(customers)
         joined.map(region_amount).reduce_by_key(operator.add).collect("revenue")
         joined.filter(is_large).map(large_order).collect("large_orders")
         return session.dataflow(flow)
+
+    def run_columnar(self, session, inputs):
+        """A join, then a group-by and a filter of its result, planned by the engine (spark-df, dask-df)."""
+        orders = session.frame(partitions(make_orders, inputs["orders"]), ORDER_COLUMNS)
+        customers = session.frame(partitions(make_customers, inputs["customers"]), CUSTOMER_COLUMNS)
+        if session.frames == "spark":
+            joined = orders.join(customers, "customer").cache()  # read by both results: computed once
+            try:
+                revenue, large = session.collect(joined.groupBy("region").sum("amount"),
+                                                 joined.where(joined.amount >= LARGE).select(LARGE_ORDER_COLUMNS))
+            finally:
+                joined.unpersist()
+        else:  # one graph for both results: the join is computed once
+            joined = orders.merge(customers, on="customer")
+            revenue, large = session.collect(joined.groupby("region").amount.sum(),
+                                             joined[joined.amount >= LARGE][LARGE_ORDER_COLUMNS])
+        return {"revenue": revenue, "large_orders": large}
 
     def units(self, inputs):
         return sum(r[2] for r in inputs["orders"]) + inputs["customers"][0][3]

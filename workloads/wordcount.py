@@ -47,6 +47,11 @@ def make_lines(seed: int, part: int, words: int, vocab: int) -> list[str]:
     return [" ".join(drawn[i:i + WORDS_PER_LINE]) for i in range(0, words, WORDS_PER_LINE)]
 
 
+def line_rows(seed: int, part: int, words: int, vocab: int) -> list[tuple[str]]:
+    """`make_lines` as rows of a one-column frame (the columnar form)."""
+    return [(line,) for line in make_lines(seed, part, words, vocab)]
+
+
 def partition_sizes(words: int, partitions: int) -> list[int]:
     """Split ``words`` into ``partitions`` near-equal counts.
 
@@ -85,6 +90,19 @@ class WordCount(Workload):
         lines = flow.read([functools.partial(make_lines, *recipe) for recipe in inputs])
         lines.flat_map(str.split).count_by_key().collect("counts")
         return session.dataflow(flow)
+
+    def run_columnar(self, session, inputs):
+        """Split, explode into one word per row, count per word: planned by the engine (spark-df, dask-df)."""
+        lines = session.frame([functools.partial(line_rows, *recipe) for recipe in inputs], {"line": str})
+        if session.frames == "spark":
+            from pyspark.sql import functions as F
+
+            words = lines.select(F.explode(F.split("line", " ")).alias("word"))  # words joined by one space
+            counts = words.groupBy("word").count()
+        else:
+            counts = lines.line.str.split().explode().value_counts()
+        [table] = session.collect(counts)
+        return {"counts": table}
 
     def units(self, inputs):
         return sum(n for _, _, n, _ in inputs)
