@@ -3,8 +3,12 @@
 ``session`` is parametrized over every registered engine. Each engine is
 started once per test session (a JVM, a Ray cluster and a Dask cluster are
 too slow to start per test) with two workers; pytest groups the tests by
-engine and stops each one before starting the next. An engine that is not
-available here is skipped with its own reason.
+engine, and an engine is stopped when the tests move on to an engine of
+another family. An idiomatic variant (``spark-df``, ``dask-df``) is not
+started on its own: it wraps the running session of its generic engine
+(`engines.adapters.columnar.ColumnarEngine.over`), so the suite runs one
+JVM and one Dask cluster. An engine that is not available here is skipped
+with its own reason.
 """
 
 from __future__ import annotations
@@ -14,9 +18,44 @@ import os
 import pytest
 
 from engines import engine_names, get_engine
+from engines.api import Session
 from workloads import SIZES
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+_running: dict[str, Session] = {}   # engine name -> its session, while its family's tests run
+
+
+def _family(name: str) -> str:
+    """The engine whose cluster ``name`` runs on: a variant's generic engine, else ``name``."""
+    engine = get_engine(name)
+    return engine.generic if engine.columnar else name
+
+
+def running(name: str) -> Session:
+    """The session of engine ``name``, started once; a variant wraps its generic engine's session.
+
+    Mutates `_running`: sessions of other families are closed first, so
+    only one family's processes are up at a time.
+    """
+    family = _family(name)
+    for other in [n for n in _running if _family(n) != family]:
+        _running.pop(other).close()
+    if name not in _running:
+        engine = get_engine(name)
+        if engine.columnar:
+            _running[name] = engine.over(running(family))
+        else:
+            _running[name] = engine.start(workers=2)
+    return _running[name]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_engines():
+    yield
+    for name in reversed(list(_running)):  # variants before the sessions they wrap
+        _running.pop(name).close()
 
 
 @pytest.fixture(scope="session", params=engine_names())
@@ -25,12 +64,18 @@ def session(request):
     ok, why = engine.available()
     if not ok:
         pytest.skip(f"{request.param} is unavailable here: {why}")
-    with engine.start(workers=2) as s:
-        yield s
+    return running(request.param)
 
 
 def supports(session, model: str) -> bool:
-    """Whether ``session``'s engine runs ``model`` at all (natively or emulated)."""
+    """Whether ``session``'s engine runs generic programs of ``model`` (natively or emulated).
+
+    A columnar variant runs a workload's columnar form, never a generic
+    Dataflow: for the contract its ``dataflow`` is a model it refuses, with
+    its reason (test_contract.test_unsupported_models_say_why).
+    """
+    if model == "dataflow" and get_engine(session.engine).columnar:
+        return False
     return not session.supports[model].startswith("unsupported")
 
 
@@ -40,8 +85,19 @@ def require(session, model: str) -> None:
     The contract for such engines is tested apart: they must raise
     UnsupportedModel with that reason (test_contract.test_unsupported_models_say_why).
     """
-    if not supports(session, model):
-        pytest.skip(f"{session.engine} does not run {model}: {session.supports[model]}")
+    if supports(session, model):
+        return
+    if model == "dataflow" and get_engine(session.engine).columnar:
+        pytest.skip(f"{session.engine} runs the columnar forms of workloads, not generic flows "
+                    f"(tests/test_columnar.py tests it)")
+    pytest.skip(f"{session.engine} does not run {model}: {session.supports[model]}")
+
+
+def require_workload(session, workload) -> None:
+    """Skip, naming the reason, where ``session``'s engine does not run ``workload``."""
+    support = workload.support_on(get_engine(session.engine))
+    if support.startswith("unsupported"):
+        pytest.skip(f"{session.engine} does not run {workload.name}: {support}")
 
 
 @pytest.fixture(scope="session")

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import require
+from conftest import require_workload
+from engines import get_engine
 from workloads import get_workload, workload_names
 from workloads.check import WrongResult, same
 
 
 @pytest.mark.parametrize("name", workload_names())
 def test_workload_matches_its_reference(session, name):
+    """``run`` on every engine; the columnar form ``run_columnar`` on the columnar variants."""
     workload = get_workload(name)
-    require(session, workload.model)
+    require_workload(session, workload)
     inputs = workload.generate(seed=7, **workload.sizes["tiny"])
-    workload.check(workload.run(session, inputs), workload.reference(inputs))
+    got = workload.runner(get_engine(session.engine))(session, inputs)
+    workload.check(got, workload.reference(inputs))
 
 
 @pytest.mark.parametrize("name", workload_names())
