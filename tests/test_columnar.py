@@ -15,10 +15,12 @@ one JVM and one Dask cluster for the whole run.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 
 import pytest
 
 from engines import engine_names, get_engine
+from engines.adapters.columnar import check_frame
 from engines.api import Dataflow, DataflowError, UnsupportedModel
 from harness.results import read_rows
 from test_runner import archbench
@@ -53,6 +55,15 @@ def test_a_workload_without_a_columnar_form_is_unsupported_with_the_reason(name)
     with pytest.raises(UnsupportedModel, match=r"etl has no columnar form"):
         etl.runner(engine)
     assert get_workload("fanout").support_on(engine) == engine.supports["tasks"]
+
+
+def test_a_frame_no_engine_can_make_is_refused_saying_what_it_may_be():
+    with pytest.raises(DataflowError, match=r"a frame needs a non-empty list of partitions"):
+        check_frame([], {"n": int})
+    with pytest.raises(DataflowError, match=r"a frame needs at least one column"):
+        check_frame([[(1,)]], {})
+    with pytest.raises(DataflowError, match=r"frame column 'when' has type datetime; choose from: str, int, float"):
+        check_frame([[(1,)]], {"when": datetime})
 
 
 def test_the_harness_runs_the_columnar_form_and_records_the_rest_unsupported(tmp_path):

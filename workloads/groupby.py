@@ -13,9 +13,9 @@ scheduler per record); the task engines run the same split/merge stages
 with one scheduled task per partition and bucket, close behind; columnar
 engines (Spark DataFrame, Dask dataframe) would beat every record-at-a-time
 Python engine by an order of magnitude, which is why they are offered as
-separate, named variants. Their columnar form (`GroupBy.run_columnar`) still
-makes the rows in Python, with the same generator, so the gap measured is
-that of the group-by alone.
+separate, named variants. Their columnar form (`GroupBy.run_columnar`) makes
+the rows with the same Python generator, so what differs is the group-by
+itself and how the rows reach it.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ import traceback
 
 from engines import get_engine
 from engines.adapters import AdapterEngine
-from engines.api import Dataflow, DataflowError, Session, UnsupportedModel, describe_function
+from engines.api import ArchbenchError, Dataflow, DataflowError, Session, UnsupportedModel, describe_function
 from engines.plan import source_items
 
 #: the column types a frame may declare
@@ -109,7 +109,7 @@ class ColumnarEngine(AdapterEngine):
         otherwise ``generic`` stays up for its owner.
         """
         if generic.engine != self.generic:
-            raise ValueError(f"engine {self.name!r} wraps a {self.generic!r} session, got {generic.engine!r}")
+            raise ArchbenchError(f"engine {self.name!r} wraps a {self.generic!r} session, got {generic.engine!r}")
         settings = {**generic.settings, **self.frame_settings(generic.workers)}
         try:
             return self.session(generic, settings, own)
@@ -151,20 +151,24 @@ class ColumnarSession(Session):
             self.generic.close()
 
 
-def check_columns(columns: dict[str, type]) -> None:
-    """Refuse a column type no frame offers, naming the allowed ones.
+def check_frame(partitions, columns: dict[str, type]) -> tuple:
+    """The partitions as a tuple, after refusing a frame no engine can make (naming what it may be).
 
-    >>> check_columns({"key": str, "tags": list})
+    >>> check_frame([[("a", ["x"])]], {"key": str, "tags": list})
     Traceback (most recent call last):
     ...
     engines.api.DataflowError: frame column 'tags' has type list; choose from: str, int, float
     """
+    if isinstance(partitions, (str, bytes)) or not hasattr(partitions, "__len__") or not partitions:
+        raise DataflowError("a frame needs a non-empty list of partitions (each a list of rows, or a "
+                            f"zero-argument callable returning them), got {partitions!r:.80}")
     if not columns:
         raise DataflowError("a frame needs at least one column: {name: str | int | float}")
     for name, kind in columns.items():
         if kind not in COLUMN_TYPES:
             raise DataflowError(f"frame column {name!r} has type {getattr(kind, '__name__', kind)}; "
                                 f"choose from: {', '.join(t.__name__ for t in COLUMN_TYPES)}")
+    return tuple(partitions)
 
 
 def partition_columns(source, index: int, columns: dict[str, type]) -> list[list]:

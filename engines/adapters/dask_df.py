@@ -44,7 +44,7 @@ address="tcp://host:8786")`` as for ``dask``.
 
 from __future__ import annotations
 
-from engines.adapters.columnar import ColumnarEngine, ColumnarSession, check_columns, partition_columns
+from engines.adapters.columnar import ColumnarEngine, ColumnarSession, check_frame, partition_columns
 from engines.adapters.dask import DaskEngine
 
 #: a frame's column types as pandas names them
@@ -89,8 +89,7 @@ class DaskDFSession(ColumnarSession):
     def frame(self, partitions, columns):
         import dask.dataframe as dd
 
-        check_columns(columns)
-        parts = list(partitions)
+        parts = list(check_frame(partitions, columns))
         make = _PandasPartition(columns)
         return dd.from_map(make, parts, range(len(parts)), meta=make.empty(), label="frame-partition",
                            enforce_metadata=False)

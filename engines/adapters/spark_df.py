@@ -19,7 +19,9 @@ only where the data is made: each partition's generator (the very function
 the generic form reads) is called on an executor by ``mapInArrow``, and its
 rows enter the JVM as Arrow columns. For the join, Catalyst sees that the
 customers side is small and **broadcasts** it instead of shuffling both
-sides -- a plan the generic translation never makes.
+sides -- a plan the generic translation never makes. The DataFrame is not
+free: each partition is an Arrow Python task, whose fixed cost is higher
+than an RDD task's, so on small inputs the generic form can win.
 
 =================  ==========================================================
 session            what it is
@@ -47,7 +49,7 @@ as for ``spark``.
 
 from __future__ import annotations
 
-from engines.adapters.columnar import ColumnarEngine, ColumnarSession, check_columns, partition_columns
+from engines.adapters.columnar import ColumnarEngine, ColumnarSession, check_frame, partition_columns
 from engines.adapters.spark import SparkEngine, _by_value, raised_on_worker
 
 #: a frame's column types as Spark SQL and Arrow name them
@@ -101,9 +103,8 @@ class SparkDFSession(ColumnarSession):
                 self.spark.conf.set(key, value)
 
     def frame(self, partitions, columns):
-        check_columns(columns)
+        parts = check_frame(partitions, columns)
         _by_value()
-        parts = tuple(partitions)
         schema = ", ".join(f"`{name}` {_SQL[kind]}" for name, kind in columns.items())
         return self.spark.range(0, len(parts), 1, len(parts)).mapInArrow(_ArrowPartitions(parts, columns), schema)
 
