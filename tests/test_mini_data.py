@@ -256,11 +256,15 @@ def test_a_native_stream_on_processes_emits_windows_while_the_stream_runs(proces
     processes.window_latencies.clear()
     started = time.time()
     from engines.mini.streams import drive_stream
-    out, _, _ = drive_stream(stream_flow(duration=40.0, speedup=20.0), processes.host, run=("stream-test", 1),
-                             on_window=lambda latency: arrivals.append(time.time()))
+    out, rows, _ = drive_stream(stream_flow(duration=40.0, speedup=20.0), processes.host, run=("stream-test", 1),
+                                on_window=lambda latency: arrivals.append(time.time()))
     assert canonical(out) == canonical(serial.dataflow(stream_flow(duration=40.0, speedup=20.0)))
     assert len(arrivals) == 24
     assert min(arrivals) < started + 40.0 / 20.0               # the first windows came before the stream's end
+    n = processes.workers
+    partials = {(r["worker"], r["to"]) for r in rows if r["event"] == "send" and r["what"] == "win"}
+    assert partials == {(i, j) for i in range(n) for j in range(n) if i != j}   # owners hear every worker
+    assert {r["worker"] for r in rows if r["event"] == "send" and r["what"] == "windows"} <= set(range(n))
 
 
 def test_a_step_error_in_a_stream_names_the_step_and_the_session_goes_on(processes):

@@ -252,7 +252,7 @@ class DataWorker:
             self._fail(run, e, None)
             return
         if over:
-            self.ctx.send(DRIVER, ("finished", run, self.ctx.me, []))
+            self.ctx.send(DRIVER, ("finished", run, self.ctx.me, self.streams[run].tracer.take()))
             self._drop(run)
 
     def _start(self, run, steps) -> None:

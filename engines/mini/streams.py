@@ -66,6 +66,7 @@ import cloudpickle
 from engines.api import Dataflow, DataflowError
 from engines.eventtime import Tap, Windows, next_tick, window_closes
 from engines.mini.cluster import DRIVER
+from engines.mini.trace import Tracer
 from engines.plan import stable_hash, step_error
 from engines.streaming import Timed, ToWindow, after_window, drop_time, emitted, shape
 
@@ -81,6 +82,7 @@ class StreamRun:
     def __init__(self, ctx, run, payload: bytes, t0: float, tick: float):
         spec, mine = pickle.loads(payload)
         self.ctx, self.run, self.t0, self.tick_s = ctx, run, t0, tick
+        self.tracer = Tracer(ctx.me)
         self.src = src = spec["source"].arg
         self.window = window = spec["window"]
         lateness = window.arg.lateness if window else 0.0
@@ -102,14 +104,16 @@ class StreamRun:
     def tick(self) -> bool:
         """Read the sources, send partial windows and marks, set the next tick. Runs user code."""
         now = (time.time() - self.t0) * self.src.speedup
-        pairs = [pair for tap in self.taps.values() for pair in tap.take(now)]
         try:
-            for sink, timed in self.raw.items():
-                items = [drop_time(out) for pair in pairs for out in timed(pair)]
-                if items:
-                    self.ctx.send(DRIVER, ("sink", self.run, sink, items))
-            if self.windows is not None:
-                self._send_partials(pairs)
+            with self.tracer.span(self.label, "tick"):
+                pairs = [pair for tap in self.taps.values() for pair in tap.take(now)]
+                for sink, timed in self.raw.items():
+                    items = [drop_time(out) for pair in pairs for out in timed(pair)]
+                    if items:
+                        self.tracer.sent(DRIVER, self.ctx.send(DRIVER, ("sink", self.run, sink, items)), sink,
+                                         "sink", items=len(items))
+                if self.windows is not None:
+                    self._send_partials(pairs)
         except Exception as e:
             raise step_error(e, self.steps) from None
         if not all(tap.done for tap in self.taps.values()):
@@ -127,20 +131,23 @@ class StreamRun:
         marks = [(i, tap.mark) for i, tap in self.taps.items()]
         for j, part in enumerate(parts):
             self.ctx.queue(j, ("win", self.run, list(part.items()), marks))
-        self.ctx.flush()
+            if j != self.ctx.me:                    # our own share goes straight to our inbox
+                self.tracer.sent(j, self.ctx.flush(j), self.window.name, "win", items=len(part))
 
     def receive(self, partials: list, marks: list) -> bool:
         """Merge partial windows, hear marks, send the windows now due to the driver. Runs user code."""
         windows = self.windows
         try:
-            for window, value in partials:
-                windows.add(window, value)
-            for source, mark in marks:
-                windows.mark(source, mark)
-            due = windows.due()
-            if due:
-                closes = [window_closes(start, windows.size, self.src.duration) for _, start, _ in due]
-                self.ctx.send(DRIVER, ("windows", self.run, emitted(due, self.after), closes))
+            with self.tracer.span(self.window.name, "merge"):
+                for window, value in partials:
+                    windows.add(window, value)
+                for source, mark in marks:
+                    windows.mark(source, mark)
+                due = windows.due()
+                if due:
+                    closes = [window_closes(start, windows.size, self.src.duration) for _, start, _ in due]
+                    sent = self.ctx.send(DRIVER, ("windows", self.run, emitted(due, self.after), closes))
+                    self.tracer.sent(DRIVER, sent, self.window.name, "windows", items=len(due))
         except Exception as e:
             raise step_error(e, self.steps) from None
         return self._over()

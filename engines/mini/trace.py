@@ -12,8 +12,9 @@ They are plain dicts -- one long-format table, like the harness's results
   ``step`` names the flow steps being run (fused narrow steps are joined by
   ``+``: they run as one loop, so their time cannot be told apart); ``what``
   is the phase (``split`` combines and buckets before an exchange, ``merge``
-  combines what arrived, ``sink`` runs the steps before a ``collect``; the
-  task and actor runtimes use ``task`` and ``message``).
+  combines what arrived, ``sink`` runs the steps before a ``collect``; a
+  stream's ``tick`` reads the sources and sends partial windows; the task
+  and actor runtimes use ``task`` and ``message``).
 - a **send**: a worker sent ``bytes`` (as framed on the wire) to ``to`` --
   another worker's id, or ``"driver"``::
 
