@@ -150,7 +150,14 @@ class BytewaxSession(Session):
         for proc, conn in self._procs:
             if not conn.poll(120):
                 raise DataflowError(f"bytewax worker process {proc.pid} did not start; see {self._log}")
-            conn.recv()
+            try:
+                conn.recv()
+            except EOFError:
+                proc.join(5)
+                raise DataflowError(
+                    f"bytewax worker process {proc.pid} exited while starting (status {proc.exitcode}). "
+                    "Worker processes are spawned: they import your main script again, so a script that starts "
+                    "a session must do so under `if __name__ == \"__main__\":`") from None
 
     @property
     def worker_pids(self) -> list[int]:
