@@ -39,6 +39,11 @@ def get_flow(parts=6):
 
 flow = get_flow()
 
+def get_many(n):
+    many = Dataflow("many")
+    many.read([list(range(n))]).collect("items")
+    return many
+
 def arrivals(source, start, end):
     # ten events per stream second, in order: (time, key)
     return [(i / 10, f"k{(i + source) % 3}") for i in range(math.ceil(start * 10), math.ceil(end * 10))]
@@ -107,6 +112,16 @@ def test_a_getter_call_and_stdout(folder):
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert {r["item"][0]: r["item"][1] for r in rows if r["sink"] == "counts"} == expected(3)["counts"]
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(folder):
+    """``... | head -1``: the rest of the output is unwanted; no traceback, status 0."""
+    proc = start(folder, "user_flow:get_many(100_000)", "-w", "2")     # far more than a pipe holds
+    first = proc.stdout.readline()
+    proc.stdout.close()                      # as head does, after its line
+    assert proc.wait(timeout=60) == 0
+    assert json.loads(first)["sink"] == "items"
+    assert "Traceback" not in proc.stderr.read()
 
 
 def two_processes(folder: Path, env: dict | None = None, before_second=None,

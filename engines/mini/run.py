@@ -162,9 +162,13 @@ def _jsonable(value):
 def write(out: dict[str, list], output: str | None, process_id: int) -> None:
     """Each sink to ``output/<sink>-<process id>.jsonl``, or every item to stdout."""
     if output is None:
-        for sink, items in out.items():
-            for item in items:
-                print(json.dumps({"sink": sink, "item": item}, default=_jsonable))
+        try:
+            for sink, items in out.items():
+                for item in items:
+                    print(json.dumps({"sink": sink, "item": item}, default=_jsonable))
+            sys.stdout.flush()
+        except BrokenPipeError:     # the reader has gone (``| head``): the rest is unwanted, not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
