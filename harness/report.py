@@ -130,10 +130,15 @@ def write_report(out: Path) -> Path:
         header = ["engine", "size", "workers", "status", "run (median)", f"throughput ({unit}/s)",
                   "latency p50", "latency p99", "start-up", "peak memory", "CPU s"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        best = min((median_of(g, "run_s") for _, g in groups if median_of(g, "run_s") is not None), default=None)
+        best: dict = {}         # the fastest engine is named among cells of the same size and worker count
+        for (_, _, size, workers), group in groups:
+            run = median_of(group, "run_s")
+            if run is not None:
+                best.setdefault((size, workers), []).append(run)
         for (engine, _, size, workers), group in groups:
             run = median_of(group, "run_s")
-            mark = " (fastest)" if run is not None and run == best and len(groups) > 1 else ""
+            rivals = best.get((size, workers), [])
+            mark = " (fastest)" if run is not None and run == min(rivals) and len(rivals) > 1 else ""
             lines.append("| " + " | ".join([
                 engine, size, str(workers), status_of(group), fmt_seconds(run) + mark,
                 fmt(median_of(group, "throughput")), fmt_seconds(median_of(group, "latency_p50_s")),

@@ -199,3 +199,17 @@ def test_a_users_own_classes_in_results_check_ok_in_every_cell(tmp_path):
     archbench("run", "--engines", "serial,pool", "--workloads", "t-points", "--workload-file", path,
               "--size", "tiny", "--repeat", "1", "--out", str(out), "--no-plots", check=True)
     assert {(r["engine"], r["status"]) for r in read_rows(out)} == {("serial", "ok"), ("pool", "ok")}
+
+
+def test_the_report_names_the_fastest_engine_among_cells_of_one_size(tmp_path):
+    """A tiny cell is not 'fastest' over a small one: engines are compared at the same size and workers."""
+    from harness.report import write_report
+    from harness.results import append_row, new_row
+
+    for engine, size, run_s in (("serial", "tiny", 0.1), ("pool", "tiny", 0.2), ("serial", "small", 2.0),
+                                ("pool", "small", 1.0)):
+        append_row(tmp_path / "results.jsonl", new_row(engine=engine, workload="wc", size=size, workers=2, repeat=0,
+                                                       status="ok", run_s=run_s, unit="words"))
+    lines = write_report(tmp_path).read_text().splitlines()
+    fastest = sorted(line.split("|")[1:3] for line in lines if "(fastest)" in line)
+    assert [[e.strip(), s.strip()] for e, s in fastest] == [["pool", "small"], ["serial", "tiny"]]
