@@ -20,17 +20,21 @@ archbench step     Bytewax operators
                    with one partition per archbench partition, each built
                    (its callable called) on the worker it is assigned to, and
                    read in batches of `BATCH_SIZE` items
-``flat_map``       ``op.flat_map_batch`` -- the core that bytewax's ``map``,
-                   ``filter`` and ``flat_map`` are built on -- running the
-                   step over each batch (maps and filters as C loops)
-``reduce_by_key``  ``op.flat_map_batch`` combining each batch (bytewax has no
-                   map-side combiner; this is one, per batch), ``op.key_on``
-                   the key's bucket, then ``op.stateful_batch`` folding each
-                   bucket's pairs into a dict, emitted once the input ends
-``join``           ``op.key_on`` both sides by bucket, ``op.merge`` them with a
-                   side label, ``op.stateful_batch`` keeping each side's values
-                   per key and emitting every left-right pair at the end
-``collect``        ``op.output`` into `_Collect`, a ``DynamicSink`` whose
+``flat_map``       nothing yet: a chain of narrow steps runs **fused**, in the
+                   ``op.flat_map_batch`` of the next keyed step or sink (maps
+                   and filters as C loops, `engines.plan.fuse`) -- one Python
+                   list per batch instead of one per step
+``reduce_by_key``  ``op.flat_map_batch`` running the narrow steps, combining
+                   the batch (bytewax has no map-side combiner; this is one,
+                   per batch) and cutting it into buckets
+                   (`engines.plan.split`): one ``(bucket, [pairs])`` item per
+                   bucket; then ``op.stateful_batch`` folding each bucket's
+                   pairs into a dict, emitted once the input ends
+``join``           the same cut into buckets on each side, labelled with the
+                   side; ``op.merge``; ``op.stateful_batch`` keeping each
+                   side's values per key and emitting every pair at the end
+``collect``        ``op.flat_map_batch`` running the narrow steps, then
+                   ``op.output`` into `_Collect`, a ``DynamicSink`` whose
                    items each process sends back to the driver at the end
 =================  ==========================================================
 
@@ -42,7 +46,13 @@ key) and each worker holds a few dicts -- the same state every data-parallel
 engine here keeps per owner. (Keyed by the real key, as ``op.fold_final`` or
 ``op.join`` would be, bytewax builds one state machine per key: the same
 answers, 1.2-1.7 times slower on the groupby, wordcount and join workloads
-at small size.)
+at small size.) Bytewax pickles every item it exchanges on its own, so a
+batch's pairs travel as one list per bucket, not one item per pair -- as
+every other data-parallel engine here sends buckets. Fused steps, bucket
+lists and batches of 10,000 items made the adapter 2.6 (wordcount) to 4.5
+(groupby) times faster at medium size than per-step operators, one item per
+pair and batches of 1,000 -- level with the Bytewax flows written by hand in
+`tests/benchmarks/test_bench_mini_data.py`, which it was 4 times slower than.
 
 A failing user function does not reach bytewax (a Python error inside an
 operator makes every process panic): `_Guard` records the first error
@@ -76,15 +86,16 @@ import socket
 import time
 from functools import partial
 from multiprocessing.connection import wait
-from itertools import islice
+from collections import Counter
+from itertools import chain, islice
 
 import cloudpickle
 
 from engines.adapters import LOG_DIR, AdapterEngine, log_dir, pickle_by_value_fallback
 from engines.api import Dataflow, DataflowError, Session, Step
-from engines.plan import combine, fuse, source_items, stable_hash, step_error
+from engines.plan import narrow, source_items, split, step_error
 
-BATCH_SIZE = 1000   # items per batch the source emits
+BATCH_SIZE = 10_000  # items per batch the source emits: the map-side combine covers a batch
 JOB_GRACE = 30      # seconds the other processes get to finish once one has failed outright
 STREAM_TICK = 0.02  # wall seconds between a stream source's wake-ups (as mini-data's tick)
 
@@ -317,22 +328,12 @@ class _Guard:
         return self.fallback(*args)
 
 
-def _apply(step: Step, batch: list) -> list:
-    """A narrow step over one batch."""
-    return list(fuse(batch, (step,)))
-
-
-def _pairs(step: Step, batch: list) -> list:
-    """``batch``, once every item is known to be a ``(key, value)`` tuple."""
-    for item in batch:
-        if type(item) is not tuple or len(item) != 2:
-            raise DataflowError(f"step {step.name!r} needs (key, value) items, got {item!r}")
-    return batch
-
-
-def _combine(step: Step, batch: list) -> list:
-    """The map-side combine of a reduce, over one batch: one ``(key, value)`` per key."""
-    return list(combine(_pairs(step, batch), step.fn, step).items())
+def _split(ops: tuple[Step, ...], step: Step, side: int | None, batch: list) -> list:
+    """The map side of a keyed step over one batch: the fused narrow steps, the combine of a reduce,
+    the cut into `BUCKETS` (`engines.plan.split`). One item per bucket that got any pairs:
+    ``(bucket, pairs)``, or ``(bucket, (side, pairs))`` for a join's ``side`` (0 left, 1 right)."""
+    buckets = split(batch, ops, step, BUCKETS)
+    return [(str(b), pairs if side is None else (side, pairs)) for b, pairs in enumerate(buckets) if pairs]
 
 
 def _sid(name: str, part: str = "") -> str:
@@ -341,50 +342,52 @@ def _sid(name: str, part: str = "") -> str:
 
 
 def _translate(flow: Dataflow, run: _Run):
-    """The bytewax flow for ``flow``; its sinks fill ``run.sinks``."""
+    """The bytewax flow for ``flow``; its sinks fill ``run.sinks``.
+
+    State: ``lazy[step name] = (bytewax stream, narrow steps still to run)``:
+    narrow steps only extend the tuple, and the next keyed step or sink
+    runs them fused in one ``flat_map_batch`` (a stream read by two or
+    more steps is computed once, at once), as `engines.plan.evaluate` does.
+    """
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow as BytewaxFlow
 
     bx = BytewaxFlow(_sid(flow.name) or "flow")
-    streams: dict = {}
+    lazy: dict = {}
+    consumers = Counter(name for step in flow.steps for name in step.inputs)
+
+    def routed(up: str, step: Step, part: str, side: int | None = None):
+        stream, ops = lazy[up]
+        return op.flat_map_batch(_sid(step.name, part), stream, _Guard(run, step, partial(_split, ops, step, side)))
+
     for step in flow.steps:
         name = step.name
-        ups = [streams[i] for i in step.inputs]
         if step.op == "read":
-            streams[name] = op.input(_sid(name), bx, _Partitions(step, run))
+            lazy[name] = (op.input(_sid(name), bx, _Partitions(step, run)), ())
         elif step.op == "flat_map":
-            streams[name] = op.flat_map_batch(_sid(name), ups[0], _Guard(run, step, partial(_apply, step)))
+            stream, ops = lazy[step.inputs[0]]
+            lazy[name] = (stream, ops + (step,))
+            if consumers[name] > 1:     # a stream that branches is computed once, not once per branch
+                computed = op.flat_map_batch(_sid(name), stream, _Guard(run, step, partial(narrow, ops=ops + (step,))))
+                lazy[name] = (computed, ())
         elif step.op == "reduce_by_key":
-            combined = op.flat_map_batch(_sid(name, "combine"), ups[0], _Guard(run, step, partial(_combine, step)))
-            keyed = op.key_on(_sid(name, "route"), combined, _bucket)
-            reduced = op.stateful_batch(_sid(name), keyed, partial(_Reduce, step, run))
-            streams[name] = op.key_rm(_sid(name, "unroute"), reduced)
+            reduced = op.stateful_batch(_sid(name), routed(step.inputs[0], step, "combine"), partial(_Reduce, step, run))
+            lazy[name] = (op.key_rm(_sid(name, "unroute"), reduced), ())
         elif step.op == "join":
-            sides = []
-            for i, (side, up) in enumerate(zip(("left", "right"), ups)):
-                checked = op.flat_map_batch(_sid(name, f"{side}_pairs"), up, _Guard(run, step, partial(_pairs, step)))
-                keyed = op.key_on(_sid(name, f"{side}_route"), checked, _bucket)
-                sides.append(op.map_value(_sid(name, side), keyed, partial(_side, i)))
-            both = op.merge(_sid(name, "sides"), *sides)
-            joined = op.stateful_batch(_sid(name), both, partial(_Join, step, run))
-            streams[name] = op.key_rm(_sid(name, "unroute"), joined)
+            sides = [routed(up, step, f"{side}_route", i) for i, (side, up) in enumerate(zip(("left", "right"), step.inputs))]
+            joined = op.stateful_batch(_sid(name), op.merge(_sid(name, "sides"), *sides), partial(_Join, step, run))
+            lazy[name] = (op.key_rm(_sid(name, "unroute"), joined), ())
         elif step.op == "collect":
-            op.output(_sid(name), ups[0], _Collect(step.arg, run))
+            stream, ops = lazy[step.inputs[0]]
+            if ops:
+                stream = op.flat_map_batch(_sid(name, "steps"), stream, _Guard(run, step, partial(narrow, ops=ops)))
+            op.output(_sid(name), stream, _Collect(step.arg, run))
         else:
             raise DataflowError(f"step {name!r}: unknown op {step.op!r}")
     return bx
 
 
 BUCKETS = 128  # route keys of a keyed step: each holds a dict of the keys that hash to it
-
-
-def _bucket(item) -> str:
-    """The route key of a ``(key, value)`` item: its bucket, as the string bytewax routes by."""
-    return str(stable_hash(item[0]) % BUCKETS)
-
-
-def _side(i: int, pair):
-    return (i, pair)
 
 
 def _Reduce(step: Step, run: _Run, resume_state):
@@ -395,13 +398,13 @@ def _Reduce(step: Step, run: _Run, resume_state):
         def __init__(self):
             self.acc: dict = {}
 
-        def on_batch(self, pairs):
-            _Guard(run, step, self._fold)(pairs)
+        def on_batch(self, lists):
+            _Guard(run, step, self._fold)(lists)
             return (), StatefulBatchLogic.RETAIN
 
-        def _fold(self, pairs):
+        def _fold(self, lists):
             acc, fn = self.acc, step.fn
-            for key, value in pairs:
+            for key, value in chain.from_iterable(lists):
                 acc[key] = fn(acc[key], value) if key in acc else value
 
         def on_eof(self):
@@ -422,8 +425,10 @@ def _Join(step: Step, run: _Run, resume_state):
             self.sides: tuple[dict, dict] = ({}, {})
 
         def on_batch(self, labelled):
-            for i, (key, value) in labelled:
-                self.sides[i].setdefault(key, []).append(value)
+            for i, pairs in labelled:
+                side = self.sides[i]
+                for key, value in pairs:
+                    side.setdefault(key, []).append(value)
             return (), StatefulBatchLogic.RETAIN
 
         def on_eof(self):
