@@ -14,7 +14,9 @@ are timed apart, and the check is never inside a timed region::
 ``run`` is ``workload.runner(engine)``: the workload's ``run``, or its
 columnar form ``run_columnar`` on a columnar variant such as spark-df.
 
-Each repeat appends its row to ``results.jsonl`` as soon as it is checked.
+Each repeat appends its row to ``results.jsonl`` as soon as it is checked;
+a started engine's settings (what it found: an existing cluster's size,
+its log and temporary directories) go to ``sessions.jsonl``.
 The cell tells the parent which phase it is in by printing ``PHASE <name>``
 lines on stdout; the parent gives each phase ``--timeout`` seconds.
 """
@@ -97,6 +99,8 @@ def run_cell(spec: dict) -> int:
                                             error=f"engine did not start: {one_line(e)}"))
             return 1
         startup_s = time.perf_counter() - t0
+        # what the engine found when it started (a cluster's real size, its directories): beside the manifest
+        append_row(out / "sessions.jsonl", {**base, "startup_s": startup_s, "settings": session.settings})
         with session:
             for i in range(spec.get("warmup", 0)):
                 phase(f"warmup {i + 1}")

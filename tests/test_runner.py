@@ -70,6 +70,11 @@ def test_a_quick_matrix_records_every_field_and_draws_plots(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["machine"]["cores_logical"] >= 1 and manifest["packages"]["cloudpickle"]
     assert manifest["engines"]["pool"]["settings"]["2"]["workers"] == 2
+    started = [json.loads(line) for line in (out / "sessions.jsonl").read_text().splitlines()]
+    assert sorted((s["engine"], s["workload"]) for s in started) == \
+        [("pool", "fanout"), ("pool", "wordcount"), ("serial", "fanout"), ("serial", "wordcount")]
+    assert {s["engine"]: s["settings"]["workers"] for s in started} == {"pool": 2, "serial": 1}   # serial is one process
+    assert all(s["startup_s"] >= 0 for s in started)
     for name in ("throughput.png", "latency.png", "report.md"):
         assert (out / name).stat().st_size > 0
 

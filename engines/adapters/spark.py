@@ -148,6 +148,7 @@ class SparkRDDSession(Session):
         logs = log_dir(settings[LOG_DIR], "spark")
         self.settings[LOG_DIR] = str(logs)
         self.sc = _start_context(settings, logs)
+        self.settings["default_parallelism"] = self.sc.defaultParallelism   # a cluster's task slots
         try:
             # start the Python workers now (start-up is timed apart from the run)
             self.sc.parallelize(range(workers), workers).map(lambda _: os.getpid()).collect()
