@@ -49,6 +49,46 @@ def after(futures: list[Future], fn) -> None:
         future._add_done_callback(one_done)
 
 
+ON_WORKER = object()   # the value of a HeldFuture that is still on the worker that made it
+
+
+class HeldFuture(Future):
+    """A task's Future whose value stays on the worker that made it (Dask, Ray).
+
+    The engine calls `_done` when it hears that the task finished: the
+    Future is then done and its latency stamped, but the value is fetched
+    (``_pull``) only on the first ``result()`` -- results move worker to
+    worker, and to the driver only when it asks.
+    """
+
+    def _done(self) -> None:
+        self._set_result(ON_WORKER)
+
+    def _pull(self, timeout: float | None):
+        """The value, from where it lives. Engines override this."""
+        raise NotImplementedError
+
+    def result(self, timeout: float | None = None):
+        Future.result(self, timeout)  # waits; raises the task's error
+        if self._value is ON_WORKER:
+            self._value = self._pull(timeout)
+        return self._value
+
+
+def gather_held(futures, kind: type, pull_many) -> list:
+    """The results of ``futures`` in order: wait for all (raising the first error in the order
+    given), then fetch the values of every ``kind`` still on the workers in one go,
+    ``pull_many(those futures) -> their values``."""
+    futures = list(futures)
+    for f in futures:
+        Future.result(f)
+    held = [f for f in futures if isinstance(f, kind) and f._value is ON_WORKER]
+    if held:
+        for f, value in zip(held, pull_many(held)):
+            f._value = value
+    return [f.result() for f in futures]
+
+
 def resolve(args: tuple, kwargs: dict, value=None) -> tuple[tuple, dict]:
     """Replace each Future argument by ``value(future)`` (default: its result).
 

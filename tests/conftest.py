@@ -14,6 +14,7 @@ with its own reason.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -91,6 +92,15 @@ def require(session, model: str) -> None:
         pytest.skip(f"{session.engine} runs the columnar forms of workloads, not generic flows "
                     f"(tests/test_columnar.py tests it)")
     pytest.skip(f"{session.engine} does not run {model}: {session.supports[model]}")
+
+
+def wait_until(condition, timeout: float = 20.0, what: str = "the condition") -> None:
+    """Poll ``condition`` until it holds; fail the test, naming ``what``, after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout} s")
+        time.sleep(0.005)
 
 
 def require_workload(session, workload) -> None:

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from conftest import require, supports
+from conftest import require, supports, wait_until
 from engines.api import ActorError, Dataflow, DataflowError, MODELS, TaskError, UnsupportedModel
 
 
@@ -88,6 +88,10 @@ def double(x):
     return 2 * x
 
 
+def grow(block: bytes) -> bytes:
+    return block + bytes(20_000)
+
+
 def add(*xs, extra=0):
     return sum(xs) + extra
 
@@ -144,6 +148,22 @@ def test_task_latency_is_recorded_per_future(session):
         tasks.gather([tasks.submit(double, i) for i in range(10)])
     assert len(session.latencies.samples) == 10
     assert all(s >= 0 for s in session.latencies.samples)
+
+
+def test_every_task_is_timed_once_when_it_ends_asked_for_or_not(session):
+    """Latency is submit -> the driver hears that the task ended: one sample per task, whether its
+    value is asked for or stays on a worker, and no second one when the value is fetched later."""
+    require(session, "tasks")
+    session.latencies.clear()
+    with session.tasks() as tasks:
+        chain = [tasks.submit(grow, b"")]           # values too big to ride back with the news that they exist
+        for _ in range(5):
+            chain.append(tasks.submit(grow, chain[-1]))
+        others = [tasks.submit(double, i) for i in range(3)]
+        assert len(chain[-1].result()) == 6 * 20_000
+        wait_until(lambda: len(session.latencies.samples) >= 9, what="a latency sample for each of the 9 tasks")
+        assert tasks.gather(others) == [0, 2, 4] and len(chain[0].result()) == 20_000
+    assert len(session.latencies.samples) == 9
 
 
 # ----------------------------------------------------------------- actors

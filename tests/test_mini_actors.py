@@ -20,6 +20,7 @@ import time
 import psutil
 import pytest
 
+from conftest import wait_until
 from engines.api import ActorError, Dataflow, DataflowError
 from engines.mini.actors import MiniActorsEngine
 from engines.mini.trace import traffic
@@ -29,15 +30,6 @@ from engines.mini.trace import traffic
 def mini():
     with MiniActorsEngine().start(workers=2) as session:
         yield session
-
-
-def wait_until(condition, timeout=20.0, every=0.01):
-    """Poll ``condition`` until it is true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(every)
 
 
 # ---------------------------------------------------------------- actors a new user might write

@@ -22,6 +22,7 @@ from collections import Counter
 import psutil
 import pytest
 
+from conftest import wait_until
 from engines import get_engine
 from engines.api import TaskError
 from engines.mini.taskparallel import run_graph
@@ -61,15 +62,6 @@ def submit_dag(tasks, dag, spin=300) -> list:
         inputs = [futures[d] for d in deps]
         futures.append(tasks.submit(node, i, *inputs[1:], first=inputs[0] if inputs else 0, spin=spin))
     return futures
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout} s")
-        time.sleep(0.005)
 
 
 def spans(rows, keys=None) -> dict:
@@ -179,8 +171,8 @@ def test_a_long_chain_of_large_results_does_not_pile_up(session):
         stats = session.worker_stats()
         assert max(s["peak_bytes"] for s in stats.values()) <= 3 * 2 * MB
         del f
-    wait_for(lambda: all(s["results"] == 0 for s in session.worker_stats().values()), 10,
-             "every result released after the context closed")
+    wait_until(lambda: all(s["results"] == 0 for s in session.worker_stats().values()), 10,
+               "every result released after the context closed")
 
 
 def sleepy(seconds, *inputs):
@@ -225,7 +217,7 @@ def test_a_worker_killed_mid_graph_still_gives_the_right_answer():
     want = reference(dag, spin=2_000)
     with get_engine("mini-tasks").start(workers=2) as s, s.tasks() as tasks:
         futures = submit_dag(tasks, dag, spin=2_000)
-        wait_for(lambda: sum(f.done() for f in futures) >= 200, 60, "a fifth of the graph")
+        wait_until(lambda: sum(f.done() for f in futures) >= 200, 60, "a fifth of the graph")
         os.kill(s.worker_pids[1], signal.SIGKILL)
         assert tasks.gather(futures) == want
         assert list(s._state["lost"]) == [1]
@@ -243,7 +235,7 @@ def test_a_chain_whose_worker_dies_is_recomputed_from_lineage_on_the_survivor():
         for step in range(60):                  # links are dropped as we go: released once used
             f = tasks.submit(slow_grow, f, step)
             middle = f if step == 29 else (middle if step > 29 else None)
-        wait_for(lambda: any(st["tasks_run"] >= 20 for st in s.worker_stats().values()), 30, "20 links run")
+        wait_until(lambda: any(st["tasks_run"] >= 20 for st in s.worker_stats().values()), 30, "20 links run")
         busy = max(s.worker_stats().items(), key=lambda kv: kv[1]["tasks_run"])[0]
         os.kill(s.worker_pids[busy], signal.SIGKILL)
         assert f.result()[0] == 59              # the links it had made are gone: made again from their specs
@@ -257,4 +249,4 @@ def test_no_process_outlives_its_session():
         with s.tasks() as tasks:
             tasks.submit(node, 1).result()
     gone = lambda: not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    wait_for(gone, 10, "the workers' exit")
+    wait_until(gone, 10, "the workers' exit")

@@ -70,7 +70,7 @@ import cloudpickle
 
 from engines.adapters import LOG_DIR, AdapterEngine, by_value_modules, log_dir, logs_to_file
 from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session, TaskError, Tasks
-from engines.common import invoke, task_error, task_name
+from engines.common import HeldFuture, gather_held, invoke, task_error, task_name
 from engines.plan import OnTasks, evaluate
 from engines.streaming import run_microbatches
 
@@ -186,7 +186,6 @@ def dask_setup(worker) -> None:
 # ----------------------------------------------------------------- tasks
 
 
-_ON_WORKER = object()  # a Future's value that is still on the worker that made it
 
 
 class _ByValue:
@@ -247,10 +246,10 @@ def _run_task(name: str, fn, args: tuple, kwargs: dict, by_value: bool, wrap: bo
     return _ByValue(result) if by_value else result
 
 
-class DaskFuture(Future):
+class DaskFuture(HeldFuture):
     """A Dask future seen through the archbench Future.
 
-    Settled (and its latency stamped) when Dask reports the key finished;
+    Done (and its latency stamped) when Dask reports the key finished;
     the value is fetched from its worker on the first ``result()``.
     """
 
@@ -266,7 +265,7 @@ class DaskFuture(Future):
     def _landed(self, dask_future) -> None:
         """Dask's callback thread: the scheduler has told the client this key is done."""
         if dask_future.status == "finished":
-            self._set_result(_ON_WORKER)
+            self._done()
             return
         try:
             error = dask_future.exception()
@@ -281,11 +280,8 @@ class DaskFuture(Future):
             return task_error(self.name, TaskError(f"dependency failed: {str(error).splitlines()[0]}"))
         return task_error(self.name, error)
 
-    def result(self, timeout: float | None = None):
-        Future.result(self, timeout)  # waits; raises the task's error
-        if self._value is _ON_WORKER:
-            self._value = _unwrap(self._dask.result(timeout))
-        return self._value
+    def _pull(self, timeout):
+        return _unwrap(self._dask.result(timeout))
 
 
 class DaskTasks(Tasks):
@@ -309,13 +305,8 @@ class DaskTasks(Tasks):
 
     def gather(self, futures) -> list:
         """Wait for all, raise the first error in the order given, then fetch the values in one go."""
-        futures = list(futures)
-        for f in futures:
-            Future.result(f)
-        remote = [f for f in futures if isinstance(f, DaskFuture) and f._value is _ON_WORKER]
-        for f, value in zip(remote, self.session.client.gather([f._dask for f in remote])):
-            f._value = _unwrap(value)
-        return [f.result() for f in futures]
+        return gather_held(futures, DaskFuture,
+                           lambda held: [_unwrap(v) for v in self.session.client.gather([f._dask for f in held])])
 
 
 # ----------------------------------------------------------------- actors

@@ -75,7 +75,11 @@ SUPPORTS = {
 
 
 class MiniFuture(Future):
-    """A task's Future. While it lives, the driver holds its result (see the scheduler's Release)."""
+    """A task's Future. While it lives, the driver holds its result (see the scheduler's Release).
+
+    Its latency is stamped when the worker's report that the task ended reaches the driver;
+    the value itself comes only when asked for (or inline in that report, when it is small).
+    """
 
     def __init__(self, name: str, session: "MiniTasksSession"):
         super().__init__(name, session.latencies)
@@ -359,12 +363,14 @@ class MiniTasksSession(Session):
     def _apply(self, events) -> None:
         """Worker reports and cluster notices into the scheduler; settle, balance, flush."""
         replies = False
+        heard = []                          # Futures whose tasks ended: their latency is stamped now
         with self._lock:
             self._take_dropped()
             for source, message in events:
                 kind = message[0]
                 if kind == "report":
                     scheduler.report(self._state, source, message[1])
+                    heard += [self._futures.get(entry[1]) for entry in message[1] if entry[0] in ("done", "erred")]
                 elif kind == "lost":
                     scheduler.lose_worker(self._state, message[1], message[2])
                     replies = True
@@ -375,6 +381,10 @@ class MiniTasksSession(Session):
                     self._broken = f"mini-tasks worker {message[1]} failed (a bug in the engine): {message[2]}"
             scheduler.balance(self._state)
             outcomes = self._take_outcomes()
+        for ref in heard:
+            future = ref() if ref is not None else None
+            if future is not None:
+                future._heard()
         self._settle(outcomes)
         if replies:
             with self._replied:
