@@ -84,10 +84,10 @@ import os
 import pickle
 import socket
 import time
-from functools import partial
-from multiprocessing.connection import wait
 from collections import Counter
+from functools import partial
 from itertools import chain, islice
+from multiprocessing.connection import wait
 
 import cloudpickle
 
@@ -368,13 +368,15 @@ def _translate(flow: Dataflow, run: _Run):
             stream, ops = lazy[step.inputs[0]]
             lazy[name] = (stream, ops + (step,))
             if consumers[name] > 1:     # a stream that branches is computed once, not once per branch
-                computed = op.flat_map_batch(_sid(name), stream, _Guard(run, step, partial(narrow, ops=ops + (step,))))
-                lazy[name] = (computed, ())
+                run_ops = _Guard(run, step, partial(narrow, ops=ops + (step,)))
+                lazy[name] = (op.flat_map_batch(_sid(name), stream, run_ops), ())
         elif step.op == "reduce_by_key":
-            reduced = op.stateful_batch(_sid(name), routed(step.inputs[0], step, "combine"), partial(_Reduce, step, run))
+            routed_pairs = routed(step.inputs[0], step, "combine")
+            reduced = op.stateful_batch(_sid(name), routed_pairs, partial(_Reduce, step, run))
             lazy[name] = (op.key_rm(_sid(name, "unroute"), reduced), ())
         elif step.op == "join":
-            sides = [routed(up, step, f"{side}_route", i) for i, (side, up) in enumerate(zip(("left", "right"), step.inputs))]
+            sides = [routed(up, step, f"{side}_route", i)
+                     for i, (side, up) in enumerate(zip(("left", "right"), step.inputs))]
             joined = op.stateful_batch(_sid(name), op.merge(_sid(name, "sides"), *sides), partial(_Join, step, run))
             lazy[name] = (op.key_rm(_sid(name, "unroute"), joined), ())
         elif step.op == "collect":
