@@ -22,8 +22,9 @@ at most N tasks run at once, one thread each.
   is done -- and its latency stamped -- when the token arrives, as on Dask
   and mini-tasks, without pulling every value to the driver (watching the
   value itself moved 100 results of 4 MB through the driver: a chain of them
-  took 1.1-1.3 times as long as the same chain in plain Ray; now 0.9-1.1). ``ray.wait(fetch_local=False)`` would serve
-  too, but only by polling a changing set of refs from a thread.
+  took 1.1-1.3 times as long as the same chain in plain Ray; now 0.9-1.1).
+  ``ray.wait(fetch_local=False)`` would serve too, but only by polling a
+  changing set of refs from a thread.
 - **dataflow** (emulated with Ray tasks): `engines.plan.evaluate` with
   `RayRunner`. Each partition is one task; a shuffle's ``split`` task is
   declared with ``num_returns=N`` so it returns **one ObjectRef per bucket**
