@@ -195,7 +195,7 @@ def test_a_hostile_connection_runs_nothing_and_the_cluster_finishes(folder):
 
 @pytest.mark.parametrize("args, message", [
     (["no_such_module"], "cannot import the flow module 'no_such_module'"),
-    (["user_flow:nope"], "module 'user_flow' has no 'nope'; it has: arrivals, flow, get_flow, get_stream, lines"),
+    (["user_flow:nope"], "module 'user_flow' has no 'nope'; it has: arrivals, flow, get_flow, get_many, get_stream, lines"),
     (["user_flow:get_flow(4"], "bad getter 'get_flow(4'"),
     (["user_flow:get_flow"], "is a function, not a Dataflow (did you mean to call it?"),
     (["user_flow", "-i", "0", "-a", "127.0.0.1"], "-a: '127.0.0.1' is not host:port"),
