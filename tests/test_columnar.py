@@ -141,7 +141,7 @@ def test_the_variant_drives_its_generic_engines_cluster_with_its_settings(sessio
 def test_dask_df_connects_to_a_running_cluster(session):
     """The existing-cluster option: a client of the suite's own cluster, which outlives it."""
     if session.engine != "dask-df":
-        pytest.skip("the dask-df option")
+        pytest.skip(f"{session.engine}: this tests an option of dask-df")
     address = session.generic.settings["scheduler"]
     groupby = get_workload("groupby")
     inputs = groupby.generate(seed=3, **groupby.sizes["tiny"])
