@@ -10,8 +10,8 @@ The figure to read is the **time per hop**, run time / ``hops`` (the
 throughput, in hops per second, is its inverse). The recorded latency of a
 hop is measured from when it was submitted -- the start of the run -- so it
 grows along the chain: hop ``k`` shows the time of ``k`` hops, and the p50
-is about half the run. (Engines that stamp a Future only when the driver
-asks for it record just the last hop.)
+is about half the run. Every engine records one sample per hop, when the
+driver hears that the hop ended, whether or not its value ever reaches it.
 
 Stresses: dependency resolution and scheduling latency on a critical path
 with no parallelism at all; a little data (the payload) on every edge.

@@ -77,12 +77,13 @@ SUPPORTS = {
 class MiniFuture(Future):
     """A task's Future. While it lives, the driver holds its result (see the scheduler's Release).
 
-    Its latency is stamped when the worker's report that the task ended reaches the driver;
-    the value itself comes only when asked for (or inline in that report, when it is small).
+    The session, not the Future, stamps the task's latency: when the worker's report that it
+    ended reaches the driver, whether or not the Future is still alive; the value comes only
+    when asked for (or inline in that report, when it is small).
     """
 
     def __init__(self, name: str, session: "MiniTasksSession"):
-        super().__init__(name, session.latencies)
+        super().__init__(name)
         self._session = session
 
     def _fetch(self, timeout):
@@ -129,6 +130,7 @@ class MiniTasksSession(Session):
         self._lock = threading.Lock()             # the scheduler state, futures and outbox
         self._send_lock = threading.Lock()        # one flush at a time keeps each worker's messages in order
         self._futures: dict = {}                  # key -> weakref to its MiniFuture
+        self._submitted: dict = {}                # key -> when it was submitted, until its end is heard
         self._dropped: deque = deque()            # keys whose Futures died
         self._replies: dict = {}                  # token -> {worker: reply}
         self._replied = threading.Condition()
@@ -196,6 +198,7 @@ class MiniTasksSession(Session):
             fid = scheduler.function_id(self._state, fn)
             scheduler.submit(self._state, key, fid, args, kwargs, tuple(slots), retries)
             self._futures[key] = weakref.ref(future)
+            self._submitted[key] = future._t_submit
             outcomes = self._take_outcomes()
         self._settle(outcomes)
         self._kick()
@@ -232,6 +235,7 @@ class MiniTasksSession(Session):
         with self._lock:
             self._take_dropped()
             for key in keys:
+                self._submitted.pop(key, None)      # its end is no longer awaited
                 ref = self._futures.pop(key, None)
                 if ref is None:
                     continue
@@ -255,9 +259,20 @@ class MiniTasksSession(Session):
                 del self._futures[key]
             scheduler.drop(self._state, key)
 
+    def _heard(self, keys) -> None:
+        """Stamp the latency of each task of ``keys`` whose end the driver has just heard, once (under the lock)."""
+        now = time.perf_counter()
+        for key in keys:
+            submitted = self._submitted.pop(key, None)
+            if submitted is not None:
+                self.latencies.add(now - submitted)
+
     def _take_outcomes(self) -> list:
-        """The outcomes the scheduler left, each with its Future's weakref (under the lock)."""
+        """The outcomes the scheduler left, each with its Future's weakref (under the lock).
+
+        A task the scheduler itself failed (an input failed, no worker left) ends here: its latency too."""
         outcomes, self._state["outcomes"] = self._state["outcomes"], []
+        self._heard(key for key, error, _ in outcomes if error is not None)
         return [(key, error, payload, self._futures.get(key)) for key, error, payload in outcomes]
 
     def _settle(self, outcomes) -> None:
@@ -363,14 +378,13 @@ class MiniTasksSession(Session):
     def _apply(self, events) -> None:
         """Worker reports and cluster notices into the scheduler; settle, balance, flush."""
         replies = False
-        heard = []                          # Futures whose tasks ended: their latency is stamped now
         with self._lock:
             self._take_dropped()
             for source, message in events:
                 kind = message[0]
                 if kind == "report":
                     scheduler.report(self._state, source, message[1])
-                    heard += [self._futures.get(entry[1]) for entry in message[1] if entry[0] in ("done", "erred")]
+                    self._heard(entry[1] for entry in message[1] if entry[0] in ("done", "erred"))
                 elif kind == "lost":
                     scheduler.lose_worker(self._state, message[1], message[2])
                     replies = True
@@ -381,10 +395,6 @@ class MiniTasksSession(Session):
                     self._broken = f"mini-tasks worker {message[1]} failed (a bug in the engine): {message[2]}"
             scheduler.balance(self._state)
             outcomes = self._take_outcomes()
-        for ref in heard:
-            future = ref() if ref is not None else None
-            if future is not None:
-                future._heard()
         self._settle(outcomes)
         if replies:
             with self._replied:
