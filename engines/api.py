@@ -396,17 +396,16 @@ class Future:
 
     Engines either push the outcome (``_set_result`` / ``_set_error``, from
     any thread) or override ``_fetch`` to pull it on demand. The first
-    outcome seen is final. The **latency** (submit -> the driver hears the
-    task has finished) is stamped once: by ``_heard`` where an engine hears
-    of it before the value comes (a task-parallel engine leaves the value
-    on its worker), else when the outcome is set.
+    outcome seen is final and stamps the **latency**: submit -> the driver
+    hears that the task ended. (A task-parallel engine that leaves the value
+    on its worker settles the Future with a stand-in for it then --
+    `engines.common.HeldFuture` -- or stamps the latency itself.)
     """
 
     def __init__(self, name: str, log: LatencyLog | None = None):
         self.name = name
         self._log = log
         self._t_submit = time.perf_counter()
-        self._stamped = False
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[["Future"], None]] = []
@@ -419,22 +418,13 @@ class Future:
     def _set_error(self, error: BaseException) -> None:
         self._settle(None, error)
 
-    def _heard(self) -> None:
-        """The driver has heard that the task finished: stamp the latency (once). Thread-safe."""
-        with self._lock:
-            self._stamp()
-
-    def _stamp(self) -> None:
-        if not self._stamped and self._log is not None:
-            self._log.add(time.perf_counter() - self._t_submit)
-        self._stamped = True
-
     def _settle(self, value, error) -> None:
         with self._lock:
             if self._event.is_set():
                 return
             self._value, self._error = value, error
-            self._stamp()
+            if self._log is not None:
+                self._log.add(time.perf_counter() - self._t_submit)
             self._event.set()
             callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:

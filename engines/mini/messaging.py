@@ -157,7 +157,7 @@ class Reply(Future):
 
     def __init__(self, name: str, owner: "Sender", log=None):
         self.name, self._log, self.owner = name, log, owner
-        self._t_submit, self._stamped = time.perf_counter(), False
+        self._t_submit = time.perf_counter()
         self._event = _Once()
         self._lock = threading.Lock()
         self._callbacks = []
