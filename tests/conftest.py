@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 
+import psutil
 import pytest
 
 from engines import engine_names, get_engine
@@ -101,6 +102,14 @@ def wait_until(condition, timeout: float = 20.0, what: str = "the condition") ->
         if time.monotonic() > deadline:
             pytest.fail(f"{what} did not happen within {timeout} s")
         time.sleep(0.005)
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, or one that ends while we look, does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def require_workload(session, workload) -> None:

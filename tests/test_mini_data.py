@@ -22,6 +22,7 @@ import time
 import psutil
 import pytest
 
+from conftest import running
 from engines import get_engine
 from engines.api import Dataflow, DataflowError
 from engines.mini.cluster import InProcessHost
@@ -152,7 +153,7 @@ def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
     deadline = time.monotonic() + timeout
     alive = list(pids)
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in alive if running(p)]
         time.sleep(0.02)
     return alive
 

@@ -19,10 +19,9 @@ import signal
 import time
 from collections import Counter
 
-import psutil
 import pytest
 
-from conftest import wait_until
+from conftest import running, wait_until
 from engines import get_engine
 from engines.api import TaskError
 from engines.mini.taskparallel import run_graph
@@ -248,5 +247,4 @@ def test_no_process_outlives_its_session():
         pids = s.worker_pids
         with s.tasks() as tasks:
             tasks.submit(node, 1).result()
-    gone = lambda: not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    wait_until(gone, 10, "the workers' exit")
+    wait_until(lambda: not any(map(running, pids)), 10, "the workers' exit")
