@@ -104,7 +104,7 @@ def wait_until(condition, timeout: float = 20.0, what: str = "the condition") ->
         time.sleep(0.005)
 
 
-def running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     """Whether process ``pid`` still runs (a zombie, or one that ends while we look, does not)."""
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

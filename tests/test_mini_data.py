@@ -22,7 +22,7 @@ import time
 import psutil
 import pytest
 
-from conftest import running
+from conftest import process_running
 from engines import get_engine
 from engines.api import Dataflow, DataflowError
 from engines.mini.cluster import InProcessHost
@@ -153,7 +153,7 @@ def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
     deadline = time.monotonic() + timeout
     alive = list(pids)
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if running(p)]
+        alive = [p for p in alive if process_running(p)]
         time.sleep(0.02)
     return alive
 

@@ -21,7 +21,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import running, wait_until
+from conftest import process_running, wait_until
 from engines import get_engine
 from engines.api import TaskError
 from engines.mini.taskparallel import run_graph
@@ -247,4 +247,4 @@ def test_no_process_outlives_its_session():
         pids = s.worker_pids
         with s.tasks() as tasks:
             tasks.submit(node, 1).result()
-    wait_until(lambda: not any(map(running, pids)), 10, "the workers' exit")
+    wait_until(lambda: not any(map(process_running, pids)), 10, "the workers' exit")
