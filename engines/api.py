@@ -42,7 +42,7 @@ from __future__ import annotations
 import operator
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 MODELS = ("dataflow", "tasks", "actors")
