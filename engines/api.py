@@ -40,6 +40,7 @@ naming the step::
 from __future__ import annotations
 
 import operator
+import reprlib
 import threading
 import time
 from dataclasses import dataclass
@@ -69,6 +70,43 @@ class TaskError(ArchbenchError):
 
 class ActorError(ArchbenchError):
     """An actor call failed: the method raised, or the actor (or its host) is gone."""
+
+
+class NotAPair(DataflowError):
+    """A keyed step got an item that is not a ``(key, value)`` pair.
+
+    Every engine raises this one error, in these words, for such an item. A
+    pair is an item that unpacks into two, as a 2-tuple does. The step, the
+    item (shortened) and its type are fields, so nothing has to read the
+    message to know what happened::
+
+        >>> raise NotAPair("sum", "a line of text")
+        Traceback (most recent call last):
+        ...
+        engines.api.NotAPair: step 'sum' needs (key, value) items, got 'a line of text' (str): make each item a pair first, e.g. .map(lambda x: (key_of(x), x)) or .key_by(key_of)
+    """
+
+    def __init__(self, step: str, item):
+        self.step, self.item, self.kind = step, _SHORT.repr(item), type(item).__name__
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        return (f"step {self.step!r} needs (key, value) items, got {self.item} ({self.kind}): make each item "
+                "a pair first, e.g. .map(lambda x: (key_of(x), x)) or .key_by(key_of)")
+
+    def __reduce__(self):  # travels from a worker with its fields, not only its text
+        return _not_a_pair, (self.step, self.item, self.kind)
+
+
+def _not_a_pair(step: str, item: str, kind: str) -> NotAPair:
+    error = NotAPair.__new__(NotAPair)
+    error.step, error.item, error.kind = step, item, kind
+    DataflowError.__init__(error, error._text())
+    return error
+
+
+_SHORT = reprlib.Repr()   # an item as an error shows it: long strings and containers cut short
+_SHORT.maxstring = _SHORT.maxother = 60
 
 
 # ------------------------------------------------------- the dataflow model
@@ -147,6 +185,14 @@ class _CountOne:
         return (item if self.key is None else self.key(item), 1)
 
 
+def _iterable(obj) -> bool:
+    try:
+        iter(obj)
+    except TypeError:
+        return False
+    return True
+
+
 def user_function(fn: Callable) -> Callable:
     """The function the user wrote, seen through the composite wrappers.
 
@@ -180,9 +226,11 @@ def describe_function(fn: Callable) -> str:
 class Stream:
     """The output of one step; build the next step from it.
 
-    ``keyed`` is True when the items are known to be ``(key, value)`` pairs,
-    False when they are known not to be (straight from ``read``), None when
-    only running will tell (after a ``map`` or ``flat_map``).
+    ``keyed`` is True when the items are known to be ``(key, value)`` pairs
+    (made by a keyed step or ``key_by``), None when only running will tell:
+    a ``read`` of pairs is a keyed stream like any other, so keyed steps
+    apply to it directly, and an item that turns out not to be a pair fails
+    at run time with `NotAPair`, naming the step.
     """
 
     flow: "Dataflow"
@@ -274,15 +322,20 @@ class Dataflow:
         """A source: a list of partitions, each a list or a zero-argument callable.
 
         Callables are evaluated on the workers, so data need not pass
-        through the driver.
+        through the driver. Items may be anything; a read of ``(key, value)``
+        pairs (a table from storage) goes straight into keyed steps.
         """
-        if isinstance(partitions, (str, bytes)) or not hasattr(partitions, "__len__"):
-            raise self._error(name or "read", "read needs a list of partitions "
+        name = name or self._next_name("read")
+        if isinstance(partitions, (str, bytes)) or not _iterable(partitions):
+            raise self._error(name, "read needs a list of partitions "
                               f"(each a list or a zero-argument callable), got {type(partitions).__name__}")
-        parts = tuple(p if callable(p) else list(p) for p in partitions)
-        if not parts:
-            raise self._error(name or "read", "read needs at least one partition")
-        return self._add("read", name, (), arg=parts, keyed=False)
+        parts = []
+        for i, part in enumerate(partitions):
+            if not callable(part) and (isinstance(part, (str, bytes)) or not _iterable(part)):
+                raise self._error(name, f"partition {i} is a {type(part).__name__}, not a list of items or "
+                                  "a zero-argument callable returning them")
+            parts.append(part if callable(part) else list(part))
+        return self._add("read", name, (), arg=tuple(parts) or ([],), keyed=None)  # no partitions: nothing to read
 
     def stream(self, sources, *, timestamp: Callable, duration: float, speedup: float = 1.0,
                name: str | None = None) -> Stream:
@@ -303,7 +356,7 @@ class Dataflow:
         if duration <= 0 or speedup <= 0:
             raise self._error(name, f"stream needs duration > 0 and speedup > 0, got {duration}, {speedup}")
         spec = StreamSource(tuple(sources), timestamp, float(speedup), float(duration))
-        return self._add("stream", name, (), arg=spec, keyed=False)
+        return self._add("stream", name, (), arg=spec, keyed=None)
 
     @property
     def streaming(self) -> bool:
@@ -345,11 +398,6 @@ class Dataflow:
         for stream in inputs:
             if not isinstance(stream, Stream) or stream.flow is not self:
                 raise self._error(name, f"{op} takes streams of this flow, got {stream!r}")
-        if op == "join":
-            for side, stream in zip(("left", "right"), inputs):
-                if stream.keyed is False:
-                    raise self._error(name, f"join needs (key, value) items, but its {side} input "
-                                      f"{stream.step!r} is not keyed: key_by(fn) or map to pairs first")
         timed = op == "stream" or any(stream.timed for stream in inputs)
         if op == "stream" and self.streaming:
             raise self._error(name, "a flow has at most one stream source")

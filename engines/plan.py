@@ -35,7 +35,7 @@ from collections import Counter
 from itertools import chain
 from typing import Callable, Iterable
 
-from engines.api import DataflowError, Dataflow, FilterFn, MapFn, Step, describe_function, user_function
+from engines.api import DataflowError, Dataflow, FilterFn, MapFn, NotAPair, Step, describe_function, user_function
 
 
 # ------------------------------------------------------------- ownership
@@ -130,15 +130,41 @@ def combine(pairs: Iterable, fn: Callable, step: Step) -> dict:
     acc = {}
     get = acc.get
     missing = acc  # a sentinel no value can be
-    try:
-        for key, value in pairs:
-            old = get(key, missing)
-            acc[key] = value if old is missing else fn(old, value)
-    except (TypeError, ValueError) as e:
-        if "unpack" in str(e):
-            raise DataflowError(f"step {step.name!r} needs (key, value) items: {e}") from None
-        raise
+    for item in pairs:
+        try:
+            key, value = item
+        except (TypeError, ValueError):
+            raise NotAPair(step.name, item) from None
+        old = get(key, missing)
+        acc[key] = value if old is missing else fn(old, value)
     return acc
+
+
+def checked_pairs(items: Iterable, step: Step) -> Iterable:
+    """``items``, each checked to be a ``(key, value)`` pair for ``step`` (`NotAPair` if one is not).
+
+    For an engine whose own keyed operators would take a non-pair apart in
+    some other way (Spark's ``join`` indexes ``item[0]``, ``item[1]``).
+    """
+    for item in items:
+        try:
+            _, _ = item
+        except (TypeError, ValueError):
+            raise NotAPair(step.name, item) from None
+        yield item
+
+
+def key_of(item, step: Step):
+    """The key of a ``(key, value)`` item; `NotAPair` naming ``step`` if it is not one.
+
+    >>> key_of(("a", 1), Step("reduce_by_key", "sum", ()))
+    'a'
+    """
+    try:
+        key, _ = item
+    except (TypeError, ValueError):
+        raise NotAPair(step.name, item) from None
+    return key
 
 
 def split(source, ops: tuple[Step, ...], keyed: Step, n: int) -> list[list]:
@@ -149,19 +175,18 @@ def split(source, ops: tuple[Step, ...], keyed: Step, n: int) -> list[list]:
         if keyed.op == "reduce_by_key":
             items = combine(items, keyed.fn, keyed).items()
         buckets = [[] for _ in range(n)]
-        if n == 1:
-            buckets[0].extend(items)
+        if n == 1 and keyed.op == "reduce_by_key":
+            buckets[0].extend(items)        # combine has checked every pair
             return buckets
         for item in items:
-            key = item[0] if type(item) is tuple and len(item) == 2 else _bad_pair(keyed, item)
-            buckets[stable_hash(key) % n].append(item)
+            try:
+                key, _ = item
+            except (TypeError, ValueError):
+                raise NotAPair(keyed.name, item) from None
+            buckets[stable_hash(key) % n if n > 1 else 0].append(item)
         return buckets
     except Exception as e:
         raise step_error(e, steps) from None
-
-
-def _bad_pair(step: Step, item):
-    raise DataflowError(f"step {step.name!r} needs (key, value) items, got {item!r}")
 
 
 def merge_reduce(step: Step, *buckets: list) -> list:
@@ -179,12 +204,9 @@ def merge_join(step: Step, n_left: int, *buckets: list) -> list:
     ``n_left``), then of the right side.
     """
     table: dict = {}
-    try:
-        for key, value in chain.from_iterable(buckets[:n_left]):
-            table.setdefault(key, []).append(value)
-        return [(key, (lv, rv)) for key, rv in chain.from_iterable(buckets[n_left:]) for lv in table.get(key, ())]
-    except (TypeError, ValueError) as e:
-        raise DataflowError(f"step {step.name!r} needs (key, value) items: {e}") from None
+    for key, value in chain.from_iterable(buckets[:n_left]):   # pairs: split checked them
+        table.setdefault(key, []).append(value)
+    return [(key, (lv, rv)) for key, rv in chain.from_iterable(buckets[n_left:]) for lv in table.get(key, ())]
 
 
 # ------------------------------------------------------------- a whole flow

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from engines import UnknownName, get_engine
-from engines.api import Dataflow, DataflowError
+from engines.api import Dataflow, DataflowError, NotAPair
 
 
 def test_composites_are_built_from_the_core_steps():
@@ -30,8 +30,7 @@ def test_steps_are_frozen():
 @pytest.mark.parametrize("build, message", [
     (lambda f: f.read([[1]]).map("upper", name="shout"), r"step 'shout'.*map needs a callable, got str"),
     (lambda f: f.read([[1]]).reduce_by_key(None, name="sum"), r"step 'sum'.*reduce_by_key needs a callable"),
-    (lambda f: f.read([["a"]], name="raw").join(f.read([[("a", 1)]]).map(tuple), name="j"),
-     r"step 'j'.*left input 'raw' is not keyed: key_by\(fn\) or map to pairs first"),
+    (lambda f: f.read([[1], 7], name="raw"), r"step 'raw'.*partition 1 is a int, not a list of items"),
     (lambda f: [f.read([[1]]).collect("out"), f.read([[2]]).collect("out")], r"two sinks are named 'out'"),
     (lambda f: f.read("not a list"), r"read needs a list of partitions"),
     (lambda f: f.read([[1]]).join(Dataflow("other").read([[(1, 2)]]).map(tuple)), r"streams of this flow"),
@@ -56,8 +55,25 @@ def test_listing_engines_imports_no_heavy_framework():
 def test_keyed_steps_check_their_items_at_run_time():
     flow = Dataflow("f")
     flow.read([["not a pair"]]).map(str.upper, name="up").reduce_by_key(operator.add, name="sum").collect("o")
-    with pytest.raises(DataflowError, match=r"'sum' needs \(key, value\) items"):
+    with pytest.raises(NotAPair, match=r"step 'sum' needs \(key, value\) items, got 'NOT A PAIR' \(str\)") as e:
         get_engine("serial").start().dataflow(flow)
+    assert (e.value.step, e.value.item, e.value.kind) == ("sum", "'NOT A PAIR'", "str")
+
+
+def test_a_read_may_be_of_pairs_and_go_straight_into_keyed_steps():
+    """A read cannot know whether its items are pairs, so nothing refuses it before it runs."""
+    flow = Dataflow("f")
+    owners = flow.read([[("a1", "o1"), ("a2", "o2")]])
+    balances = flow.read([[("a1", 5), ("a1", 2), ("a2", 1)]]).reduce_by_key(operator.add)
+    balances.join(owners).collect("joined")
+    assert [s.op for s in flow.steps] == ["read", "read", "reduce_by_key", "join", "collect"]
+
+
+def test_partitions_may_come_from_any_iterable_and_none_is_an_empty_stream():
+    flow = Dataflow("f")
+    flow.read(iter([[1], (2, 3)])).collect("some")
+    flow.read([]).count_by_key().collect("none")
+    assert get_engine("serial").start().dataflow(flow) == {"some": [1, 2, 3], "none": []}
 
 
 @pytest.mark.parametrize("build, message", [

@@ -108,7 +108,7 @@ class Join(Workload):
     def run(self, session, inputs):
         flow = Dataflow("join")
         orders = flow.read(partitions(make_orders, inputs["orders"]), name="orders")
-        customers = flow.read(partitions(make_customers, inputs["customers"]), name="customers").map(tuple)
+        customers = flow.read(partitions(make_customers, inputs["customers"]), name="customers")   # (customer, region) pairs
         joined = orders.map(order_by_customer).join(customers)
         joined.map(region_amount).reduce_by_key(operator.add).collect("revenue")
         joined.filter(is_large).map(large_order).collect("large_orders")

@@ -17,9 +17,13 @@ archbench step     RDD operation
 ``filter``         ``filter(pred)`` (a `FilterFn`)
 ``flat_map``       ``flatMap(fn)``; Spark fuses consecutive narrow steps into
                    one pass over a partition, as `engines.plan.fuse` does
-``reduce_by_key``  ``reduceByKey(fn, N)``: combined on the map side before the
-                   shuffle (Spark's combiner), then merged per key
-``join``           ``join(other, N)``: ``(key, (left, right))`` per matching pair
+``reduce_by_key``  ``mapPartitions(combine)`` then ``reduceByKey(fn, N)``: each
+                   partition combined by `engines.plan.combine` (which checks
+                   every item is a pair) before Spark's combiner, shuffle and
+                   merge per key
+``join``           ``join(other, N)`` of both sides' items checked to be pairs
+                   (`engines.plan.checked_pairs`): ``(key, (left, right))`` per
+                   matching pair
 ``collect``        ``collect()``: one job per sink
 =================  ==========================================================
 
@@ -72,13 +76,14 @@ import threading
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import cloudpickle
 
 from engines.adapters import (LOG_DIR, AdapterEngine, by_value_modules, driver_path, environ, java_available, log_dir,
                               pickle_by_value_fallback, send_by_value_too)
-from engines.api import ArchbenchError, Dataflow, DataflowError, FilterFn, MapFn, Session, Step, Tasks
-from engines.plan import source_items, step_error
+from engines.api import ArchbenchError, Dataflow, DataflowError, FilterFn, MapFn, NotAPair, Session, Step, Tasks
+from engines.plan import checked_pairs, combine, source_items, step_error
 from engines.streaming import run_microbatches
 
 _LOG4J = """\
@@ -190,9 +195,11 @@ class SparkRDDSession(Session):
             elif step.op == "flat_map":
                 rdds[step.name] = up.flatMap(_Guard(step, step.fn))
             elif step.op == "reduce_by_key":
-                rdds[step.name] = up.reduceByKey(_Guard(step, step.fn), numPartitions=self.workers)
+                combined = up.mapPartitions(_Guard(step, partial(_combine, step)), preservesPartitioning=True)
+                rdds[step.name] = combined.reduceByKey(_Guard(step, step.fn), numPartitions=self.workers)
             elif step.op == "join":
-                rdds[step.name] = up.join(rdds[step.inputs[1]], numPartitions=self.workers)
+                left, right = (rdds[name].mapPartitions(partial(checked_pairs, step=step)) for name in step.inputs)
+                rdds[step.name] = left.join(right, numPartitions=self.workers)
             elif step.op == "collect":
                 try:
                     out[step.arg] = up.collect()
@@ -265,6 +272,11 @@ def _guard_on_worker(step: Step, fn, by_value: bool) -> _Guard:
     return _Guard(step, fn)
 
 
+def _combine(step: Step, items):
+    """The map side's combine, as `engines.plan` does it (which checks that every item is a pair)."""
+    return combine(items, step.fn, step).items()
+
+
 def _read(recipe: bytes):
     """One partition's items, made here on the executor."""
     from pyspark import cloudpickle as spark_cloudpickle
@@ -275,10 +287,11 @@ def _read(recipe: bytes):
 def raised_on_worker(error: Exception) -> DataflowError | None:
     """The DataflowError a Python worker raised, read back from the text of Spark's error; None if none did."""
     text = str(error)
-    marker = "DataflowError: "
-    if marker not in text:
+    found = [(text.index(m), m) for m in (f"{c.__name__}: " for c in (DataflowError, NotAPair)) if m in text]
+    if not found:
         return None
-    message = text[text.index(marker) + len(marker):]
+    at, marker = min(found)
+    message = text[at + len(marker):]
     return DataflowError(message.split("\n\tat org.apache.spark")[0].split(" SQLSTATE:")[0].rstrip())
 
 
