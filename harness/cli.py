@@ -17,10 +17,13 @@ from pathlib import Path
 
 from engines import Planned, engine_names, get_engine
 from engines.api import MODELS, ArchbenchError
+from harness.matrix import FULL_MATRIX
 from workloads import SIZES, get_workload, load_workload_file, quick_workloads, workload_names
 
 DEFAULT_SIZE = "small"
 DEFAULT_WORKERS = "2"
+DEFAULT_REPEAT = 3
+QUICK_REPEAT = 2      # the quick matrix's: within two minutes on a 2-core machine (README, "The quick matrix")
 
 
 class Parser(argparse.ArgumentParser):
@@ -125,7 +128,8 @@ def build_matrix(args, parser, stored: dict):
     else:
         spec = args.engines if args.engines is not None else ",".join(stored["engines"])
         engines = _names(spec, engine_names(), "engine", parser)
-    if args.workloads is None and "workloads" not in stored:
+    quick = args.workloads is None and stored.get("quick", "workloads" not in stored)
+    if quick:
         workloads = quick_workloads()
     else:
         spec = args.workloads if args.workloads is not None else ",".join(stored["workloads"])
@@ -143,12 +147,14 @@ def build_matrix(args, parser, stored: dict):
             parser.error(f"--workers {args.workers!r}: give positive whole numbers, e.g. 1,2")
     else:
         workers = stored.get("workers", [int(DEFAULT_WORKERS)])
-    repeat, warmup, timeout = pick("repeat", 3), pick("warmup", 1), pick("timeout", 120.0)
+    repeat = pick("repeat", QUICK_REPEAT if quick else DEFAULT_REPEAT)
+    warmup, timeout = pick("warmup", 1), pick("timeout", 120.0)
     if repeat < 1 or warmup < 0 or timeout <= 0:
         parser.error("--repeat must be ≥ 1, --warmup ≥ 0 and --timeout > 0")
     options = _engine_options(args.engine_option or [], parser) or stored.get("options", {})
     return Matrix(engines=engines, workloads=workloads, sizes=sizes, workers=workers, repeat=repeat,
-                  warmup=warmup, timeout=timeout, seed=pick("seed", 42), workload_files=files, options=options)
+                  warmup=warmup, timeout=timeout, seed=pick("seed", 42), workload_files=files, options=options,
+                  quick=quick)
 
 
 def cmd_run(args, parser) -> int:
@@ -176,6 +182,10 @@ def cmd_run(args, parser) -> int:
     print(f"archbench: {len(cells)} cells ({len(matrix.engines)} engines × {len(matrix.workloads)} workloads × "
           f"{len(matrix.sizes)} sizes × {len(matrix.workers)} worker counts), {matrix.repeat} repeats each "
           f"-> {out}", file=sys.stderr)
+    if matrix.quick:
+        print(f"archbench: the quick matrix -- {len(matrix.workloads)} of {len(workload_names())} workloads (one per "
+              f"model, and the stream), {matrix.repeat} repeats: a first look, not a verdict. "
+              f"The full matrix: {FULL_MATRIX}", file=sys.stderr)
     try:
         rows = run_matrix(matrix, out, run_id, Progress(len(cells)))
     except KeyboardInterrupt:
@@ -219,13 +229,15 @@ def make_parser() -> Parser:
     run = sub.add_parser("run", help="run the benchmark matrix", description=(
         "Run engine × workload × size × workers; each cell in its own process. With no flags, the quick "
         f"matrix: every available engine, the quick workloads (one per model, and the stream), size "
-        f"{DEFAULT_SIZE}, {DEFAULT_WORKERS} workers, then plots and a report."))
+        f"{DEFAULT_SIZE}, {DEFAULT_WORKERS} workers, {QUICK_REPEAT} repeats, then plots and a report. "
+        f"The full matrix: {FULL_MATRIX}"))
     run.add_argument("--engines", help="comma-separated engine names, or all (default: every available one)")
     run.add_argument("--workloads", help="comma-separated workload names, or all (default: the quick ones, "
                      "marked * by `archbench workloads`)")
     run.add_argument("--size", help=f"one of {', '.join(SIZES)}, or several comma-separated (default: {DEFAULT_SIZE})")
     run.add_argument("--workers", help=f"worker counts, comma-separated (default: {DEFAULT_WORKERS})")
-    run.add_argument("--repeat", type=int, help="timed repeats per cell (default: 3)")
+    run.add_argument("--repeat", type=int, help=f"timed repeats per cell (default: {DEFAULT_REPEAT}; "
+                     f"{QUICK_REPEAT} in the quick matrix)")
     run.add_argument("--warmup", type=int, help="untimed runs before the repeats (default: 1)")
     run.add_argument("--timeout", type=float, help="seconds each phase of a cell may take: start-up, "
                      "each warm-up, each repeat (default: 120)")

@@ -35,6 +35,9 @@ from harness.results import append_row, cell_key, new_row, read_rows
 from workloads import get_workload
 
 
+FULL_MATRIX = "archbench run --workloads all --size medium"   # what the quick matrix leaves out, as a command
+
+
 @dataclass(frozen=True)
 class Matrix:
     engines: list[str]
@@ -47,6 +50,7 @@ class Matrix:
     seed: int = 42
     workload_files: list[str] = field(default_factory=list)
     options: dict[str, dict] = field(default_factory=dict)   # engine -> start() options
+    quick: bool = False      # the quick matrix (`archbench run` with no --workloads): a first look
 
     def cells(self) -> list[tuple[str, str, str, int]]:
         """(engine, workload, size, workers), grouped by workload so one workload's engines sit together."""

@@ -19,6 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from harness.matrix import FULL_MATRIX
 from harness.results import cell_key, read_manifest, read_rows
 
 
@@ -107,6 +108,13 @@ def write_report(out: Path) -> Path:
               f"- code: commit {str(git.get('commit'))[:12]}{' (with uncommitted changes)' if git.get('dirty') else ''}",
               f"- {len(rows)} rows; figures are medians of the `ok` repeats; start-up is timed apart from the run",
               ""]
+    matrix = manifest.get("matrix", {})
+    if matrix.get("quick"):
+        lines += [f"This is the **quick matrix**: {len(matrix.get('workloads', []))} workloads (one per model, "
+                  f"and the stream: {', '.join(matrix.get('workloads', []))}) at {', '.join(matrix.get('sizes', []))} "
+                  f"size, {matrix.get('repeat')} repeats after a warm-up -- a first look at every engine, not a "
+                  "verdict. The other workloads and sizes are left out; the full matrix is "
+                  f"`{FULL_MATRIX}`.", ""]
     wrong = [r for r in rows if r["status"] == "wrong"]
     if wrong:
         lines += ["## WRONG RESULTS", "", "These cells returned an answer that differs from the reference. "

@@ -61,7 +61,7 @@ class FanOutFanIn(Workload):
     quick = True
     sizes = {
         "tiny": {"leaves": 16, "samples": 2_000, "fan_in": 4},
-        "small": {"leaves": 200, "samples": 10_000, "fan_in": 8},
+        "small": {"leaves": 64, "samples": 30_000, "fan_in": 8},   # the quick matrix's: few enough for Spark's emulation
         "medium": {"leaves": 1_000, "samples": 40_000, "fan_in": 16},
         "large": {"leaves": 2_000, "samples": 200_000, "fan_in": 16},
     }
