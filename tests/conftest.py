@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -60,12 +61,20 @@ def _stop_engines():
         _running.pop(name).close()
 
 
+def require_engine(name: str) -> None:
+    """Skip where engine ``name`` cannot run here, with its own reason: what is missing and how to install it.
+
+    For tests that need an engine (or its framework) without the ``session``
+    fixture; the heavy packages stay unimported until the test goes on.
+    """
+    ok, why = get_engine(name).available()
+    if not ok:
+        pytest.skip(f"{name} is unavailable here: {why}")
+
+
 @pytest.fixture(scope="session", params=engine_names())
 def session(request):
-    engine = get_engine(request.param)
-    ok, why = engine.available()
-    if not ok:
-        pytest.skip(f"{request.param} is unavailable here: {why}")
+    require_engine(request.param)
     return running(request.param)
 
 
@@ -102,6 +111,23 @@ def wait_until(condition, timeout: float = 20.0, what: str = "the condition") ->
         if time.monotonic() > deadline:
             pytest.fail(f"{what} did not happen within {timeout} s")
         time.sleep(0.005)
+
+
+def meet(folder: str, me: str, others: tuple[str, ...], timeout: float = 60.0) -> str:
+    """A barrier between processes: mark ``me`` present in ``folder``, return once every one of ``others`` is.
+
+    Code that calls it (a task, a partition) can only return while the
+    others are running too, so their spans in a trace overlap for certain,
+    however fast or loaded the machine is. Raises TimeoutError, naming who
+    never came, after ``timeout`` seconds (they were not run at the same time).
+    """
+    Path(folder, me).touch()
+    deadline = time.monotonic() + timeout
+    while missing := [o for o in others if not Path(folder, o).exists()]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{me} waited {timeout} s at the barrier for {', '.join(missing)}, which never came")
+        time.sleep(0.005)
+    return me
 
 
 def process_running(pid: int) -> bool:

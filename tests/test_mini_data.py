@@ -11,6 +11,7 @@ naming it and its step; no process outlives its session or its driver.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import os
@@ -22,12 +23,12 @@ import time
 import psutil
 import pytest
 
-from conftest import process_running
+from conftest import meet, process_running
 from engines import get_engine
 from engines.api import Dataflow, DataflowError
 from engines.mini.cluster import InProcessHost
 from engines.mini.dataparallel import DataWorker, drive
-from engines.mini.trace import busy, overlap, traffic
+from engines.mini.trace import overlap, traffic
 
 
 # ---------------------------------------------------------------- flows a new user might write
@@ -105,24 +106,25 @@ def test_a_step_error_names_the_step_and_the_session_goes_on(processes):
 # ---------------------------------------------------------------- properties of the architecture
 
 
-def burn(steps: int) -> list:
-    """A partition that keeps one core busy (pure Python: it holds the GIL throughout)."""
-    n = 0
-    for i in range(steps):
-        n += i * i % 7
+def met(folder: str, me: str, other: str) -> list:
+    """A partition that is made only while ``other`` is being made too (a barrier between their workers)."""
+    meet(folder, me, (other,))
     return [("done", 1)]
 
 
-def test_two_workers_are_busy_at_the_same_time():
-    flow = Dataflow("cpu")
-    flow.read([lambda: burn(2_000_000), lambda: burn(2_000_000)]).reduce_by_key(operator.add).collect("out")
+def test_two_workers_are_busy_at_the_same_time(tmp_path):
+    """Each worker's read can end only once the other's has begun, so their spans overlap, however loaded the
+    machine; partitions read one after the other would fail the job with the barrier's TimeoutError."""
+    folder = str(tmp_path)
+    flow = Dataflow("meet")
+    flow.read([functools.partial(met, folder, "p0", "p1"), functools.partial(met, folder, "p1", "p0")]) \
+        .reduce_by_key(operator.add).collect("out")
     with get_engine("mini-data").start(workers=2) as session:
         assert session.dataflow(flow) == {"out": [("done", 2)]}
         rows = session.trace()
-    spans = busy(rows)
-    assert set(spans) == {0, 1}
-    shortest = min(sum(end - start for start, end in worker) for worker in spans.values())
-    assert overlap(rows) > 0.5 * shortest           # most of the work ran with both workers inside a step
+    reads = [r for r in rows if r["event"] == "span" and r["what"] == "split"]   # each worker reads its partition
+    assert sorted(r["worker"] for r in reads) == [0, 1]
+    assert overlap(reads) > 0
 
 
 def distinct_keys(part: int) -> list:
@@ -161,41 +163,38 @@ def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
 def test_a_worker_dying_mid_job_fails_it_promptly_naming_worker_and_step():
     flow = Dataflow("crash")
     flow.read([[1, 2], [3, 4]]).map(lambda x: kill_on(x, 3), name="explode").reduce_by_key(max).collect("out")
-    session = get_engine("mini-data").start(workers=2)
-    pids = session.worker_pids
-    started = time.monotonic()
-    with pytest.raises(DataflowError, match=rf"worker 1 \(pid {pids[1]}\) was killed by SIGKILL while running "
-                                            r"step '.*explode.*' of flow 'crash'"):
-        session.dataflow(flow)
-    assert time.monotonic() - started < 10           # promptly: no heartbeat timeout was needed
-    with pytest.raises(DataflowError, match="session is broken"):
-        session.dataflow(flow)
-    session.close()
+    with get_engine("mini-data").start(workers=2) as session:
+        pids = session.worker_pids
+        started = time.monotonic()
+        with pytest.raises(DataflowError, match=rf"worker 1 \(pid {pids[1]}\) was killed by SIGKILL while running "
+                                                r"step '.*explode.*' of flow 'crash'"):
+            session.dataflow(flow)
+        assert time.monotonic() - started < 10           # promptly: no heartbeat timeout was needed
+        with pytest.raises(DataflowError, match="session is broken"):
+            session.dataflow(flow)
     assert wait_gone(pids) == []
 
 
 def test_a_hung_worker_is_found_by_its_missing_heartbeats():
-    session = get_engine("mini-data").start(workers=2, heartbeat_s=0.1, heartbeat_timeout_s=1.0)
-    pids = session.worker_pids
-    os.kill(pids[1], signal.SIGSTOP)                  # alive, connected, and silent
-    try:
-        started = time.monotonic()
-        with pytest.raises(DataflowError, match=r"worker 1 \(pid \d+\) sent no heartbeat for 1 s"):
-            session.dataflow(letters_flow())
-        assert time.monotonic() - started < 10
-    finally:
-        os.kill(pids[1], signal.SIGCONT)
-        session.close()
+    with get_engine("mini-data").start(workers=2, heartbeat_s=0.1, heartbeat_timeout_s=1.0) as session:
+        pids = session.worker_pids
+        os.kill(pids[1], signal.SIGSTOP)                  # alive, connected, and silent
+        try:
+            started = time.monotonic()
+            with pytest.raises(DataflowError, match=r"worker 1 \(pid \d+\) sent no heartbeat for 1 s"):
+                session.dataflow(letters_flow())
+            assert time.monotonic() - started < 10
+        finally:
+            os.kill(pids[1], signal.SIGCONT)              # before the session closes, so it can stop
     assert wait_gone(pids) == []
 
 
 def test_no_process_outlives_a_closed_session_or_a_killed_worker():
-    session = get_engine("mini-data").start(workers=2)
-    pids = session.worker_pids
-    assert len(set(pids)) == 2 and os.getpid() not in pids
-    os.kill(pids[0], signal.SIGKILL)
-    assert wait_gone(pids[:1]) == []
-    session.close()
+    with get_engine("mini-data").start(workers=2) as session:
+        pids = session.worker_pids
+        assert len(set(pids)) == 2 and os.getpid() not in pids
+        os.kill(pids[0], signal.SIGKILL)
+        assert wait_gone(pids[:1]) == []
     assert wait_gone(pids) == []
 
 
@@ -285,12 +284,11 @@ def test_a_worker_dying_mid_stream_fails_it_promptly_naming_the_worker():
                 speedup=20.0) \
         .map(lambda e: kill_on(int(e[0] * 2), 31) if e[1] == "s1" else (0, 1), name="explode") \
         .window(5.0, operator.add).collect("out")
-    session = get_engine("mini-data").start(workers=2)
-    pids = session.worker_pids
-    started = time.monotonic()
-    with pytest.raises(DataflowError, match=r"worker \d \(pid \d+\) was killed by SIGKILL while running "
-                                            r"step 'stream_1\+.*explode.*' of flow 'crash-stream'"):
-        session.dataflow(flow)
-    assert time.monotonic() - started < 10
-    session.close()
+    with get_engine("mini-data").start(workers=2) as session:
+        pids = session.worker_pids
+        started = time.monotonic()
+        with pytest.raises(DataflowError, match=r"worker \d \(pid \d+\) was killed by SIGKILL while running "
+                                                r"step 'stream_1\+.*explode.*' of flow 'crash-stream'"):
+            session.dataflow(flow)
+        assert time.monotonic() - started < 10
     assert wait_gone(pids) == []
