@@ -13,6 +13,7 @@ with its own reason.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -67,9 +68,12 @@ def require_engine(name: str) -> None:
     For tests that need an engine (or its framework) without the ``session``
     fixture; the heavy packages stay unimported until the test goes on.
     """
-    ok, why = get_engine(name).available()
+    engine = get_engine(name)
+    ok, why = engine.available()
     if not ok:
-        pytest.skip(f"{name} is unavailable here: {why}")
+        missing = [m for m in engine.requires if importlib.util.find_spec(m) is None]
+        hint = f" (in a checkout: pip install -e '.[{engine.extra}]')" if missing and engine.extra else ""
+        pytest.skip(f"{name} is unavailable here: {why}{hint}")
 
 
 @pytest.fixture(scope="session", params=engine_names())
