@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from engines import get_engine
 from harness.results import FIELDS, read_rows
 
 HEADER = '''
@@ -139,15 +140,18 @@ def test_an_interrupted_run_resumes_without_losing_or_repeating_rows(tmp_path):
     assert all(r["status"] == "ok" for r in after)
 
 
-def test_unsupported_and_unavailable_cells_say_why(tmp_path):
+def test_unsupported_and_unavailable_cells_say_why(tmp_path, monkeypatch):
+    """spark is made unavailable for certain: without pyspark, or (with it) pointed at a Java that is not there."""
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-java"))     # the runner inherits it
+    available, why = get_engine("spark").available()
+    assert not available and why
     out = tmp_path / "run"
-    archbench("run", "--engines", "pool,mini-actors", "--workloads", "actor-pipeline", "--size", "tiny",
+    archbench("run", "--engines", "pool,mini-actors,spark", "--workloads", "actor-pipeline", "--size", "tiny",
               "--repeat", "1", "--out", str(out), "--no-plots", check=True)
     rows = {r["engine"]: r for r in read_rows(out)}
     assert rows["pool"]["status"] == "unsupported" and "stateless" in rows["pool"]["error"]
-    assert rows["mini-actors"]["status"] in ("ok", "unavailable")
-    if rows["mini-actors"]["status"] == "unavailable":
-        assert rows["mini-actors"]["error"]
+    assert rows["mini-actors"]["status"] == "ok", rows["mini-actors"]["error"]     # a core engine: always here
+    assert rows["spark"]["status"] == "unavailable" and rows["spark"]["error"] == why
 
 
 @pytest.mark.parametrize("args, message", [
