@@ -54,7 +54,7 @@ def test_a_batch_of_messages_travels_as_one_frame():
 
 
 def test_large_buffers_travel_out_of_band_and_code_by_value():
-    numpy = pytest.importorskip("numpy")
+    import numpy                      # a core dependency: its absence is a broken install, not a skip
     array = numpy.arange(1_000_000, dtype="int64")
     parts = encode([array, lambda x: x + 1], code=True)
     assert any(memoryview(p).nbytes == array.nbytes for p in parts)   # the array's buffer, not a copy in the pickle

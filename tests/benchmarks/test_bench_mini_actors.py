@@ -31,6 +31,7 @@ import time
 
 import pytest
 
+from conftest import require_engine
 from engines import get_engine
 
 CALLS = {"tiny": 200, "small": 2_000, "medium": 5_000, "large": 20_000}        # sequential, per round
@@ -151,9 +152,7 @@ def engines():
         if name not in views:
             base, _, variant = name.partition(" ")
             engine_name = "mini-actors" if base.startswith("mini-actors") else base
-            ok, why = get_engine(engine_name).available()
-            if not ok:
-                pytest.skip(f"{engine_name} is unavailable here: {why}")
+            require_engine(engine_name)
             options = {"direct_receive": False} if base == "mini-actors/queue" else {}
             if base not in sessions:
                 sessions[base] = get_engine(engine_name).start(workers=2, **options)

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_engine
 from engines import get_engine
 from engines.api import Dataflow
 from engines.mini.trace import traffic
@@ -299,7 +300,7 @@ BYTEWAX = [("generic", "x1"), ("generic", "x2 threads"), ("generic", "x2 process
 @pytest.mark.parametrize("workload", ["wordcount", "groupby"])
 @pytest.mark.parametrize("form, how", BYTEWAX, ids=[f"{f}-{h.replace(' ', '-')}" for f, h in BYTEWAX])
 def test_bytewax(benchmark, bench_size, workload, form, how, tmp_path):
-    pytest.importorskip("bytewax")
+    require_engine("bytewax")
     wl, inputs, want = case(workload, bench_size)
     key = (workload, f"bytewax-{form} {how}")
     if how == "x2 processes":
@@ -323,9 +324,7 @@ def test_bytewax(benchmark, bench_size, workload, form, how, tmp_path):
 @pytest.mark.parametrize("workload", ["wordcount", "groupby"])
 def test_bytewax_adapter(benchmark, sessions, bench_size, workload):
     """The registry's Bytewax adapter, when it exists: the same workload code as every engine."""
-    ok, why = get_engine("bytewax").available()
-    if not ok:
-        pytest.skip(f"no bytewax adapter here: {why}")
+    require_engine("bytewax")
     wl, inputs, want = case(workload, bench_size)
     got = measure(benchmark, (workload, "bytewax adapter x2"),
                   functools.partial(wl.run, sessions("bytewax", 2), inputs), bench_size)

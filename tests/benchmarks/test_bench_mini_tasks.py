@@ -28,6 +28,7 @@ import time
 
 import pytest
 
+from conftest import require_engine
 from engines import get_engine
 from workloads import get_workload
 from workloads.task_overhead import noop
@@ -52,10 +53,8 @@ def sessions():
     started: dict = {}
 
     def get(name: str):
+        require_engine(name)
         engine = get_engine(name)
-        ok, why = engine.available()
-        if not ok:
-            pytest.skip(f"{name} is unavailable here: {why}")
         if name not in started:
             started[name] = engine.start(workers=2)
         return started[name]
