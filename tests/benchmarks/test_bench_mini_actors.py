@@ -67,7 +67,8 @@ class RawPinger:
     """The same with the framework's own handles (a Ray actor handle or a Dask actor proxy)."""
 
     def volley(self, other, n, ray_handle: bool):
-        import ray
+        if ray_handle:      # only then: a Dask install need not have Ray
+            import ray
 
         times = []
         for _ in range(n):
