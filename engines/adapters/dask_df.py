@@ -45,7 +45,8 @@ address="tcp://host:8786")`` as for ``dask``.
 from __future__ import annotations
 
 from engines.adapters.columnar import ColumnarEngine, ColumnarSession, check_frame, partition_columns
-from engines.adapters.dask import DaskEngine
+from engines.adapters import by_value_modules
+from engines.adapters.dask import DaskEngine, _ByValue, _unwrap
 
 #: a frame's column types as pandas names them
 _DTYPES = {str: "str", int: "int64", float: "float64"}
@@ -90,6 +91,8 @@ class DaskDFSession(ColumnarSession):
         import dask.dataframe as dd
 
         parts = list(check_frame(partitions, columns))
+        if by_value_modules():  # a user's workload file: its functions cannot be imported on a worker
+            parts = [_ByValue(part) for part in parts]
         make = _PandasPartition(columns)
         return dd.from_map(make, parts, range(len(parts)), meta=make.empty(), label="frame-partition",
                            enforce_metadata=False)
@@ -110,7 +113,7 @@ class _PandasPartition:
         self.columns = columns
 
     def __call__(self, source, index: int):
-        return self._frame(partition_columns(source, index, self.columns))
+        return self._frame(partition_columns(_unwrap(source), index, self.columns))
 
     def empty(self):
         """The frame's columns and types, no rows: Dask's ``meta``."""
