@@ -17,10 +17,12 @@ from engines.api import ActorError, Dataflow, DataflowError, MODELS, TaskError, 
 
 
 def test_unsupported_models_say_why(session):
-    for model in MODELS:
-        if not supports(session, model):
-            with pytest.raises(UnsupportedModel, match=session.supports[model].split(": ", 1)[-1][:40]):
-                getattr(session, model)(Dataflow("x")) if model == "dataflow" else getattr(session, model)()
+    refused = [model for model in MODELS if not supports(session, model)]
+    if not refused:
+        pytest.skip(f"{session.engine} runs all three models: it refuses none")
+    for model in refused:
+        with pytest.raises(UnsupportedModel, match=session.supports[model].split(": ", 1)[-1][:40]):
+            getattr(session, model)(Dataflow("x")) if model == "dataflow" else getattr(session, model)()
 
 
 # ----------------------------------------------------------------- dataflow
@@ -214,11 +216,9 @@ def test_refs_travel_and_actors_message_each_other(session):
     with session.actors() as actors:
         a, b = actors.spawn(Log), actors.spawn(Log)
         assert actors.gather([a.call("forward", b, i) for i in range(20)]) == ["sent"] * 20
-        for _ in range(10_000):       # b's mailbox may still hold a's tells: ask until it has them
-            items = b.call("items_").result()
-            if len(items) == 20:
-                break
-        assert items == [str(i) for i in range(20)]   # one sender (a): its order is kept
+        # b's mailbox may still hold a's tells: ask until it has them
+        wait_until(lambda: len(b.call("items_").result()) == 20, what="b to hold a's 20 tells")
+        assert b.call("items_").result() == [str(i) for i in range(20)]   # one sender (a): its order is kept
 
 
 def test_a_raising_method_fails_its_call_and_the_actor_goes_on(session):
