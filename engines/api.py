@@ -636,6 +636,18 @@ class Session:
         return UnsupportedModel(f"engine {self.engine!r} does not run the {model} model ({why}); "
                                 f"see `archbench engines` for which engines do")
 
+    def trace_start(self) -> None:
+        """Begin recording what the workers do (`engines.tracing`). Default: there is nothing to record."""
+
+    def trace_stop(self):
+        """The `engines.tracing.Trace` recorded since `trace_start`: rows, their instrument, what is missing.
+
+        Default: no rows -- the harness then shows the driver's own span of the run alone.
+        """
+        from engines.tracing import Trace
+
+        return Trace(source="none", missing=[f"{self.engine} records nothing of its workers"])
+
     def close(self) -> None:
         """Stop the workers. Safe to call twice."""
 

@@ -129,6 +129,7 @@ from engines.mini.messaging import MiniActorRef, Reply, Sender, _local, _senders
     remote_error, unpack
 from engines.mini.supervisor import Driver
 from engines.streaming import run_microbatches
+from engines.mini.trace import Recording
 
 log = logging.getLogger("archbench.mini")
 
@@ -434,7 +435,7 @@ class MiniActorsEngine(Engine):
         return MiniActorsSession(workers, self.supports, settings, host, driver)
 
 
-class MiniActorsSession(Session):
+class MiniActorsSession(Recording, Session):
     """A mini-actors cluster; ``processes=False`` gives the deterministic in-process form.
 
         >>> with MiniActorsEngine().start(workers=2, processes=False) as s:

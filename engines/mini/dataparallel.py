@@ -94,7 +94,7 @@ import cloudpickle
 from engines import Engine
 from engines.api import Dataflow, DataflowError, Session, Step
 from engines.mini.cluster import DRIVER, Host, InProcessHost
-from engines.mini.trace import Tracer
+from engines.mini.trace import Recording, Tracer
 from engines.plan import merge_join, merge_reduce, narrow, source_items, split
 from engines.mini.streams import DEFAULT_TICK, drive_stream, start_stream
 
@@ -467,7 +467,7 @@ class MiniDataEngine(Engine):
         return MiniDataSession(workers, self.supports, settings, host)
 
 
-class MiniDataSession(Session):
+class MiniDataSession(Recording, Session):
     """A mini-data cluster; ``processes=False`` gives the deterministic in-process form.
 
         >>> with MiniDataEngine().start(workers=2, processes=False) as s:
@@ -483,6 +483,7 @@ class MiniDataSession(Session):
         self.host = host
         self._runs = 0
         self._trace: list[dict] = []
+        self._traced: list[dict] = []   # every run's rows while a trace is recording (trace_start)
         self._broken = ""
 
     @property
@@ -506,11 +507,20 @@ class MiniDataSession(Session):
         finally:
             if self.host.lost:
                 self._broken = "; ".join(self.host.lost.values())
+            if self._trace_t0 is not None:
+                self._traced += self._trace
         return out
 
     def trace(self) -> list[dict]:
         """The event rows of the last run (see `engines.mini.trace`)."""
         return list(self._trace)
+
+    def trace_start(self) -> None:
+        self._traced = []
+        super().trace_start()
+
+    def _recorded(self) -> list[dict]:
+        return self._traced
 
     def close(self) -> None:
         self.host.close()

@@ -61,6 +61,7 @@ from engines.mini.cluster import DRIVER, ClusterError, Host, InProcessHost
 from engines.mini.taskworker import MAX_ROWS, SLICE, TaskWorker
 from engines.plan import OnTasks, evaluate
 from engines.streaming import run_microbatches
+from engines.mini.trace import Recording
 
 REPLY_TIMEOUT = 30.0     # s to wait for a worker's trace or stats
 
@@ -118,7 +119,7 @@ class MiniTasks(Tasks):
         self._keys = []
 
 
-class MiniTasksSession(Session):
+class MiniTasksSession(Recording, Session):
     """A mini-tasks cluster and its scheduler; ``processes=False`` gives the deterministic in-process form."""
 
     engine = "mini-tasks"

@@ -45,6 +45,8 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
+from engines.tracing import Trace, send, span, worker_lane
+
 
 class Tracer:
     """The event rows of one worker. ``notify(step)`` (optional) is called when a span starts,
@@ -124,3 +126,53 @@ def traffic(rows: list[dict]) -> dict:
             key = (row["worker"], row["to"])
             out[key] = out.get(key, 0) + row["bytes"]
     return out
+
+
+# ------------------------------------------------- as the harness's timelines take them
+
+_KIND = {"message": "message", "task": "compute", "split": "compute", "merge": "compute", "sink": "compute",
+         "tick": "compute", "branch": "compute"}
+
+
+def _lane(worker) -> str:
+    return "driver" if worker == "driver" else worker_lane(worker)
+
+
+def as_spans(rows: list[dict]) -> list[dict]:
+    """The rows above as `engines.tracing` rows: a lane per worker, a kind per phase, sends with their peer.
+
+    >>> as_spans([{"event": "span", "worker": 1, "step": "count", "what": "split", "start": 0, "end": 1},
+    ...           {"event": "send", "worker": 1, "to": 0, "bytes": 9, "step": "count", "what": "part", "time": 1}])
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [{'event': 'span', 'lane': 'worker 1', 'name': 'count', 'kind': 'compute', 'start': 0, 'end': 1, 'pid': None},
+     {'event': 'send', 'lane': 'worker 1', 'peer': 'worker 0', 'bytes': 9, 'time': 1, 'name': 'count'}]
+    """
+    out = []
+    for row in rows:
+        if row["event"] == "span":
+            name = f"{row['step']}.{row['method']}" if row.get("method") else str(row["step"])
+            out.append(span(_lane(row["worker"]), name, _KIND.get(row["what"], "compute"), row["start"], row["end"]))
+        elif row["event"] == "send":
+            out.append(send(_lane(row["worker"]), _lane(row["to"]), row["bytes"], row["time"], str(row["step"])))
+    return out
+
+
+class Recording:
+    """``trace_start`` / ``trace_stop`` for a mini session, over its ``trace()`` rows.
+
+    A session whose ``trace()`` gives only its last run overrides `_recorded`.
+    """
+
+    _trace_t0: float | None = None
+
+    def trace_start(self) -> None:
+        self._trace_t0 = time.time()
+        self.trace()   # drains where trace() drains
+
+    def _recorded(self) -> list[dict]:
+        return self.trace()
+
+    def trace_stop(self) -> Trace:
+        t0, self._trace_t0 = self._trace_t0, None
+        rows = [r for r in self._recorded() if t0 is None or r.get("start", r.get("time", t0)) >= t0]
+        return Trace(as_spans(rows), source="mini trace (engines/mini/trace.py)", missing=[])
