@@ -233,11 +233,35 @@ class Runner:
         return handles
 
 
+def call_label(fn: Callable, args: tuple) -> str:
+    """What one call of `evaluate`'s functions does, for a trace: ``split reduce_by_key_3``.
+
+    >>> call_label(merge_reduce, (Step("reduce_by_key", "sum", ()),))
+    'merge sum'
+    """
+    if fn is narrow:
+        return "+".join(s.name for s in args[1]) or "read"
+    if fn is split:
+        return f"split {args[2].name}"
+    if fn in (merge_reduce, merge_join):
+        return f"merge {args[0].name}"
+    return getattr(fn, "__name__", "call")
+
+
 class InProcess(Runner):
-    """Every call in this process, one after another."""
+    """Every call in this process, one after another; each a span of ``stamps`` while it records."""
+
+    def __init__(self, stamps=None, lane: str = "driver"):
+        self.stamps, self.lane = stamps, lane
 
     def map(self, fn, calls):
-        return [fn(*args) for args in calls]
+        if self.stamps is None or not self.stamps.recording:
+            return [fn(*args) for args in calls]
+        out = []
+        for args in calls:
+            with self.stamps.span(self.lane, call_label(fn, args), "compute"):
+                out.append(fn(*args))
+        return out
 
 
 class OnTasks(Runner):

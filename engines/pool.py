@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 import cloudpickle
@@ -34,8 +35,9 @@ import cloudpickle
 from engines import Engine
 from engines.api import Dataflow, Future, Session, Tasks
 from engines.common import after, dependencies, resolve, task_error, task_name
-from engines.plan import Runner, evaluate
+from engines.plan import Runner, call_label, evaluate
 from engines.streaming import run_microbatches
+from engines.tracing import Stamps, span, worker_lane
 
 _barrier = None  # set in each pool process by _init, used once at start-up
 
@@ -51,13 +53,21 @@ def _report_pid() -> int:
     return os.getpid()
 
 
-def _run_pickled(payload: bytes) -> bytes:
-    """A work item: unpickle ``(fn, args, kwargs)``, run it, pickle the outcome."""
+def _run_pickled(payload: bytes, stamp: bool = False) -> bytes:
+    """A work item: unpickle ``(fn, args, kwargs)``, run it, pickle the outcome ``(ok, value)``.
+
+    With ``stamp`` (a trace is recording) the outcome carries a third item: ``(pid, start, end)``
+    of the run, stamped here in the pool process.
+    """
     fn, args, kwargs = cloudpickle.loads(payload)
+    start = time.time()
     try:
-        return cloudpickle.dumps((True, fn(*args, **kwargs)), protocol=5)
+        outcome = (True, fn(*args, **kwargs))
     except Exception as e:
-        return cloudpickle.dumps((False, e), protocol=5)
+        outcome = (False, e)
+    if stamp:
+        outcome += ((os.getpid(), start, time.time()),)
+    return cloudpickle.dumps(outcome, protocol=5)
 
 
 class PoolEngine(Engine):
@@ -89,14 +99,29 @@ class PoolSession(Session):
         # submitting N barrier tasks at once makes the pool start all N processes now,
         # so start-up is paid (and timed) here rather than inside the first run
         self._pids = sorted(f.result() for f in [self._pool.submit(_report_pid) for _ in range(workers)])
+        self.stamps = Stamps()
 
     @property
     def worker_pids(self) -> list[int]:
         return list(self._pids)
 
     def _submit(self, fn, args, kwargs):
-        """Send one call to the pool; a concurrent.futures.Future of ``(ok, value)``."""
-        return self._pool.submit(_run_pickled, cloudpickle.dumps((fn, args, kwargs), protocol=5))
+        """Send one call to the pool; a concurrent.futures.Future of the pickled ``(ok, value[, stamp])``."""
+        return self._pool.submit(_run_pickled, cloudpickle.dumps((fn, args, kwargs), protocol=5),
+                                 self.stamps.recording)
+
+    def _stamped(self, name: str, stamp: tuple) -> None:
+        """Record the span a pool process stamped for work item ``name``."""
+        pid, start, end = stamp
+        lane = worker_lane(self._pids.index(pid)) if pid in self._pids else worker_lane(pid)
+        self.stamps.add(span(lane, name, "compute", start, end, pid))
+
+    def trace_start(self) -> None:
+        self.stamps.start()
+
+    def trace_stop(self):
+        return self.stamps.stop("the pool processes' own stamps per work item",
+                                ["bytes moved: every result returns to the driver; their sizes are not stamped"])
 
     def dataflow(self, flow: Dataflow) -> dict[str, list]:
         if flow.streaming:
@@ -120,10 +145,12 @@ class PoolRunner(Runner):
     def map(self, fn, calls):
         pending = [self.session._submit(fn, args, {}) for args in calls]
         outcomes = [cloudpickle.loads(f.result()) for f in pending]
-        for ok, value in outcomes:
+        for args, (ok, value, *stamp) in zip(calls, outcomes):
+            if stamp:
+                self.session._stamped(call_label(fn, args), stamp[0])
             if not ok:
                 raise value
-        return [value for _, value in outcomes]
+        return [outcome[1] for outcome in outcomes]
 
 
 class PoolTasks(Tasks):
@@ -140,9 +167,11 @@ class PoolTasks(Tasks):
 
         def land(cf, attempts_left: int) -> None:
             try:
-                ok, value = cloudpickle.loads(cf.result())
+                ok, value, *stamp = cloudpickle.loads(cf.result())
             except Exception as e:  # the pool broke (a process died) or was shut down
-                ok, value = False, e
+                ok, value, stamp = False, e, ()
+            if stamp:  # only the pool's own processes stamp (Spark's task emulation reuses this class)
+                self.session._stamped(future.name, stamp[0])
             if ok:
                 future._set_result(value)
             elif attempts_left > 0:

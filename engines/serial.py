@@ -36,6 +36,7 @@ from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session,
 from engines.common import invoke, resolve, task_error, task_name
 from engines.plan import InProcess, evaluate
 from engines.streaming import run_microbatches
+from engines.tracing import Stamps
 
 log = logging.getLogger("archbench.actors")
 
@@ -58,12 +59,25 @@ class SerialEngine(Engine):
 
 
 class SerialSession(Session):
+    """Its trace: its own stamps of each partition's work, task and message, all on the driver's lane."""
+
     engine = "serial"
+
+    def __init__(self, workers, supports, settings):
+        super().__init__(workers, supports, settings)
+        self.stamps = Stamps()
 
     def dataflow(self, flow: Dataflow) -> dict[str, list]:
         if flow.streaming:
             return run_microbatches(self, flow)
-        return evaluate(flow, InProcess(), buckets=1)
+        return evaluate(flow, InProcess(self.stamps), buckets=1)
+
+    def trace_start(self) -> None:
+        self.stamps.start()
+
+    def trace_stop(self):
+        return self.stamps.stop("serial's own stamps per partition, task and message",
+                                ["nothing moves between processes: there is one"])
 
     def tasks(self) -> Tasks:
         return SerialTasks(self)
@@ -78,7 +92,9 @@ class SerialTasks(Tasks):
         for attempt in range(retries + 1):
             try:
                 a, k = resolve(args, kwargs)
-                future._set_result(fn(*a, **k))
+                with self.session.stamps.span("driver", future.name, "compute"):
+                    value = fn(*a, **k)
+                future._set_result(value)
                 break
             except Exception as e:
                 if attempt == retries:
@@ -130,7 +146,8 @@ class SerialActors(Actors):
                     if self._closed:
                         raise ActorError(f"{ref.cls_name} actor {ref.actor_id} is stopped "
                                          "(its actors() context has closed)")
-                    value = invoke(self._actors[ref.actor_id], ref.actor_id, method, args, kwargs)
+                    with self.session.stamps.span("driver", f"{ref.actor_id}.{method}", "message"):
+                        value = invoke(self._actors[ref.actor_id], ref.actor_id, method, args, kwargs)
                     if future is not None:
                         future._set_result(value)
                 except ActorError as e:

@@ -41,6 +41,9 @@ engine cannot show (``missing``: "bytes moved: Ray does not report them").
 
 from __future__ import annotations
 
+import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 KINDS = ("compute", "exchange", "schedule", "message", "io")
@@ -111,3 +114,44 @@ def moved(rows: list[dict]) -> dict[tuple[str, str], int]:
             key = (row["lane"], row["peer"])
             out[key] = out.get(key, 0) + row["bytes"]
     return out
+
+
+class Stamps:
+    """Spans an engine times itself (the baselines' own stamps), kept only while a trace records.
+
+    >>> stamps = Stamps()
+    >>> with stamps.span("driver", "a", "compute"): pass      # not recording: nothing kept
+    >>> stamps.start()
+    >>> with stamps.span("driver", "b", "compute"): pass
+    >>> [row["name"] for row in stamps.stop("own stamps").rows]
+    ['b']
+    """
+
+    def __init__(self):
+        self.rows: list[dict] | None = None
+
+    @property
+    def recording(self) -> bool:
+        return self.rows is not None
+
+    def start(self) -> None:
+        self.rows = []
+
+    def add(self, row: dict) -> None:
+        if self.rows is not None:
+            self.rows.append(row)
+
+    @contextmanager
+    def span(self, lane: str, name: str, kind: str):
+        if self.rows is None:
+            yield
+            return
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.rows.append(span(lane, name, kind, start, time.time(), os.getpid()))
+
+    def stop(self, source: str, missing: list[str] | None = None) -> Trace:
+        rows, self.rows = self.rows or [], None
+        return Trace(rows, source, list(missing or []))
