@@ -10,6 +10,8 @@ are timed apart, and the check is never inside a timed region::
     warm-up  run, not recorded
     repeat   run                                     -> run_s, latency, memory, CPU
              check against the reference             -> check_s, ok | wrong
+    trace    (--trace) one more run, traced by the engine's own instruments and never part of
+             a timed figure                          -> traces/<cell>.json, a row of purpose "traced"
 
 ``run`` is ``workload.runner(engine)``: the workload's ``run``, or its
 columnar form ``run_columnar`` on a columnar variant such as spark-df.
@@ -145,7 +147,51 @@ def run_cell(spec: dict) -> int:
                     row["check_s"] = time.perf_counter() - t0
                     del got
                 append_row(results, row)
+            if spec.get("trace"):
+                phase("trace")
+                append_row(results, traced_repeat(spec, base, session, run, inputs, want, workload, units))
     return 0
+
+
+def traced_repeat(spec: dict, base: dict, session, run, inputs, want, workload, units: int) -> dict:
+    """One more run, recorded by the engine's own instruments and never timed: its row and trace file.
+
+    The row says what tracing cost (``trace_overhead``: this run's time over the median of the
+    timed repeats) and how the workers spent their time (``busy_fraction``, ``time_shares``).
+    """
+    from harness.results import read_rows, timed
+    from harness.traces import trace_name, utilisation, write_trace
+
+    row = new_row(**base, repeat=spec["trace_repeat"], purpose="traced", units=units)
+    t_wall = time.time()
+    t0 = time.perf_counter()
+    session.trace_start()
+    try:
+        got = run(session, inputs)
+        row["status"] = "ok"
+    except Exception as e:
+        got, row["error"] = None, one_line(e)
+        traceback.print_exc()
+    finally:
+        row["run_s"] = time.perf_counter() - t0
+        trace = session.trace_stop()
+    if row["status"] == "ok":
+        try:
+            workload.check(got, want)
+        except AssertionError as e:
+            row.update(status="wrong", error=f"result differs from the reference: {e}"[:2000])
+    mine = [r["run_s"] for r in timed(read_rows(Path(spec["out"])))
+            if r["status"] == "ok" and (r["engine"], r["workload"], r["size"], r["workers"]) ==
+            (base["engine"], base["workload"], base["size"], base["workers"])]
+    if mine:
+        row["trace_overhead"] = row["run_s"] / sorted(mine)[len(mine) // 2]
+    name = trace_name(base["workload"], base["size"], base["engine"], base["workers"])
+    meta = {k: base[k] for k in ("engine", "architecture", "workload", "size", "workers")}
+    meta.update(source=trace.source, missing=trace.missing, run_s=row["run_s"], status=row["status"])
+    write_trace(Path(spec["out"]) / "traces" / name, trace.rows, meta, start=t_wall)
+    use = utilisation(trace.rows, t_wall, t_wall + row["run_s"])
+    row.update(trace_file=f"traces/{name}", busy_fraction=use["busy"], time_shares=use["shares"])
+    return row
 
 
 def exit_with_parent() -> None:

@@ -154,7 +154,7 @@ def build_matrix(args, parser, stored: dict):
     options = _engine_options(args.engine_option or [], parser) or stored.get("options", {})
     return Matrix(engines=engines, workloads=workloads, sizes=sizes, workers=workers, repeat=repeat,
                   warmup=warmup, timeout=timeout, seed=pick("seed", 42), workload_files=files, options=options,
-                  quick=quick)
+                  quick=quick, trace=bool(args.trace or stored.get("trace")))
 
 
 def cmd_run(args, parser) -> int:
@@ -248,6 +248,9 @@ def make_parser() -> Parser:
     run.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished repeats")
     run.add_argument("--engine-option", action="append", metavar="ENGINE.KEY=VALUE",
                      help="a start-up option of one engine, e.g. dask.address=tcp://host:8786 (repeatable)")
+    run.add_argument("--trace", action="store_true", help="after each cell's timed repeats, one more, untimed, "
+                     "traced by the engine's own instruments: traces/<workload>-<size>-<engine>-w<N>.json "
+                     "(Chrome trace JSON: open in ui.perfetto.dev) and timeline figures")
     run.add_argument("--no-plots", action="store_true", help="skip the plots and report at the end")
     plot = sub.add_parser("plot", help="draw PNG figures from a results folder")
     plot.add_argument("dir")

@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 
 from engines import get_engine
-from harness.results import append_row, cell_key, new_row, read_rows
+from harness.results import append_row, cell_key, new_row, read_rows, timed
 from workloads import get_workload
 
 
@@ -51,6 +51,7 @@ class Matrix:
     workload_files: list[str] = field(default_factory=list)
     options: dict[str, dict] = field(default_factory=dict)   # engine -> start() options
     quick: bool = False      # the quick matrix (`archbench run` with no --workloads): a first look
+    trace: bool = False      # one more, untimed, traced repeat per cell (--trace)
 
     def cells(self) -> list[tuple[str, str, str, int]]:
         """(engine, workload, size, workers), grouped by workload so one workload's engines sit together."""
@@ -91,10 +92,12 @@ class Progress:
     def finish(self, rows: list[dict]) -> None:
         self.done += 1
         counts: dict[str, int] = {}
-        for row in rows:
+        for row in timed(rows):
             counts[row["status"]] = counts.get(row["status"], 0) + 1
-        status = ", ".join(f"{n} {s}" for s, n in counts.items()) or "nothing to do"
-        runs = [r["run_s"] for r in rows if r["status"] == "ok" and r["run_s"] is not None]
+        traced = [r["status"] for r in rows if r.get("purpose") == "traced"]
+        status = ", ".join(f"{n} {s}" for s, n in counts.items()) or ("" if traced else "nothing to do")
+        status += f"{', ' if status else ''}traced {traced[0]}" if traced else ""
+        runs = [r["run_s"] for r in timed(rows) if r["status"] == "ok" and r["run_s"] is not None]
         timing = f", run {statistics.median(runs):.3g} s (median)" if runs else ""
         reason = next((r["error"] for r in rows if r["status"] != "ok" and r.get("error")), "")
         why = f" — {reason[:110]}" if reason else ""
@@ -188,7 +191,8 @@ def run_matrix(matrix: Matrix, out: Path, run_id: str, progress: Progress | None
         engine_name, workload_name, size, workers = cell
         progress.start(cell)
         todo = [r for r in range(matrix.repeat) if r not in done.get(cell, set())]
-        if not todo:
+        trace = matrix.trace and matrix.repeat not in done.get(cell, set())   # the traced repeat comes last
+        if not todo and not trace:
             progress.finish([])
             continue
         engine, workload = get_engine(engine_name), get_workload(workload_name)
@@ -205,15 +209,16 @@ def run_matrix(matrix: Matrix, out: Path, run_id: str, progress: Progress | None
         if status:
             rows = [new_row(**base, repeat=r, status=status, error=reason) for r in todo]
         else:
-            rows = run_one(matrix, cell, todo, base, out, run_id, progress)
+            rows = run_one(matrix, cell, todo, trace, base, out, run_id, progress)
         for row in rows:
             append_row(results, row)
-        written = [r for r in read_rows(results) if cell_key(r) == cell and int(r["repeat"]) in todo]
+        wanted = set(todo) | ({matrix.repeat} if trace and not status else set())
+        written = [r for r in read_rows(results) if cell_key(r) == cell and int(r["repeat"]) in wanted]
         progress.finish(written)
     return read_rows(results)
 
 
-def run_one(matrix: Matrix, cell: tuple, todo: list[int], base: dict, out: Path, run_id: str,
+def run_one(matrix: Matrix, cell: tuple, todo: list[int], trace: bool, base: dict, out: Path, run_id: str,
             progress: Progress) -> list[dict]:
     """Run one cell's repeats in a subprocess; the rows the parent must add (for repeats it did not record)."""
     engine_name, workload_name, size, workers = cell
@@ -221,14 +226,17 @@ def run_one(matrix: Matrix, cell: tuple, todo: list[int], base: dict, out: Path,
     options = dict(matrix.options.get(engine_name, {}))
     options.setdefault("log_dir", str(out / "logs"))
     spec = dict(run_id=run_id, engine=engine_name, workload=workload_name, size=size, workers=workers,
-                seed=matrix.seed, repeats=todo, warmup=matrix.warmup, out=str(out),
+                seed=matrix.seed, repeats=todo, warmup=matrix.warmup, out=str(out), trace=trace,
+                trace_repeat=matrix.repeat,
                 workload_files=matrix.workload_files, options=options)
     how, detail = watch([sys.executable, "-m", "harness.cell", json.dumps(spec)], log, matrix.timeout, progress.phase)
     recorded = {int(r["repeat"]) for r in read_rows(out / "results.jsonl") if cell_key(r) == cell}
-    missing = [r for r in todo if r not in recorded]
+    missing = [(r, "timed") for r in todo if r not in recorded]
+    if trace and matrix.repeat not in recorded:
+        missing.append((matrix.repeat, "traced"))
     if how == "timeout":
-        return [new_row(**base, repeat=r, status="timeout", error=str(detail)) for r in missing]
+        return [new_row(**base, repeat=r, purpose=p, status="timeout", error=str(detail)) for r, p in missing]
     reason = last_line(log) or "no output"
-    return [new_row(**base, repeat=r, status="failed",
+    return [new_row(**base, repeat=r, purpose=p, status="failed",
                     error=f"cell exited with code {detail} before recording this repeat: {reason} "
-                          f"(see logs/{log.name})") for r in missing]
+                          f"(see logs/{log.name})") for r, p in missing]

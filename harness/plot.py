@@ -15,7 +15,7 @@ from pathlib import Path
 
 from engines.api import ArchbenchError
 from harness.report import cells, median_of
-from harness.results import read_rows
+from harness.results import read_rows, timed
 
 # one colour per engine, the same in every figure of every run
 ENGINE_COLORS = {
@@ -115,7 +115,7 @@ def plot_latency(rows: list[dict], path: Path) -> Path:
 def plot_run(out: Path) -> list[Path]:
     """Draw every figure of the run folder ``out``; their paths."""
     out = Path(out)
-    rows = read_rows(out)
+    rows = timed(read_rows(out))
     if not rows:
         raise ArchbenchError(f"{out} has no results.jsonl rows to plot; run `archbench run --out {out}` first")
     return [plot_throughput(rows, out / "throughput.png"), plot_latency(rows, out / "latency.png")]

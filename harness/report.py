@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from harness.matrix import FULL_MATRIX
-from harness.results import cell_key, read_manifest, read_rows
+from harness.results import cell_key, read_manifest, read_rows, timed
 
 
 def cells(rows: list[dict]) -> dict[tuple, list[dict]]:
@@ -73,7 +73,7 @@ def _table(header: list[str], body: list[list[str]]) -> str:
 def summary_table(rows: list[dict]) -> str:
     """One line per cell: status, median run time, throughput, median latency."""
     body = []
-    for (engine, workload, size, workers), group in cells(rows).items():
+    for (engine, workload, size, workers), group in cells(timed(rows)).items():
         unit = group[0].get("unit") or "units"
         body.append([workload, size, engine, str(workers), status_of(group), fmt(median_of(group, "run_s")),
                      fmt(median_of(group, "throughput"), f" {unit}/s"), fmt_seconds(median_of(group, "latency_p50_s"))])
@@ -97,7 +97,8 @@ def paragraph(workload: str, label: str) -> str:
 def write_report(out: Path) -> Path:
     """Write ``out/report.md`` from the rows and manifest; its path."""
     out = Path(out)
-    rows = read_rows(out)
+    every = read_rows(out)
+    rows = timed(every)
     manifest = read_manifest(out)
     machine = manifest.get("machine", {})
     git = manifest.get("git", {})
@@ -115,7 +116,7 @@ def write_report(out: Path) -> Path:
                   f"size, {matrix.get('repeat')} repeats after a warm-up -- a first look at every engine, not a "
                   "verdict. The other workloads and sizes are left out; the full matrix is "
                   f"`{FULL_MATRIX}`.", ""]
-    wrong = [r for r in rows if r["status"] == "wrong"]
+    wrong = [r for r in every if r["status"] == "wrong"]
     if wrong:
         lines += ["## WRONG RESULTS", "", "These cells returned an answer that differs from the reference. "
                   "They are left out of every figure.", ""]

@@ -30,7 +30,9 @@ FIELDS = (
     "seed", "status", "error", "startup_s", "load_s", "run_s", "check_s", "units", "unit",
     "throughput", "latency_count", "latency_p50_s", "latency_p90_s", "latency_p99_s",
     "latency_max_s", "peak_rss_bytes", "cpu_s",
+    "purpose", "trace_file", "trace_overhead", "busy_fraction", "time_shares",
 )
+PURPOSES = ("timed", "traced")   # a traced repeat is never part of a timed figure
 
 PACKAGES = ("archbench", "cloudpickle", "psutil", "numpy", "pandas", "pyarrow", "matplotlib",
             "pyspark", "dask", "distributed", "ray", "bytewax", "pytest", "pytest-benchmark")
@@ -42,7 +44,7 @@ def new_row(**values) -> dict:
     if unknown:
         raise KeyError(f"not result fields: {sorted(unknown)}")
     row = dict.fromkeys(FIELDS)
-    row.update(status="failed", time=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    row.update(status="failed", purpose="timed", time=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     row.update(values)
     return row
 
@@ -70,6 +72,15 @@ def read_rows(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+def timed(rows: list[dict]) -> list[dict]:
+    """The rows that figures and reports are made of: not the untimed traced repeats.
+
+    >>> [r["repeat"] for r in timed([{"repeat": 0, "purpose": "timed"}, {"repeat": 3, "purpose": "traced"}, {"repeat": 1}])]
+    [0, 1]
+    """
+    return [r for r in rows if r.get("purpose", "timed") == "timed"]
 
 
 def cell_key(row: dict) -> tuple:
