@@ -4,6 +4,7 @@
     archbench workloads                the workloads and their sizes
     archbench run [flags]              the matrix (no flags: a quick one on every available engine)
     archbench plot DIR                 PNG figures from a results folder
+    archbench timeline DIR             Gantt timelines from a run's traces (run --trace)
     archbench report DIR               a Markdown report from a results folder
 """
 
@@ -212,6 +213,14 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_timeline(args) -> int:
+    from harness.timeline import draw_run
+
+    for path in draw_run(Path(args.dir), args.workload, args.size, shared_axis=not args.per_panel_axis):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from harness.report import write_report
 
@@ -254,6 +263,13 @@ def make_parser() -> Parser:
     run.add_argument("--no-plots", action="store_true", help="skip the plots and report at the end")
     plot = sub.add_parser("plot", help="draw PNG figures from a results folder")
     plot.add_argument("dir")
+    timeline = sub.add_parser("timeline", help="draw Gantt timelines and exchange heatmaps from a run's traces "
+                              "(archbench run --trace)")
+    timeline.add_argument("dir")
+    timeline.add_argument("--workload", help="only this workload's traces")
+    timeline.add_argument("--size", help="only this size's traces")
+    timeline.add_argument("--per-panel-axis", action="store_true",
+                          help="give each engine's panel its own time axis (default: one shared axis)")
     report = sub.add_parser("report", help="write report.md from a results folder")
     report.add_argument("dir")
     parser.commands = sub.choices
@@ -275,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, parser.commands["run"])
         if command == "plot":
             return cmd_plot(args)
+        if command == "timeline":
+            return cmd_timeline(args)
         return cmd_report(args)
     except ArchbenchError as e:
         print(f"archbench {command}: {e}", file=sys.stderr)
