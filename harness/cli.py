@@ -200,7 +200,12 @@ def cmd_run(args, parser) -> int:
         from harness.plot import plot_run
         from harness.report import write_report
 
-        for path in plot_run(out) + [write_report(out)]:
+        figures = plot_run(out)
+        if matrix.trace and any(r.get("purpose") == "traced" and r.get("trace_file") for r in rows):
+            from harness.timeline import draw_run
+
+            figures += draw_run(out)
+        for path in figures + [write_report(out)]:
             print(f"wrote {path}")
     return 1 if any(r["status"] == "wrong" for r in rows) else 0
 

@@ -157,6 +157,39 @@ def write_report(out: Path) -> Path:
                    for _, g in groups}
         notes = [f"- {engine} ({workers} workers): {why}" for (engine, workers), why in reasons.items() if why]
         lines += [""] + (["Cells that did not run or did not pass:", ""] + notes + [""] if notes else [])
+    lines += timelines_section(out, every)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def timelines_section(out: Path, rows: list[dict]) -> list[str]:
+    """The report's *Timelines*: per workload and size the stacked figure, the exchange heatmap, and a
+    table of how each traced cell's workers spent their time (from the traced rows). Empty without traces."""
+    traced = [r for r in rows if r.get("purpose") == "traced" and r.get("trace_file")]
+    if not traced:
+        return []
+    lines = ["## Timelines", "",
+             "One untimed, traced repeat per cell (`--trace`), recorded by each engine's own instruments; "
+             "the files in `traces/` open in Perfetto (ui.perfetto.dev). *Busy* is each worker lane's share "
+             "of the run; the kinds divide all worker-lane time; *overhead* is the traced run's time over "
+             "the timed median.", ""]
+    groups: dict[tuple, list[dict]] = {}
+    for row in traced:
+        groups.setdefault((row["workload"], row["size"]), []).append(row)
+    kinds = ("compute", "exchange", "schedule", "message", "idle")
+    for (workload, size), group in groups.items():
+        lines += [f"### {workload} ({size})", ""]
+        for figure in (f"timeline-{workload}-{size}.png", f"exchange-{workload}-{size}.png"):
+            if (out / figure).exists():
+                lines += [f"![{figure}]({figure})", ""]
+        lines += ["| engine | workers | status | busy (per worker) | " + " | ".join(kinds) + " | overhead |",
+                  "|" + "---|" * (len(kinds) + 5)]
+        for row in group:
+            shares = row.get("time_shares") or {}
+            busy = ", ".join(f"{v:.0%}" for v in (row.get("busy_fraction") or {}).values())
+            overhead = f"{row['trace_overhead']:.2f}×" if row.get("trace_overhead") else "-"
+            lines.append(f"| {row['engine']} | {row['workers']} | {row['status']} | {busy or '-'} | "
+                         + " | ".join(f"{shares.get(k, 0):.0%}" for k in kinds) + f" | {overhead} |")
+        lines.append("")
+    return lines
