@@ -379,6 +379,7 @@ class MiniTasksSession(Recording, Session):
     def _apply(self, events) -> None:
         """Worker reports and cluster notices into the scheduler; settle, balance, flush."""
         replies = False
+        decided = time.time()
         with self._lock:
             self._take_dropped()
             for source, message in events:
@@ -396,6 +397,9 @@ class MiniTasksSession(Recording, Session):
                     self._broken = f"mini-tasks worker {message[1]} failed (a bug in the engine): {message[2]}"
             scheduler.balance(self._state)
             outcomes = self._take_outcomes()
+            if self._trace_t0 is not None and len(self._rows) < MAX_ROWS:   # the scheduler's decisions, traced
+                self._rows.append({"event": "span", "worker": "scheduler", "step": "report+balance",
+                                   "what": "schedule", "start": decided, "end": time.time()})
         self._settle(outcomes)
         if replies:
             with self._replied:

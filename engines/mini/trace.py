@@ -131,11 +131,11 @@ def traffic(rows: list[dict]) -> dict:
 # ------------------------------------------------- as the harness's timelines take them
 
 _KIND = {"message": "message", "task": "compute", "split": "compute", "merge": "compute", "sink": "compute",
-         "tick": "compute", "branch": "compute"}
+         "tick": "compute", "branch": "compute", "schedule": "schedule"}
 
 
 def _lane(worker) -> str:
-    return "driver" if worker == "driver" else worker_lane(worker)
+    return worker if worker in ("driver", "scheduler") else worker_lane(worker)
 
 
 def as_spans(rows: list[dict]) -> list[dict]:
