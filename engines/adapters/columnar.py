@@ -146,6 +146,13 @@ class ColumnarSession(Session):
             f"it runs a workload's columnar form (run_columnar) -- run flow {flow.name!r} on engine "
             f"{self.generic.engine!r}, the generic translation on the same cluster")
 
+    def trace_start(self) -> None:
+        """A variant is traced by its generic engine's instruments: the same cluster runs its jobs."""
+        self.generic.trace_start()
+
+    def trace_stop(self):
+        return self.generic.trace_stop()
+
     def close(self) -> None:
         if self._own:
             self.generic.close()
