@@ -15,6 +15,7 @@ repeats; a ``wrong`` cell is never averaged in, it is listed loudly.
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -99,6 +100,10 @@ def write_report(out: Path) -> Path:
     out = Path(out)
     every = read_rows(out)
     rows = timed(every)
+    if not rows:
+        from engines.api import ArchbenchError
+
+        raise ArchbenchError(f"{out} has no results.jsonl rows to report on; run `archbench run --out {out}` first")
     manifest = read_manifest(out)
     machine = manifest.get("machine", {})
     git = manifest.get("git", {})
@@ -123,6 +128,11 @@ def write_report(out: Path) -> Path:
         lines += [f"- **{r['engine']} × {r['workload']}** ({r['size']}, {r['workers']} workers, repeat {r['repeat']}): "
                   f"{r['error']}" for r in wrong]
         lines.append("")
+    from harness.choice import choice_section, choices
+
+    decided = choices(every, manifest)
+    (out / "choice.json").write_text(json.dumps(decided, indent=2) + "\n", encoding="utf-8")
+    lines += choice_section(decided)
     for figure in ("throughput.png", "latency.png"):
         if (out / figure).exists():
             lines += [f"![{figure}]({figure})", ""]
@@ -158,6 +168,7 @@ def write_report(out: Path) -> Path:
         notes = [f"- {engine} ({workers} workers): {why}" for (engine, workers), why in reasons.items() if why]
         lines += [""] + (["Cells that did not run or did not pass:", ""] + notes + [""] if notes else [])
     lines += timelines_section(out, every)
+    lines += fairness_section(out)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -193,3 +204,22 @@ def timelines_section(out: Path, rows: list[dict]) -> list[str]:
                          + " | ".join(f"{shares.get(k, 0):.0%}" for k in kinds) + f" | {overhead} |")
         lines.append("")
     return lines
+
+
+def fairness_section(out: Path) -> list[str]:
+    """The report's *Fairness*: adapter ÷ hand-written per engine and workload, when ``archbench fairness``
+    wrote ``fairness.json`` into this folder. Empty otherwise."""
+    import json
+
+    path = Path(out) / "fairness.json"
+    if not path.exists():
+        return []
+    from harness.fairness import table
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return ["## Fairness", "",
+            "Each adapter beside the program an experienced user of its engine writes by hand "
+            "(`harness/twins.py`), alternately on one cluster (`archbench fairness`). A ratio above "
+            f"{data['limit']} is either explained (the generic translation must cost more) or unfair.", "",
+            table(data["cells"]), ""]
+

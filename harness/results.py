@@ -156,6 +156,7 @@ def read_manifest(out: Path) -> dict:
 def make_manifest(run_id: str, matrix, argv: list[str]) -> dict:
     """The fairness manifest: what ran, where, with which versions and settings."""
     from engines import get_engine
+    from workloads import get_workload
 
     engines = {}
     for name in matrix.engines:
@@ -176,4 +177,5 @@ def make_manifest(run_id: str, matrix, argv: list[str]) -> dict:
         "packages": package_versions(),
         "git": git_state(),
         "engines": engines,
+        "workloads": {name: get_workload(name).declared() for name in matrix.workloads},   # what the verdicts judge
     }

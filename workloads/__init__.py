@@ -46,6 +46,9 @@ _NOT_WORKLOADS = {"check"}
 SIZES = ("tiny", "small", "medium", "large")
 
 _registry: dict[str, type["Workload"]] = {}
+TRAITS = ("shuffle-heavy", "fine-grained tasks", "dependent chains", "stateful actors", "streaming latency",
+          "iterative", "skew", "narrow work")
+ARCHITECTURES = ("data parallel", "task parallel", "actors", "baseline")
 
 
 class Workload:
@@ -56,6 +59,13 @@ class Workload:
     unit: str = "items"      # what throughput counts
     sizes: dict[str, dict] = {}
     quick: bool = False      # part of the quick matrix `archbench run` runs with no flags
+    #: what the workload stresses, from TRAITS (or your own words): the choice report's verdict per trait
+    traits: tuple[str, ...] = ()
+    #: the architecture the hypothesis expects to win -- "data parallel", "task parallel", "actors" or
+    #: "baseline" -- or None when it names none; the choice report marks it confirmed, refuted or undecided
+    expect: str | None = None
+    #: the row field the verdict compares (lower is better): run time, or a latency percentile
+    judge_by: str = "run_s"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -64,6 +74,9 @@ class Workload:
         if cls.model not in MODELS:
             raise ArchbenchError(f"workload {cls.name!r} ({cls.__module__}): model must be one of "
                                  f"{', '.join(MODELS)}, got {cls.model!r}")
+        if cls.expect is not None and cls.expect not in ARCHITECTURES:
+            raise ArchbenchError(f"workload {cls.name!r} ({cls.__module__}): expect must be one of "
+                                 f"{', '.join(ARCHITECTURES)} or None, got {cls.expect!r}")
         missing = [s for s in SIZES if s not in cls.sizes]
         if missing:
             raise ArchbenchError(f"workload {cls.name!r} ({cls.__module__}): sizes lacks {', '.join(missing)}; "
@@ -73,6 +86,17 @@ class Workload:
             raise ArchbenchError(f"two workloads are named {cls.name!r}: {old.__module__}.{old.__qualname__} "
                                  f"and {cls.__module__}.{cls.__qualname__}; rename one")
         _registry[cls.name] = cls
+
+    def declared(self) -> dict:
+        """What the choice report needs to judge this workload, as plain data (kept in the manifest).
+
+        >>> get_workload("wordcount").declared()["expect"]
+        'data parallel'
+        """
+        doc = sys.modules[type(self).__module__].__doc__ or ""
+        hypothesis = next((" ".join(p.split()) for p in doc.split("\n\n") if p.strip().startswith("Hypothesis:")), "")
+        return {"model": self.model, "unit": self.unit, "traits": list(self.traits), "expect": self.expect,
+                "judge_by": self.judge_by, "hypothesis": hypothesis, "description": self.description}
 
     @property
     def description(self) -> str:

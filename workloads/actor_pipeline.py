@@ -62,6 +62,9 @@ class ActorPipeline(Workload):
     name = "actor-pipeline"
     model = "actors"
     unit = "words"
+    traits = ("stateful actors",)
+    expect = "actors"
+    judge_by = "latency_p50_s"
     quick = True
     sizes = {
         "tiny": {"words": 2_000, "batch_lines": 20, "vocab": 500},

@@ -109,6 +109,8 @@ class ETL(Workload):
     name = "etl"
     model = "dataflow"
     unit = "records"
+    traits = ("narrow work",)
+    expect = None   # the hypothesis names no architecture
     sizes = {
         "tiny": {"lines": 5_000, "users": 1_000, "partitions": 4},
         "small": {"lines": 200_000, "users": 10_000, "partitions": 8},

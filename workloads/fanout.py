@@ -58,6 +58,8 @@ class FanOutFanIn(Workload):
     name = "fanout"
     model = "tasks"
     unit = "tasks"
+    traits = ("fine-grained tasks",)
+    expect = "task parallel"
     quick = True
     sizes = {
         "tiny": {"leaves": 16, "samples": 2_000, "fan_in": 4},

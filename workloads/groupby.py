@@ -68,6 +68,8 @@ class GroupBy(Workload):
     name = "groupby"
     model = "dataflow"
     unit = "rows"
+    traits = ("shuffle-heavy",)
+    expect = "data parallel"
     sizes = {
         "tiny": {"rows": 5_000, "keys": 500, "partitions": 4},
         "small": {"rows": 200_000, "keys": 10_000, "partitions": 8},

@@ -104,6 +104,8 @@ class HeteroDag(Workload):
     name = "hetero-dag"
     model = "tasks"
     unit = "tasks"
+    traits = ("dependent chains",)
+    expect = "task parallel"
     sizes = {
         "tiny": {"tasks": 60, "max_deps": 3, "window": 20, "median_work": 2_000},
         "small": {"tasks": 300, "max_deps": 4, "window": 60, "median_work": 16_000},

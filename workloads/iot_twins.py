@@ -160,6 +160,8 @@ class IotTwins(Workload):
     name = "iot-twins"
     model = "actors"
     unit = "readings"
+    traits = ("stateful actors",)
+    expect = "actors"
     sizes = {
         "tiny": {"devices": 4, "readings": 200, "gateways": 2},
         "small": {"devices": 20, "readings": 10_000, "gateways": 2},

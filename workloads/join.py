@@ -82,6 +82,8 @@ class Join(Workload):
     name = "join"
     model = "dataflow"
     unit = "rows"
+    traits = ("shuffle-heavy",)
+    expect = "data parallel"
     sizes = {
         "tiny": {"orders": 5_000, "customers": 500, "partitions": 4},
         "small": {"orders": 200_000, "customers": 20_000, "partitions": 8},

@@ -81,6 +81,8 @@ class KMeans(Workload):
     name = "kmeans"
     model = "dataflow"
     unit = "point-rounds"
+    traits = ("iterative",)
+    expect = None   # the hypothesis names no architecture
     sizes = {
         "tiny": {"points": 2_000, "k": 4, "rounds": 3, "partitions": 4},
         "small": {"points": 50_000, "k": 8, "rounds": 5, "partitions": 8},

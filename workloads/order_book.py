@@ -183,6 +183,8 @@ class OrderBook(Workload):
     name = "order-book"
     model = "actors"
     unit = "orders"
+    traits = ("stateful actors", "skew")
+    expect = "actors"
     sizes = {
         "tiny": {"orders": 400, "symbols": 4, "window": 8},
         "small": {"orders": 50_000, "symbols": 8, "window": 16},

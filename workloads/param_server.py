@@ -218,6 +218,8 @@ class ParameterServer(Workload):
     name = "param-server"
     model = "actors"
     unit = "messages"
+    traits = ("stateful actors", "iterative")
+    expect = "actors"
     sizes = {
         "tiny": {"workers": 2, "servers": 2, "examples": 100, "keys": 50, "nnz": 4, "rounds": 4},
         "small": {"workers": 4, "servers": 2, "examples": 2_500, "keys": 2_000, "nnz": 8, "rounds": 20},

@@ -137,6 +137,8 @@ class PingPong(Workload):
     name = "ping-pong"
     model = "actors"
     unit = "round-trips"
+    traits = ("stateful actors",)
+    expect = "actors"
     sizes = {
         "tiny": {"calls": 200, "pairs": 2, "rallies": 200},
         "small": {"calls": 20_000, "pairs": 2, "rallies": 100_000},

@@ -70,6 +70,8 @@ class SkewedGroupBy(Workload):
     name = "skewed-groupby"
     model = "dataflow"
     unit = "rows"
+    traits = ("shuffle-heavy", "skew")
+    expect = None   # the hypothesis names no architecture
     sizes = {
         "tiny": {"rows": 5_000, "keys": 1_000, "exponent": 1.1, "partitions": 4},
         "small": {"rows": 200_000, "keys": 20_000, "exponent": 1.1, "partitions": 8},

@@ -100,6 +100,9 @@ class StreamWindow(Workload):
     name = "stream-window"
     model = "dataflow"
     unit = "events"
+    traits = ("streaming latency",)
+    expect = "data parallel"
+    judge_by = "latency_p50_s"
     quick = True
     sizes = {
         "tiny": {"sources": 2, "rate": 300.0, "duration": 30.0, "speedup": 150.0, "campaigns": 10},

@@ -65,6 +65,8 @@ class TaskChain(Workload):
     name = "task-chain"
     model = "tasks"
     unit = "hops"
+    traits = ("dependent chains",)
+    expect = "baseline"
     sizes = {
         "tiny": {"hops": 200, "width": 16},
         "small": {"hops": 30_000, "width": 16},

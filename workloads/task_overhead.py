@@ -100,6 +100,8 @@ class TaskOverhead(Workload):
     name = "task-overhead"
     model = "tasks"
     unit = "tasks"
+    traits = ("fine-grained tasks",)
+    expect = "baseline"
     sizes = {
         "tiny": {"tasks": 300, "window": 8},
         "small": {"tasks": 40_000, "window": 16},

@@ -101,6 +101,8 @@ class TreeReduce(Workload):
     name = "tree-reduce"
     model = "tasks"
     unit = "tasks"
+    traits = ("dependent chains",)
+    expect = "task parallel"
     sizes = {
         "tiny": {"leaves": 20, "length": 1_000, "rounds": 5, "fan_in": 3},
         "small": {"leaves": 256, "length": 20_000, "rounds": 40, "fan_in": 2},

@@ -66,6 +66,8 @@ class WordCount(Workload):
     name = "wordcount"
     model = "dataflow"
     unit = "words"
+    traits = ("shuffle-heavy",)
+    expect = "data parallel"
     quick = True
     sizes = {
         "tiny": {"words": 2_000, "partitions": 4, "vocab": 500},
