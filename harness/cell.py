@@ -133,6 +133,7 @@ def run_cell(spec: dict) -> int:
                 else:
                     samples = list(session.latencies.samples)
                 row.update(percentiles(samples))
+                keep_samples(out, base, r, samples)
                 if row["status"] == "ok":
                     row["throughput"] = units / row["run_s"] if row["run_s"] > 0 else None
                     t0 = time.perf_counter()
@@ -192,6 +193,14 @@ def traced_repeat(spec: dict, base: dict, session, run, inputs, want, workload, 
     use = utilisation(trace.rows, t_wall, t_wall + row["run_s"])
     row.update(trace_file=f"traces/{name}", busy_fraction=use["busy"], time_shares=use["shares"])
     return row
+
+
+def keep_samples(out: Path, base: dict, repeat: int, samples: list[float]) -> None:
+    """Append one repeat's latency samples to ``latencies/<cell>.jsonl`` (the latency CDF reads them)."""
+    folder = out / "latencies"
+    folder.mkdir(exist_ok=True)
+    name = f"{base['workload']}-{base['size']}-{base['engine']}-w{base['workers']}.jsonl"
+    append_row(folder / name, {"repeat": repeat, "samples": [float(f"{x:.6g}") for x in samples]})
 
 
 def exit_with_parent() -> None:

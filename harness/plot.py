@@ -4,7 +4,8 @@
 engine × worker count (bars, min–max whiskers, log scale); cells that did
 not pass are marked with their status instead of a bar, a wrong one in red.
 ``latency.png``: per workload and size, the p50 / p90 / p99 latency of each
-engine (medians over repeats, log scale).
+engine (medians over repeats, log scale). The figures a decision rests on
+(scaling, growth, the latency CDF, phases) are `harness.evidence`'s.
 """
 
 from __future__ import annotations
@@ -118,4 +119,7 @@ def plot_run(out: Path) -> list[Path]:
     rows = timed(read_rows(out))
     if not rows:
         raise ArchbenchError(f"{out} has no results.jsonl rows to plot; run `archbench run --out {out}` first")
-    return [plot_throughput(rows, out / "throughput.png"), plot_latency(rows, out / "latency.png")]
+    from harness.evidence import draw_evidence
+
+    return [plot_throughput(rows, out / "throughput.png"), plot_latency(rows, out / "latency.png"),
+            *draw_evidence(out, rows)[0]]

@@ -133,9 +133,14 @@ def write_report(out: Path) -> Path:
     decided = choices(every, manifest)
     (out / "choice.json").write_text(json.dumps(decided, indent=2) + "\n", encoding="utf-8")
     lines += choice_section(decided)
-    for figure in ("throughput.png", "latency.png"):
+    from harness.evidence import SKIP_REASONS
+
+    for figure in ("throughput.png", "latency.png", "phases.png", "scaling.png", "growth.png", "latency-cdf.png"):
         if (out / figure).exists():
             lines += [f"![{figure}]({figure})", ""]
+    missing = [f"- `{figure}` is not drawn: {why}" for figure, why in SKIP_REASONS.items() if not (out / figure).exists()]
+    if missing and (out / "throughput.png").exists():
+        lines += missing + [""]
     by_workload: dict[str, list[tuple]] = {}
     for key, group in cells(rows).items():
         by_workload.setdefault(key[1], []).append((key, group))
