@@ -24,7 +24,8 @@ are ranked (`harness.stats.rank`):
     {"workloads": {W: {"winner": engine, "architecture": a, "ratio_to_next": x, "significant": bool,
                        "hypothesis": "confirmed" | "refuted" | "undecided", "expected": a | null,
                        "deciding": "...", "size": s, "workers": n, "judged_by": field, "ranking": [...]}},
-     "traits": {T: {"architecture": a | null, "workloads": {W: a}}}}
+     "traits": {T: {"architecture": a | null, "workloads": {W: a}}},
+     "crossovers": ["sentences: where an engine's start-up is paid back, where a worker stops helping"]}
 """
 
 from __future__ import annotations
@@ -136,7 +137,55 @@ def choices(rows: list[dict], manifest: dict) -> dict:
         votes = [a for a in t["workloads"].values() if a]
         t["architecture"] = max(set(votes), key=votes.count) if votes else None
         t["won"] = f"{votes.count(t['architecture'])} of {len(t['workloads'])} workloads" if votes else ""
+    out["crossovers"] = crossovers(rows)
     return out
+
+
+def crossovers(rows: list[dict]) -> list[str]:
+    """What the data shows about where an answer changes, in sentences:
+
+    - where an engine's start is paid back: with two or more sizes, a line ``time = fixed + per_unit x units``
+      fitted per engine; an engine with a larger fixed cost but a smaller per-unit cost than ``serial``
+      overtakes it above ``(fixed - fixed_serial) / (per_unit_serial - per_unit)`` units;
+    - where adding a worker stops helping: the first worker count whose median throughput is not above
+      the previous one's.
+    """
+    from scipy.stats import linregress
+
+    from harness.report import cells, median_of
+    from harness.results import timed
+
+    rows = timed(rows)
+    lines = []
+    fits: dict[tuple, dict[str, tuple[float, float]]] = {}
+    scaling: dict[tuple, dict[int, float]] = {}
+    points: dict[tuple, list] = {}
+    for (engine, workload, size, workers), group in cells(rows).items():
+        run, units, rate = median_of(group, "run_s"), median_of(group, "units"), median_of(group, "throughput")
+        if run and units:
+            points.setdefault((workload, workers, engine), []).append((units, run))
+        if rate:
+            scaling.setdefault((workload, size, engine), {})[workers] = rate
+    for (workload, workers, engine), pts in points.items():
+        if len({u for u, _ in pts}) > 1:
+            fit = linregress([u for u, _ in pts], [t for _, t in pts])
+            fits.setdefault((workload, workers), {})[engine] = (max(fit.intercept, 0.0), fit.slope)
+    for (workload, workers), engines in fits.items():
+        base = engines.get("serial")
+        if base is None:
+            continue
+        for engine, (fixed, per_unit) in engines.items():
+            if engine != "serial" and fixed > base[0] and 0 < per_unit < base[1]:
+                at = (fixed - base[0]) / (base[1] - per_unit)
+                lines.append(f"{workload} ({workers} workers): {engine} overtakes serial above about {at:,.0f} "
+                             f"units (fixed cost {fixed:.3g} s vs {base[0]:.3g} s, {per_unit * 1e6:.3g} vs "
+                             f"{base[1] * 1e6:.3g} µs a unit)")
+    for (workload, size, engine), by_workers in scaling.items():
+        ws = sorted(by_workers)
+        stop = next((w for prev, w in zip(ws, ws[1:]) if by_workers[w] <= by_workers[prev]), None)
+        if stop is not None and engine != "serial":   # serial is one process whatever --workers says
+            lines.append(f"{workload} ({size}): on {engine}, going to {stop} workers did not raise throughput")
+    return lines
 
 
 def write_choice(out: Path) -> Path:
@@ -171,6 +220,8 @@ def choice_section(data: dict) -> list[str]:
             each = ", ".join(f"{w}: {a or '-'}" for w, a in t["workloads"].items())
             lines.append(f"| {trait} | {t['architecture'] or '-'} ({t['won']}) | {each} |")
         lines.append("")
+    if data.get("crossovers"):
+        lines += ["Where the answer changes, as the data shows it:", ""] + [f"- {c}" for c in data["crossovers"]] + [""]
     lines += ["What would change the answer: these verdicts hold for this machine, these sizes and worker "
               "counts, and this many repeats; an *undecided* verdict says how many repeats would decide, and a "
               "winner at a small size is often the engine with the cheapest start, not the best architecture "

@@ -66,3 +66,15 @@ def test_the_report_writes_choice_json(tmp_path):
     text = write_report(tmp_path).read_text()
     assert "## Architecture choice" in text and "**confirmed**" in text
     assert json.loads((tmp_path / "choice.json").read_text())["workloads"]["w"]["winner"] == "mini-data"
+
+
+def test_crossovers_say_where_a_start_up_is_paid_back_and_where_a_worker_stops_helping():
+    from harness.choice import crossovers
+
+    made = [{"engine": e, "workload": "w", "size": size, "workers": w, "repeat": 0, "status": "ok",
+             "purpose": "timed", "units": u, "run_s": fixed + per_unit * u, "throughput": u / (fixed + per_unit * u) * k}
+            for e, fixed, per_unit, k in (("serial", 0.0, 1e-5, 1), ("spark", 1.0, 1e-6, 1))
+            for size, u in (("small", 1e4), ("medium", 1e6)) for w in (1, 2)]
+    said = crossovers(made)
+    assert any(line.startswith("w (1 workers): spark overtakes serial above about 111,111 units") for line in said)
+    assert "w (small): on spark, going to 2 workers did not raise throughput" in said
