@@ -5,6 +5,8 @@
     archbench run [flags]              the matrix (no flags: a quick one on every available engine)
     archbench plot DIR                 PNG figures from a results folder
     archbench timeline DIR             Gantt timelines from a run's traces (run --trace)
+    archbench fairness                 each adapter beside its engine's hand-written program
+    archbench choose --workload-file F which architecture for your own workload, from a short matrix
     archbench report DIR               a Markdown report from a results folder
 """
 
@@ -226,6 +228,93 @@ def cmd_timeline(args) -> int:
     return 0
 
 
+def cmd_fairness(args, parser) -> int:
+    from harness.fairness import run_fairness, table
+    from harness.twins import TWINS
+
+    with_twins = sorted({e for e, _ in TWINS}, key=engine_names().index)
+    if args.engines:
+        engines = _names(args.engines, with_twins, "engine with a hand-written twin", parser)
+    else:
+        engines = [e for e in with_twins if get_engine(e).available()[0]]
+        if not engines:
+            parser.error(f"no engine with a twin ({', '.join(with_twins)}) is available here; see archbench engines")
+    workloads = _split(args.workloads) if args.workloads else None
+    cells = [(e, w) for e in engines for w in sorted({w for en, w in TWINS if en == e})
+             if workloads is None or w in workloads]
+    if not cells:
+        parser.error(f"no twin for those engines and workloads; twins: "
+                     f"{', '.join(f'{e}/{w}' for e, w in sorted(TWINS))}")
+    if args.size not in SIZES:
+        parser.error(f"--size {args.size!r}: choose from {', '.join(SIZES)}")
+    out = Path(args.out) if args.out else Path("results") / "runs" / (datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
+                                                                       + "-fairness")
+    print(f"archbench fairness: {len(cells)} cells, adapter and hand-written twin alternately, {args.repeat} "
+          f"repeats each, {args.size}, {args.workers} workers -> {out}", file=sys.stderr)
+    summary = run_fairness(cells, args.size, args.workers, args.repeat, args.timeout, out,
+                           progress=lambda line: print(line, file=sys.stderr))
+    print(table(summary))
+    print(f"wrote {out / 'fairness.md'}")
+    return 0
+
+
+CHOOSE_SIZES, CHOOSE_WORKERS = ["tiny", "small"], [1, 2]
+
+
+def cmd_choose(args, parser) -> int:
+    """A short, bounded matrix for a user's own workload, then its verdict."""
+    from harness.choice import write_choice
+    from harness.matrix import Matrix, Progress, run_matrix
+    from harness.plot import plot_run
+    from harness.report import summary_table, write_report
+    from harness.results import make_manifest, write_manifest
+
+    try:
+        names = load_workload_file(args.workload_file)
+    except ArchbenchError as e:
+        parser.error(str(e))
+    engines = _names(args.engines, engine_names(), "engine", parser) if args.engines else \
+        [n for n in engine_names() if get_engine(n).available()[0]]
+    run_id = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
+    out = Path(args.out) if args.out else Path("results") / "runs" / f"{run_id}-choose"
+    matrix = Matrix(engines=engines, workloads=names, sizes=CHOOSE_SIZES, workers=CHOOSE_WORKERS, repeat=args.repeat,
+                    warmup=1, timeout=args.timeout, workload_files=[str(Path(args.workload_file).resolve())],
+                    trace=args.trace)
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(out, make_manifest(run_id, matrix, sys.argv))
+    cells = matrix.cells()
+    print(f"archbench choose: {', '.join(names)} on {len(engines)} engines × sizes {', '.join(CHOOSE_SIZES)} × "
+          f"workers {', '.join(map(str, CHOOSE_WORKERS))}: {len(cells)} cells, {matrix.repeat} repeats -> {out}",
+          file=sys.stderr)
+    rows = run_matrix(matrix, out, run_id, Progress(len(cells)))
+    print(summary_table(rows))
+    figures = plot_run(out)
+    if args.trace:
+        from harness.timeline import draw_run
+
+        figures += draw_run(out)
+    report = write_report(out)
+    decided = json.loads(write_choice(out).read_text())["workloads"]
+    for name in names:
+        v = decided.get(name)
+        if v is None:
+            print(f"{name}: no engine ran it to the end; see {report}")
+            continue
+        per_arch: dict = {}
+        for r in v["ranking"]:
+            per_arch.setdefault(r["architecture"], r)
+        archs = [(a, r) for a, r in per_arch.items() if a != "baseline"]
+        print(f"\n{name}, at {v['size']} with {v['workers']} workers:")
+        print(f"  fastest: {v['winner']} ({v['architecture']}); the next takes {v['ratio_to_next'] or '-'}× as long"
+              f" -- {'significant' if v['significant'] else 'not significant: ' + v.get('leaders', '')}")
+        if archs:
+            print(f"  choose: {archs[0][0]} -- " + "; ".join(
+                f"{a}: {r['engine']} {r['ratio']:.2f}× the fastest" for a, r in archs))
+        print(f"  hypothesis {v['hypothesis']}: {v['deciding']}")
+    print(f"\nwrote {report} and {out / 'choice.json'}")
+    return 1 if any(r["status"] == "wrong" for r in rows) else 0
+
+
 def cmd_report(args) -> int:
     from harness.report import write_report
 
@@ -275,6 +364,25 @@ def make_parser() -> Parser:
     timeline.add_argument("--size", help="only this size's traces")
     timeline.add_argument("--per-panel-axis", action="store_true",
                           help="give each engine's panel its own time axis (default: one shared axis)")
+    fair = sub.add_parser("fairness", help="each adapter beside the program its engine's users would write by "
+                          "hand, alternately on one cluster: adapter ÷ hand-written")
+    fair.add_argument("--engines", help="comma-separated (default: every available engine with a twin)")
+    fair.add_argument("--workloads", help="comma-separated (default: every workload with a twin)")
+    fair.add_argument("--size", default="medium", help=f"one of {', '.join(SIZES)} (default: medium)")
+    fair.add_argument("--workers", type=int, default=2, help="worker count (default: 2)")
+    fair.add_argument("--repeat", type=int, default=3, help="pairs of runs after the warm-ups (default: 3)")
+    fair.add_argument("--timeout", type=float, default=300.0, help="seconds each phase may take (default: 300)")
+    fair.add_argument("--out", help="the folder (default: results/runs/<timestamp>-fairness); a run folder "
+                      "works too: its report then has a Fairness section")
+    choose = sub.add_parser("choose", help="which architecture for your own workload: a short matrix "
+                            f"(sizes {', '.join(CHOOSE_SIZES)}, workers 1 and 2, every available engine) "
+                            "and its verdict")
+    choose.add_argument("--workload-file", required=True, metavar="PATH", help="your workload module")
+    choose.add_argument("--engines", help="comma-separated (default: every available engine)")
+    choose.add_argument("--repeat", type=int, default=3, help="timed repeats per cell (default: 3)")
+    choose.add_argument("--timeout", type=float, default=120.0, help="seconds each phase may take (default: 120)")
+    choose.add_argument("--trace", action="store_true", help="also trace each cell and draw its timelines")
+    choose.add_argument("--out", help="the run folder (default: results/runs/<timestamp>-choose)")
     report = sub.add_parser("report", help="write report.md from a results folder")
     report.add_argument("dir")
     parser.commands = sub.choices
@@ -298,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plot(args)
         if command == "timeline":
             return cmd_timeline(args)
+        if command == "choose":
+            return cmd_choose(args, parser.commands["choose"])
+        if command == "fairness":
+            return cmd_fairness(args, parser.commands["fairness"])
         return cmd_report(args)
     except ArchbenchError as e:
         print(f"archbench {command}: {e}", file=sys.stderr)

@@ -78,3 +78,57 @@ def test_crossovers_say_where_a_start_up_is_paid_back_and_where_a_worker_stops_h
     said = crossovers(made)
     assert any(line.startswith("w (1 workers): spark overtakes serial above about 111,111 units") for line in said)
     assert "w (small): on spark, going to 2 workers did not raise throughput" in said
+
+
+OWN_WORKLOAD = '''
+import operator
+from engines.api import Dataflow
+from workloads import Workload
+
+
+class Tally(Workload):
+    """Tally: pairs read straight into a keyed reduction."""
+    name = "tally-for-choose"
+    model = "dataflow"
+    unit = "pairs"
+    sizes = {s: {"n": n} for s, n in {"tiny": 200, "small": 2_000, "medium": 20_000, "large": 200_000}.items()}
+
+    def generate(self, *, seed, n):
+        return [[(i % 7, i) for i in range(p, n, 4)] for p in range(4)]
+
+    def reference(self, inputs):
+        out = {}
+        for part in inputs:
+            for k, v in part:
+                out[k] = out.get(k, 0) + v
+        return {"sums": list(out.items())}
+
+    def run(self, session, inputs):
+        flow = Dataflow("tally")
+        flow.read(inputs).reduce_by_key(operator.add).collect("sums")
+        return session.dataflow(flow)
+
+    def units(self, inputs):
+        return sum(map(len, inputs))
+'''
+
+
+def test_choose_runs_a_short_matrix_for_a_users_workload_and_ends_with_a_verdict(tmp_path):
+    path = tmp_path / "tally.py"
+    path.write_text(OWN_WORKLOAD)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "harness", "choose", "--workload-file", str(path), "--engines",
+                           "serial,mini-data,mini-tasks", "--out", str(out)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "tally-for-choose, at small with 2 workers:" in proc.stdout and "choose: " in proc.stdout
+    verdict = json.loads((out / "choice.json").read_text())["workloads"]["tally-for-choose"]
+    assert (verdict["size"], verdict["workers"]) == ("small", 2)
+    assert {r["engine"] for r in verdict["ranking"]} == {"serial", "mini-data", "mini-tasks"}
+    assert "## Architecture choice" in (out / "report.md").read_text()
+
+
+def test_choose_with_no_such_file_is_one_line_and_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "harness", "choose", "--workload-file", str(tmp_path / "no.py")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "no such file" in proc.stderr and len(proc.stderr.splitlines()) == 1
