@@ -90,7 +90,8 @@ def draw_lanes(ax, trace: dict, span_s: float) -> None:
         biggest = max(binned.values()) or 1
         segments = [[(k * gap, y[s]), (k * gap, y[d])] for s, d, k in binned]
         widths = [0.4 + 2.2 * (v / biggest) ** 0.5 for v in binned.values()]
-        ax.add_collection(LineCollection(segments, colors="#222222", linewidths=widths, alpha=0.45, zorder=3))
+        alpha = max(0.08, min(0.45, 80 / len(segments)))   # thousands of ticks must not hide the bars
+        ax.add_collection(LineCollection(segments, colors="#222222", linewidths=widths, alpha=alpha, zorder=3))
     ax.set_yticks([y[lane] for lane in lanes], lanes, fontsize=8)
     ax.set_ylim(-0.6, len(lanes) - 0.4)
     ax.set_xlim(0, span_s)
