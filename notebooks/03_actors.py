@@ -25,6 +25,7 @@
 # %%
 import os
 import signal
+import time
 
 from engines import get_engine
 from engines.api import ActorError
@@ -48,6 +49,10 @@ class Counter:
 
     def where(self):
         return os.getpid()
+
+    def nap(self, seconds):
+        time.sleep(seconds)
+        return self.n
 
 
 with get_engine("mini-actors").start(workers=2) as session, session.actors() as actors:
@@ -130,7 +135,7 @@ lessons.show(*traces, titles=titles, shared_axis=False)
 #
 # ## 3. Supervision: the host dies, the actor comes back fresh
 #
-# We kill the worker process that hosts a counter. A call in flight fails, naming the actor, the
+# We kill the worker process that hosts a counter while it handles a long call. The call in flight fails, naming the actor, the
 # method and the cause; the supervisor restarts the actor on a live worker — with **fresh** state:
 # the constructor runs again. State that must survive a crash has to be saved somewhere else.
 
@@ -139,7 +144,7 @@ with get_engine("mini-actors").start(workers=2) as session, session.actors() as 
     counter = actors.spawn(Counter, 100, worker=1)
     print([counter.call("add").result() for _ in range(3)])
     host = counter.call("where").result()
-    in_flight = counter.call("add")
+    in_flight = counter.call("nap", 30)       # certainly still running when its host dies
     session.driver.flush()
     os.kill(host, signal.SIGKILL)
     try:
