@@ -57,8 +57,29 @@ thread each), ``spark.default.parallelism`` and
 data), ``spark.driver.memory`` 4g (1g ran out of heap and hung),
 ``spark.python.unix.domain.socket.enabled`` (the driver-to-Python-worker
 channel; cuts a Python task's fixed cost several times), Python workers
-reused, the UI and console progress bars off. Logs: the JVM's log4j output
-and its stdout/stderr go to files in ``log_dir``.
+reused, the UI and console progress bars off, the event log on (below).
+Logs: the JVM's log4j output and its stdout/stderr go to files in
+``log_dir``.
+
+**Trace** (``trace_start`` / ``trace_stop``): read from Spark's own **event
+log**, which is on from start-up (a JVM freezes the setting), written as
+plain JSON lines (not compressed, not rolled) to ``spark-events/`` in
+``log_dir``: about 9 KB per job, written by a listener thread behind the
+jobs. ``trace_stop`` waits until Spark's listener bus is empty and the file
+holds the end of every job it saw start (at most `TRACE_WAIT` s), then reads
+the events written since ``trace_start`` (`trace_rows`). Each finished task
+is a ``compute`` span from its launch to its finish, named after its job
+(the task's function, or the flow and sink) and its stage. In ``local[N]``
+every task runs in one executor (the driver's JVM) with N task slots, so
+the lanes ``worker 0`` ... ``worker N-1`` are **slots**: each task is packed
+into the lowest slot free at its launch. A map task's shuffle bytes written
+are a send from its lane to ``shuffle`` (its shuffle files), a result task's
+result a send to ``driver``; each job's wait from submission to its first
+task, and each later stage's, is a ``schedule`` span on ``driver``. It
+cannot show which task read which task's shuffle bytes (Spark's metrics are
+totals per task), where inside a task the time went (deserialising, the
+Python worker, the JVM, the shuffle write: one span), nor which Python
+worker process ran a task. Times are Spark's, in milliseconds.
 
 Existing cluster: ``start(workers, master="spark://host:7077")``. Spark
 Connect (``sc://``) serves DataFrames only, not RDDs, so it is refused with
@@ -70,12 +91,15 @@ that reason.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
+import time
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import partial
 
 import cloudpickle
@@ -85,6 +109,7 @@ from engines.adapters import (LOG_DIR, AdapterEngine, by_value_modules, driver_p
 from engines.api import ArchbenchError, Dataflow, DataflowError, FilterFn, MapFn, NotAPair, Session, Step, Tasks
 from engines.plan import checked_pairs, combine, source_items, step_error
 from engines.streaming import run_microbatches
+from engines.tracing import Trace, send, span, worker_lane
 
 _LOG4J = """\
 # archbench: Spark's JVM logs go to a file, not the terminal
@@ -131,6 +156,11 @@ class SparkEngine(AdapterEngine):
             "spark.ui.enabled": "false",
             "spark.ui.showConsoleProgress": "false",
             "spark.driver.host": "127.0.0.1" if master.startswith("local") else None,
+            # the trace's instrument (trace_start / trace_stop): on from start-up, as a JVM freezes it
+            "spark.eventLog.enabled": "true",       # into <log_dir>/spark-events (the session adds the dir)
+            "spark.eventLog.compress": "false",      # Spark 4 compresses it (zstd) by default
+            "spark.eventLog.rolling.enabled": "false",  # Spark 4 rolls it by default: one file here
+            "spark.eventLog.includeTaskMetricsAccumulators": "false",  # repeats "Task Metrics": half the size
             "pyspark_python": sys.executable,
             "tasks": "one Spark job per submit",
             LOG_DIR: options.get(LOG_DIR),
@@ -152,7 +182,13 @@ class SparkRDDSession(Session):
         self._closed = False
         logs = log_dir(settings[LOG_DIR], "spark")
         self.settings[LOG_DIR] = str(logs)
-        self.sc = _start_context(settings, logs)
+        self._events = None             # the event log's folder, where Spark writes it
+        if self.settings.get("spark.eventLog.enabled") == "true":
+            self._events = logs / _EVENTS
+            self._events.mkdir(exist_ok=True)
+            self.settings["spark.eventLog.dir"] = self._events.as_uri()
+        self._recording: _Recording | None = None
+        self.sc = _start_context(self.settings, logs)
         self.settings["default_parallelism"] = self.sc.defaultParallelism   # a cluster's task slots
         try:
             # start the Python workers now (start-up is timed apart from the run)
@@ -202,7 +238,8 @@ class SparkRDDSession(Session):
                 rdds[step.name] = left.join(right, numPartitions=self.workers)
             elif step.op == "collect":
                 try:
-                    out[step.arg] = up.collect()
+                    with self._described(f"{flow.name}: collect {step.arg}"):
+                        out[step.arg] = up.collect()
                 except Exception as e:
                     raise _dataflow_error(flow, step, e) from None
             else:
@@ -227,7 +264,87 @@ class SparkRDDSession(Session):
         from engines.pool import _run_pickled
 
         payload = cloudpickle.dumps((fn, args, kwargs), protocol=5)
-        return self._jobs.submit(lambda: self.sc.parallelize([payload], 1).map(_run_pickled).collect()[0])
+        name = getattr(fn, "__name__", type(fn).__name__)   # the trace names the job after it
+
+        def job():
+            with self._described(name):
+                return self.sc.parallelize([payload], 1).map(_run_pickled).collect()[0]
+        return self._jobs.submit(job)
+
+    @contextmanager
+    def _described(self, name: str):
+        """While a trace records, the jobs started in the block carry ``name`` (the trace's span names).
+
+        A job description is a property of the calling thread; it is removed again
+        after the block, so no later job (spark-df's on this thread too) inherits it.
+        """
+        if self._recording is None:
+            yield
+            return
+        self.sc.setJobDescription(name)
+        try:
+            yield
+        finally:
+            self.sc.setJobDescription(None)
+
+    # ------------------------------------------------------------- trace
+
+    def trace_start(self) -> None:
+        """Note where Spark's event log ends now: `trace_stop` reads what it writes from here on."""
+        if self._events is None:
+            self._recording = None
+            return
+        self._drain()
+        log = _event_log(self._events, self.sc.applicationId)
+        self._recording = _Recording(time.time(), log, log.stat().st_size if log else 0)
+
+    def trace_stop(self) -> Trace:
+        """The tasks, jobs and shuffle bytes Spark's event log recorded since `trace_start`.
+
+        The log is written by a listener on Spark's listener bus, behind the
+        jobs; a job's end flushes it. So: wait until the bus is empty, then
+        read until every job that started has its end in the file (or 10 s).
+        """
+        rec, self._recording = self._recording, None
+        if rec is None:
+            why = ("the event log is off (spark.eventLog.enabled)" if self._events is None
+                   else "trace_stop without trace_start")
+            return Trace([], source="Spark event log", missing=[why])
+        deadline = time.monotonic() + TRACE_WAIT
+        while True:
+            self._drain()
+            log = rec.log or _event_log(self._events, self.sc.applicationId)
+            events = _read_events(log, rec.offset) if log else []
+            started = {e["Job ID"] for e in events if e["Event"] == "SparkListenerJobStart"}
+            ended = {e["Job ID"] for e in events if e["Event"] == "SparkListenerJobEnd"}
+            if started <= ended or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        master = self.settings["master"]
+        slots = self.workers if master.startswith("local") else None
+        rows = trace_rows(events, slots, self._jvm_pid() if slots else None)
+        missing = list(TRACE_MISSING)
+        if started - ended:
+            missing.append(f"jobs {sorted(started - ended)} had not ended in the event log "
+                           f"{TRACE_WAIT:g} s after the trace stopped: their tasks so far only")
+        if slots is None:
+            missing.append(f"executor processes on {master}: lanes are each executor's task slots, "
+                           "packed from launch and finish times, without their process ids")
+        return Trace(rows, source=f"Spark event log ({_EVENTS}/ in the session's log_dir): "
+                                  "SparkListenerTaskEnd, JobStart, StageSubmitted events", missing=missing)
+
+    def _drain(self) -> None:
+        """Wait (up to `TRACE_WAIT`) until Spark's listener bus has delivered every event posted so far."""
+        try:
+            self.sc._jsc.sc().listenerBus().waitUntilEmpty(int(TRACE_WAIT * 1000))
+        except Exception:  # timed out (a busy bus): trace_stop's wait on the file decides
+            pass
+
+    def _jvm_pid(self) -> int | None:
+        try:
+            return int(self.sc._jvm.java.lang.ProcessHandle.current().pid())
+        except Exception:
+            return None
 
     # ------------------------------------------------------------- lifetime
 
@@ -303,6 +420,159 @@ def _dataflow_error(flow: Dataflow, sink: Step, error: Exception) -> DataflowErr
     text = str(error)
     return DataflowError(f"flow {flow.name!r}: the Spark job for sink {sink.arg!r} failed: "
                          f"{text.strip().splitlines()[-1] if text.strip() else type(error).__name__}\n\n{text}")
+
+
+# ----------------------------------------------------------------- the event log, as a trace
+
+_EVENTS = "spark-events"   # the event log's folder in the session's log_dir
+TRACE_WAIT = 10.0          # seconds trace_stop waits for the log to hold the end of every job it saw start
+
+TRACE_MISSING = (
+    "which task's shuffle bytes went to which task: Spark's task metrics give a map task's shuffle bytes "
+    "written and a reduce task's bytes read as totals, not per block; the sends are each map task's bytes "
+    "written, from its lane to 'shuffle' (its shuffle files), and each result task's result, to 'driver'",
+    "time inside a task: deserialising it, its Python worker, the JVM and the shuffle write are one compute "
+    "span (Spark sums their times per task without placing them)",
+    "which Python worker process ran a task: a lane is a task slot, not a process",
+)
+
+_WANTED = tuple(b'{"Event":"SparkListener' + name + b'"' for name in
+                (b"TaskEnd", b"JobStart", b"JobEnd", b"StageSubmitted"))
+
+
+class _Recording:
+    """A trace being recorded: since when, in which event log file, from which byte."""
+
+    def __init__(self, t0: float, log, offset: int):
+        self.t0, self.log, self.offset = t0, log, offset
+
+
+def _event_log(folder, app_id: str):
+    """The event log file of application ``app_id`` in ``folder`` (``<app id>.inprogress`` while it runs)."""
+    found = sorted(folder.glob(f"{app_id}*"))
+    return found[0] if found else None
+
+
+def _read_events(path, offset: int) -> list[dict]:
+    """The events the log holds from byte ``offset`` on that a trace reads: task ends, job starts and ends,
+    stage submissions. A line cut by the offset, or still being written at the end, is left out."""
+    with open(path, "rb") as f:
+        f.seek(max(offset - 1, 0))
+        data = f.read()
+    if offset > 0:   # begin at a line's start: the byte before the offset ends a line, or skip to one
+        cut = data.find(b"\n")
+        data = data[cut + 1:] if cut >= 0 else b""
+    events = []
+    for line in data.split(b"\n"):
+        if line.startswith(_WANTED):
+            try:
+                events.append(json.loads(line))
+            except ValueError:   # the last line, half written
+                pass
+    return events
+
+
+def _op(stage_name: str) -> str:
+    """``"reduceByKey at file.py:180"`` -> ``"reduceByKey"``: the RDD operation a stage ends with."""
+    return stage_name.split(" at ")[0]
+
+
+def trace_rows(events: list[dict], slots: int | None, pid: int | None = None) -> list[dict]:
+    """`engines.tracing` rows from Spark's event log events (parsed JSON lines).
+
+    Each finished task is a ``compute`` span from its launch to its finish on
+    a **slot lane**: an executor's tasks are packed into its slots, each task
+    into the lowest slot free at its launch (``slots`` per executor; ``None``:
+    as many as it takes). Slots are numbered ``worker 0, 1, ...`` in order of
+    first use -- in ``local[N]`` the one executor's N slots. A map task's shuffle
+    bytes written are a send to ``"shuffle"``, a result task's result a send to
+    ``"driver"``; each job's wait from submission to its first task launch, and
+    each later stage's, is a ``schedule`` span on ``"driver"``.
+
+    >>> task = lambda tid, stage, a, b, **m: {"Event": "SparkListenerTaskEnd", "Stage ID": stage,
+    ...     "Task Type": m.get("type", "ShuffleMapTask"), "Task End Reason": {"Reason": "Success"},
+    ...     "Task Info": {"Task ID": tid, "Index": tid, "Attempt": 0, "Launch Time": a, "Finish Time": b,
+    ...                   "Executor ID": "driver"},
+    ...     "Task Metrics": {"Shuffle Write Metrics": {"Shuffle Bytes Written": m.get("wrote", 0)},
+    ...                      "Result Size": m.get("result", 0)}}
+    >>> job = {"Event": "SparkListenerJobStart", "Job ID": 0, "Submission Time": 900, "Stage IDs": [0],
+    ...        "Stage Infos": [{"Stage ID": 0, "Stage Name": "reduceByKey at f.py:1"}], "Properties": {}}
+    >>> rows = trace_rows([job, task(0, 0, 1000, 3000, wrote=50), task(1, 0, 1000, 2000),
+    ...                    task(2, 0, 2000, 2500, wrote=7)], slots=2)
+    >>> [(r["lane"], r["start"], r["end"]) for r in rows if r["event"] == "span"]
+    [('driver', 0.9, 1.0), ('worker 0', 1.0, 3.0), ('worker 1', 1.0, 2.0), ('worker 1', 2.0, 2.5)]
+    >>> [(r["lane"], r["peer"], r["bytes"]) for r in rows if r["event"] == "send"]
+    [('worker 0', 'shuffle', 50), ('worker 1', 'shuffle', 7)]
+    """
+    stage_name: dict = {}
+    stage_job: dict = {}
+    stage_submitted: dict = {}
+    job_label: dict = {}
+    job_submitted: dict = {}
+    tasks = []
+    for e in events:
+        kind = e["Event"]
+        if kind == "SparkListenerTaskEnd":
+            tasks.append(e)
+        elif kind == "SparkListenerJobStart":
+            job = e["Job ID"]
+            job_submitted[job] = e.get("Submission Time")
+            job_label[job] = (e.get("Properties") or {}).get("spark.job.description")
+            for info in e.get("Stage Infos", ()):
+                stage_name[info["Stage ID"]] = info.get("Stage Name", "")
+            for stage in e.get("Stage IDs", ()):
+                stage_job[stage] = job
+        elif kind == "SparkListenerStageSubmitted":
+            info = e["Stage Info"]
+            stage_name[info["Stage ID"]] = info.get("Stage Name", "")
+            stage_submitted[info["Stage ID"]] = info.get("Submission Time")
+
+    rows: list[dict] = []
+    first_launch: dict = {}   # stage -> its first task's launch (ms)
+    busy: dict = {}           # executor -> [finish time (ms) of the task in each slot]
+    lanes: dict = {}          # (executor, slot) -> lane number
+    tasks.sort(key=lambda e: (e["Task Info"]["Launch Time"], e["Task Info"]["Task ID"]))
+    for e in tasks:
+        info, stage = e["Task Info"], e["Stage ID"]
+        launch, finish = info["Launch Time"], info.get("Finish Time") or info["Launch Time"]
+        first_launch[stage] = min(first_launch.get(stage, launch), launch)
+        slot_ends = busy.setdefault(info.get("Executor ID", "?"), [])
+        free = [i for i, end in enumerate(slot_ends) if end <= launch]
+        if free:
+            slot = free[0]
+        elif slots is None or len(slot_ends) < slots:
+            slot = len(slot_ends)
+            slot_ends.append(0)
+        else:   # Spark stamps a finish when it has handled the result, a moment after the slot was free
+            slot = min(range(len(slot_ends)), key=slot_ends.__getitem__)
+        slot_ends[slot] = max(slot_ends[slot], finish)
+        lane = worker_lane(lanes.setdefault((info.get("Executor ID", "?"), slot), len(lanes)))
+        label = job_label.get(stage_job.get(stage)) or _op(stage_name.get(stage, f"stage {stage}"))
+        name = f"{label} (stage {stage} task {info['Index']})"
+        if info.get("Attempt"):
+            name += f" attempt {info['Attempt']}"
+        reason = (e.get("Task End Reason") or {}).get("Reason", "Success")
+        if reason != "Success":
+            name += f": {reason}"
+        rows.append(span(lane, name, "compute", launch / 1000, finish / 1000, pid))
+        metrics = e.get("Task Metrics") or {}
+        wrote = (metrics.get("Shuffle Write Metrics") or {}).get("Shuffle Bytes Written", 0)
+        if wrote:
+            rows.append(send(lane, "shuffle", wrote, finish / 1000, label))
+        if e.get("Task Type") == "ResultTask" and metrics.get("Result Size"):
+            rows.append(send(lane, "driver", metrics["Result Size"], finish / 1000, label))
+
+    waits = []
+    for job, submitted in job_submitted.items():
+        stages = [s for s, j in stage_job.items() if j == job and s in first_launch]
+        if submitted and stages:
+            first = min(stages, key=first_launch.get)
+            waits.append((f"job {job}: submitted, until its first task", submitted, first_launch[first]))
+            for stage in stages:
+                if stage != first and stage_submitted.get(stage):
+                    waits.append((f"stage {stage}: submitted, until its first task",
+                                  stage_submitted[stage], first_launch[stage]))
+    return [span("driver", name, "schedule", a / 1000, b / 1000, pid) for name, a, b in waits if b >= a] + rows
 
 
 # ----------------------------------------------------------------- the JVM
