@@ -43,6 +43,14 @@ Arrow for Python data exchange, and the broadcast threshold (Spark's
 default, 10 MB). Existing cluster: ``start(workers, master="spark://...")``
 as for ``spark``.
 
+Trace: the ``spark`` engine's, from the same event log
+(`engines.adapters.columnar.ColumnarSession` hands ``trace_start`` /
+``trace_stop`` to the session it wraps): a task slot per lane, each task a
+``compute`` span named after its stage's operation (``collect``,
+``mapInArrow`` ...), shuffle bytes written sent to ``shuffle``. Spark SQL's
+code generation and Arrow batches run inside those spans; the trace does not
+tell them apart.
+
     >>> SparkDFEngine().settings(2)["spark.sql.shuffle.partitions"]
     '2'
 """
