@@ -70,6 +70,21 @@ results sent to the driver as they are emitted
 (`engines.adapters.bytewax_streams`, which also says why not Bytewax's
 own windowing).
 
+**Trace** (``trace_start`` / ``trace_stop``): Bytewax has no instrument of
+its own that says what each worker did when, so the adapter stamps its own
+steps. While a trace records (the driver says so with each run), every call
+of a function the adapter gives Bytewax is stamped with ``time.time()`` in
+the worker process that runs it, under its bytewax step id: a source
+partition's batch (``io``; the first one builds the partition), a batch of
+fused narrow steps, combined and cut into buckets, a bucket's fold, a join's
+sides and pairs (``compute``). Each process sends its stamps back with its
+sinks' items at the end of the run; the lanes are ``worker <Bytewax worker
+index>`` (one worker per process). Not shown: the bytes moved between
+workers (Bytewax does not report them), the time buckets spend in Bytewax's
+exchange and its scheduling and progress tracking (idle on the lanes), and
+each run's start in each process. Untraced, a step pays one ``None`` check
+per batch.
+
 **Tasks** and **actors** are not offered: a Bytewax program is a dataflow
 and nothing else.
 
@@ -94,10 +109,20 @@ import cloudpickle
 from engines.adapters import LOG_DIR, AdapterEngine, log_dir, pickle_by_value_fallback
 from engines.api import Dataflow, DataflowError, Session, Step
 from engines.plan import narrow, source_items, split, step_error
+from engines.tracing import Stamps, span, worker_lane
 
 BATCH_SIZE = 10_000  # items per batch the source emits: the map-side combine covers a batch
 JOB_GRACE = 30      # seconds the other processes get to finish once one has failed outright
 STREAM_TICK = 0.02  # wall seconds between a stream source's wake-ups (as mini-data's tick)
+
+TRACE_SOURCE = "stamps in the Bytewax adapter's steps, taken in its worker processes"
+TRACE_MISSING = (
+    "bytes moved between workers: Bytewax does not report what it exchanges (the adapter would have to "
+    "pickle each bucket a second time to know)",
+    "exchange time: Bytewax routes the buckets between operators itself; items in transit, Bytewax's "
+    "scheduling and its progress tracking are not stamped and show as idle",
+    "each run's start in each process (the processes connecting, the dataflow being built) is not stamped",
+)
 
 
 class BytewaxEngine(AdapterEngine):
@@ -143,6 +168,7 @@ class BytewaxSession(Session):
         self.settings[LOG_DIR] = str(logs)
         self._log = str(logs / "bytewax-workers.log")
         self._procs: list = []
+        self.stamps = Stamps()   # the processes' step stamps, kept while a trace records
         try:
             self._start_processes()
         except BaseException:
@@ -188,20 +214,25 @@ class BytewaxSession(Session):
         tick = self.settings["stream_tick_s"] if flow.streaming else None
         payload = cloudpickle.dumps(flow, protocol=5)
         addresses = [f"127.0.0.1:{port}" for port in _free_ports(self.workers)]
+        tracing = self.stamps.recording
         for i, (_, conn) in enumerate(self._procs):
-            conn.send((payload, addresses, i, tick))
+            conn.send((payload, addresses, i, tick, tracing))
         replies = self._replies(during)
+        if tracing:
+            for i, ((proc, _), reply) in enumerate(zip(self._procs, replies)):
+                for name, kind, start, end in (reply[2] if len(reply) > 2 else None) or ():
+                    self.stamps.add(span(worker_lane(i), name, kind, start, end, proc.pid))
         if starts:       # stream time 0 is when the last source started reading
             speedup = next(s.arg.speedup for s in flow.steps if s.op == "stream")
             for when, closes in arrivals:
                 for closes_at in closes:
                     self.window_latencies.add(when - (max(starts) + closes_at / speedup))
-        if any(status == "crashed" for status, _ in replies):
+        if any(reply[0] == "crashed" for reply in replies):
             self._restart()  # a process that panicked or hangs cannot run the next flow
-        for status, value in replies:
+        for status, value, *_ in replies:
             if status != "ok":
                 raise value
-        for _, sinks in replies:
+        for _, sinks, *_ in replies:
             for sink, items in sinks.items():
                 out[sink].extend(items)
         return out
@@ -215,7 +246,7 @@ class BytewaxSession(Session):
         replies: dict = {}
         while len(replies) < len(conns):
             waiting = [conn for conn in conns if conn not in replies]
-            failed = any(status != "ok" for status, _ in replies.values())
+            failed = any(reply[0] != "ok" for reply in replies.values())
             ready = wait(waiting, timeout=JOB_GRACE if failed else None)
             if not ready:
                 for conn in waiting:
@@ -230,6 +261,13 @@ class BytewaxSession(Session):
                 else:
                     replies[conn] = message
         return [replies[conn] for conn in conns]
+
+    def trace_start(self) -> None:
+        """From the next run on, the processes stamp each of the adapter's steps and send the stamps back."""
+        self.stamps.start()
+
+    def trace_stop(self):
+        return self.stamps.stop(TRACE_SOURCE, list(TRACE_MISSING))
 
     def _restart(self) -> None:
         self._stop_processes()
@@ -282,8 +320,8 @@ def _serve(conn, log_path: str) -> None:
         job = conn.recv()
         if job is None:
             return
-        payload, addresses, proc_id, tick = job
-        run = _Run()
+        payload, addresses, proc_id, tick, tracing = job
+        run = _Run(tracing)
         try:
             if tick is None:
                 flow = _translate(cloudpickle.loads(payload), run)
@@ -296,35 +334,58 @@ def _serve(conn, log_path: str) -> None:
         try:
             cluster_main(flow, addresses, proc_id, worker_count_per_proc=1)
         except BaseException as e:  # bytewax panics are BaseExceptions; the other processes may hang
-            conn.send(("crashed", DataflowError(f"bytewax failed: {type(e).__name__}: {e}")))
+            conn.send(("crashed", DataflowError(f"bytewax failed: {type(e).__name__}: {e}"), run.stamps))
             continue
         # pickle.dumps here falls back to cloudpickle (records of a user's own classes)
-        conn.send_bytes(pickle.dumps(("error", run.error) if run.error else ("ok", run.sinks), protocol=5))
+        reply = ("error", run.error, run.stamps) if run.error else ("ok", run.sinks, run.stamps)
+        conn.send_bytes(pickle.dumps(reply, protocol=5))
 
 
 class _Run:
-    """One run's state in one process: the first error, and what the sinks gathered."""
+    """One run's state in one process: the first error, what the sinks gathered, and -- while a
+    trace records -- the stamps ``(bytewax step id, kind, start, end)`` of every call of a step."""
 
-    def __init__(self):
+    def __init__(self, tracing: bool = False):
         self.error: DataflowError | None = None
         self.sinks: dict[str, list] = {}
+        self.stamps: list[tuple] | None = [] if tracing else None
+
+    def timed(self, name: str, kind: str, fn, *args):
+        """``fn(*args)``, stamped as ``name`` while a trace records."""
+        stamps = self.stamps
+        if stamps is None:
+            return fn(*args)
+        start = time.time()
+        try:
+            return fn(*args)
+        finally:
+            stamps.append((name, kind, start, time.time()))
 
 
 class _Guard:
     """A step as bytewax calls it: the first error is kept and from then on nothing passes.
 
     ``fallback(*args)`` is what the operator gets instead of a result (no items by default).
+    While a trace records, each call is stamped as ``name`` (the bytewax step id) of ``kind``.
     """
 
-    def __init__(self, run: _Run, step: Step, fn, fallback=lambda *args: ()):
+    def __init__(self, run: _Run, step: Step, fn, fallback=lambda *args: (), name: str | None = None,
+                 kind: str = "compute"):
         self.run, self.step, self.fn, self.fallback = run, step, fn, fallback
+        self.name, self.kind = name or _sid(step.name), kind
 
     def __call__(self, *args):
-        if self.run.error is None:
+        run = self.run
+        if run.error is None:
+            stamps = run.stamps
+            start = time.time() if stamps is not None else 0.0
             try:
                 return self.fn(*args)
             except Exception as e:
-                self.run.error = step_error(e, (self.step,))
+                run.error = step_error(e, (self.step,))
+            finally:
+                if stamps is not None:
+                    stamps.append((self.name, self.kind, start, time.time()))
         return self.fallback(*args)
 
 
@@ -358,7 +419,8 @@ def _translate(flow: Dataflow, run: _Run):
 
     def routed(up: str, step: Step, part: str, side: int | None = None):
         stream, ops = lazy[up]
-        return op.flat_map_batch(_sid(step.name, part), stream, _Guard(run, step, partial(_split, ops, step, side)))
+        sid = _sid(step.name, part)
+        return op.flat_map_batch(sid, stream, _Guard(run, step, partial(_split, ops, step, side), name=sid))
 
     for step in flow.steps:
         name = step.name
@@ -382,7 +444,8 @@ def _translate(flow: Dataflow, run: _Run):
         elif step.op == "collect":
             stream, ops = lazy[step.inputs[0]]
             if ops:
-                stream = op.flat_map_batch(_sid(name, "steps"), stream, _Guard(run, step, partial(narrow, ops=ops)))
+                sid = _sid(name, "steps")
+                stream = op.flat_map_batch(sid, stream, _Guard(run, step, partial(narrow, ops=ops), name=sid))
             op.output(_sid(name), stream, _Collect(step.arg, run))
         else:
             raise DataflowError(f"step {name!r}: unknown op {step.op!r}")
@@ -410,7 +473,7 @@ def _Reduce(step: Step, run: _Run, resume_state):
                 acc[key] = fn(acc[key], value) if key in acc else value
 
         def on_eof(self):
-            return list(self.acc.items()), StatefulBatchLogic.DISCARD
+            return run.timed(_sid(step.name), "compute", list, self.acc.items()), StatefulBatchLogic.DISCARD
 
         def snapshot(self):
             return self.acc
@@ -427,16 +490,21 @@ def _Join(step: Step, run: _Run, resume_state):
             self.sides: tuple[dict, dict] = ({}, {})
 
         def on_batch(self, labelled):
+            run.timed(_sid(step.name), "compute", self._keep, labelled)
+            return (), StatefulBatchLogic.RETAIN
+
+        def _keep(self, labelled):
             for i, pairs in labelled:
                 side = self.sides[i]
                 for key, value in pairs:
                     side.setdefault(key, []).append(value)
-            return (), StatefulBatchLogic.RETAIN
 
         def on_eof(self):
+            return run.timed(_sid(step.name), "compute", self._pairs), StatefulBatchLogic.DISCARD
+
+        def _pairs(self) -> list:
             left, right = self.sides
-            return ([(key, (lv, rv)) for key, rvs in right.items() for rv in rvs for lv in left.get(key, ())],
-                    StatefulBatchLogic.DISCARD)
+            return [(key, (lv, rv)) for key, rvs in right.items() for rv in rvs for lv in left.get(key, ())]
 
         def snapshot(self):
             return self.sides
@@ -455,7 +523,7 @@ def _Partitions(step: Step, run: _Run):
             self.recipe, self.items = recipe, None
 
         def next_batch(self):
-            batch = _Guard(run, step, self._take)()
+            batch = _Guard(run, step, self._take, kind="io")()
             if not batch:
                 raise StopIteration
             return batch

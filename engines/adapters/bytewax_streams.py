@@ -45,6 +45,13 @@ The stream's clock starts when its **last source starts reading** (each
 source partition reports its first wake-up to the driver): Bytewax starts
 its processes' dataflow anew for every run, and that second or so is the
 run's start-up, not the events' latency. It still counts in the run time.
+
+Traced as the batch flows are (`engines.adapters.bytewax`): a source's
+wake-up is an ``io`` span, a batch of a narrow step, of the routing to
+buckets (`_Route`) and of a bucket's windows a ``compute`` span, stamped in
+the worker processes and sent back with each process's final reply. The
+ticks between wake-ups, and the marks' and partials' way through Bytewax's
+exchange, are not stamped.
 """
 
 from __future__ import annotations
@@ -102,7 +109,8 @@ def translate_stream(flow: Dataflow, run: _Run, tick: float, emit: Emitter):
         elif step.op == "flat_map":
             streams[name] = op.flat_map_batch(_sid(name), ups[0], _Guard(run, step, partial(_apply, step)))
         elif step.op == "window":
-            routed = op.flat_map_batch(_sid(name, "route"), ups[0], _Guard(run, step, _Route(step)))
+            routed = op.flat_map_batch(_sid(name, "route"), ups[0],
+                                       _Guard(run, step, _Route(step), name=_sid(name, "route")))
             windows = op.stateful_batch(_sid(name), routed,
                                         partial(_WindowLogic, step, run, len(src.sources), src.duration))
             streams[name] = op.key_rm(_sid(name, "unroute"), windows)
@@ -215,7 +223,7 @@ def _Sources(step: Step, run: _Run, lateness: float, tick: float, emit: Emitter)
         def next_batch(self):
             if self.ended or run.error is not None:
                 raise StopIteration
-            return _Guard(run, step, self._take)()
+            return _Guard(run, step, self._take, kind="io")()
 
         def _take(self) -> list:
             i = self.index
