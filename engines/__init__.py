@@ -39,6 +39,8 @@ class Engine:
     supports: dict[str, str] = {}
     requires: tuple[str, ...] = ()      # distributions that must be installed
     extra = ""                          # the pip extra that installs them
+    #: start-up options for a session that will be traced (an instrument that must be on from the start)
+    trace_options: dict = {}
     columnar = False                    # an idiomatic variant (spark-df, dask-df): it runs a workload's
                                         # columnar form, ``run_columnar``, never the generic ``run``
 

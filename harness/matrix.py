@@ -225,6 +225,8 @@ def run_one(matrix: Matrix, cell: tuple, todo: list[int], trace: bool, base: dic
     log = out / "logs" / f"{workload_name}-{size}-{engine_name}-w{workers}.log"
     options = dict(matrix.options.get(engine_name, {}))
     options.setdefault("log_dir", str(out / "logs"))
+    if trace:   # an instrument that must be on from the engine's start (Spark's event log)
+        options = {**get_engine(engine_name).trace_options, **options}
     spec = dict(run_id=run_id, engine=engine_name, workload=workload_name, size=size, workers=workers,
                 seed=matrix.seed, repeats=todo, warmup=matrix.warmup, out=str(out), trace=trace,
                 trace_repeat=matrix.repeat,

@@ -162,7 +162,7 @@ def make_manifest(run_id: str, matrix, argv: list[str]) -> dict:
     for name in matrix.engines:
         engine = get_engine(name)
         ok, why = engine.available()
-        options = matrix.options.get(name, {})
+        options = {**(engine.trace_options if getattr(matrix, "trace", False) else {}), **matrix.options.get(name, {})}
         engines[name] = {
             "architecture": engine.architecture, "available": ok, "reason": why,
             "version": engine.version() if ok else None, "supports": engine.supports,

@@ -51,7 +51,7 @@ def running(name: str) -> Session:
         if engine.columnar:
             _running[name] = engine.over(running(family))
         else:
-            _running[name] = engine.start(workers=2)
+            _running[name] = engine.start(workers=2, **engine.trace_options)   # tests/test_traces.py traces it
     return _running[name]
 
 

@@ -120,7 +120,8 @@ def test_an_existing_dask_cluster_is_used():
 
 def test_settings_are_what_start_used(session):
     adapter(session)
-    planned = get_engine(session.engine).settings(session.workers)
+    engine = get_engine(session.engine)
+    planned = engine.settings(session.workers, **engine.trace_options)   # the suite starts them traceable
     assert {k: v for k, v in planned.items() if k != "log_dir"}.items() <= session.settings.items()
     assert Path(session.settings["log_dir"]).is_dir()
 

@@ -79,6 +79,10 @@ class ColumnarEngine(AdapterEngine):
     columnar = True
     generic = "?"                     # the engine of the generic translation, whose cluster this one drives
 
+    @property
+    def trace_options(self) -> dict:
+        return get_engine(self.generic).trace_options
+
     def available(self) -> tuple[bool, str]:
         ok, why = get_engine(self.generic).available()
         return (ok, why) if not ok else super().available()

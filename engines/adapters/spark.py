@@ -136,7 +136,10 @@ class SparkEngine(AdapterEngine):
     }
     requires = ("pyspark",)
     extra = "spark"
-    options = ("master",)
+    options = ("master", "event_log")
+    #: a cell that will be traced starts the JVM with its event log on (a static setting); a timed-only
+    #: run does not write one (a task-overhead run writes ~9 kB a job: hundreds of MB)
+    trace_options = {"event_log": True}
 
     def available(self) -> tuple[bool, str]:
         ok, why = super().available()
@@ -156,8 +159,8 @@ class SparkEngine(AdapterEngine):
             "spark.ui.enabled": "false",
             "spark.ui.showConsoleProgress": "false",
             "spark.driver.host": "127.0.0.1" if master.startswith("local") else None,
-            # the trace's instrument (trace_start / trace_stop): on from start-up, as a JVM freezes it
-            "spark.eventLog.enabled": "true",       # into <log_dir>/spark-events (the session adds the dir)
+            # the trace's instrument (trace_start / trace_stop): on from start-up when asked (event_log=True)
+            "spark.eventLog.enabled": "true" if options.get("event_log") else "false",  # <log_dir>/spark-events
             "spark.eventLog.compress": "false",      # Spark 4 compresses it (zstd) by default
             "spark.eventLog.rolling.enabled": "false",  # Spark 4 rolls it by default: one file here
             "spark.eventLog.includeTaskMetricsAccumulators": "false",  # repeats "Task Metrics": half the size
