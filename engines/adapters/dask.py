@@ -37,6 +37,24 @@ cluster would skip pickling, which every other engine pays).
   queued (`_Host.deliver`). Messages are then handled, in that order, by
   one thread per actor.
 
+**Trace** (``trace_start`` / ``trace_stop``), from Dask's own instruments:
+the scheduler's task stream (`TaskStreamPlugin`, read from a cursor taken
+at ``trace_start``, so no task of the run is missed) gives each task's
+``compute`` span on its worker's lane (``"worker 0"``, ``"worker 1"``...:
+the workers in order of their pids) and each fetch of its inputs as an
+``exchange`` span on the fetching worker (reading or writing spilled data:
+``io``; unpickling a task: ``schedule``); the workers' own transfer logs
+give each fetch's bytes (a ``send`` from the worker that held them), and
+the results the scheduler gathered for the driver (a ``send`` to
+``"scheduler"``, which relays them). Dask actors are not tasks, so the
+task stream shows only their creation: while recording, `_Host` stamps
+each message it handles (``message`` spans on its worker's lane). Not
+shown: the scheduler's own work, the time a message waits before its
+actor takes it, and the bytes of a dask.dataframe ``p2p`` shuffle (moved by
+Dask's shuffle extension, outside the transfer logs). Nothing is stamped
+while no trace records, and on a cluster of its own the session removes the
+task stream plugin again at ``trace_stop``.
+
 A user's workload file is sent by value (its functions and classes are in
 no module a worker can import), while Dask pickles arguments and results
 with plain pickle: with such a file loaded, each argument and result travels
@@ -62,8 +80,10 @@ import itertools
 import logging
 import os
 import threading
+import time
 import uuid
 import warnings
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import cloudpickle
@@ -73,6 +93,7 @@ from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session,
 from engines.common import HeldFuture, gather_held, invoke, task_error, task_name
 from engines.plan import OnTasks, evaluate
 from engines.streaming import run_microbatches
+from engines.tracing import Trace, send, span, worker_lane
 
 _LOG_ENV = "ARCHBENCH_DASK_WORKER_LOG"   # tells a worker (via `dask_setup`) where its output goes
 _token = uuid.uuid4().hex[:8]             # keeps this process's task keys apart on a shared scheduler
@@ -124,6 +145,8 @@ class DaskSession(Session):
         self.settings[LOG_DIR] = str(logs)
         self._restore_logging = logs_to_file("distributed", logs / "dask-driver.log")
         self._cluster = None
+        self._lanes: dict[str, tuple[str, int | None]] = {}   # worker address -> (its lane, its pid)
+        self._trace_from: tuple[float, int] | None = None       # while recording: (time, task stream cursor)
         try:
             if settings["address"]:
                 self.client = Client(settings["address"])
@@ -161,6 +184,38 @@ class DaskSession(Session):
     def actors(self) -> Actors:
         return DaskActors(self)
 
+    def trace_start(self) -> None:
+        """Take the task stream's cursor (the first call installs the plugin) and start the workers' stamps."""
+        client = self.client
+        index = client.sync(client.scheduler.get_task_stream_index)
+        self._trace_from = (time.time(), index)
+        self._name_lanes(client.run(_trace_on))
+
+    def trace_stop(self):
+        """The task stream since `trace_start`, each fetch with its bytes, each actor message as stamped."""
+        client = self.client
+        t0, index = self._trace_from or (time.time(), None)
+        self._trace_from = None
+        records = client.sync(client.scheduler.get_task_stream, start_index=index) if index is not None else []
+        if self._cluster is not None:   # our own cluster, no dashboard: no one else reads the task stream
+            client.sync(client.scheduler.unregister_scheduler_plugin, name="task-stream")
+        workers = client.run(_trace_off, t0)
+        self._name_lanes({address: w["pid"] for address, w in workers.items()})
+        rows, missing = _trace_rows(records, workers, self._lane, "driver" if client.direct_to_workers else "scheduler")
+        return Trace(rows, source="Dask task stream (scheduler TaskStreamPlugin), the workers' transfer logs, "
+                                  "actor messages stamped by the adapter", missing=missing)
+
+    def _name_lanes(self, pids: dict[str, int]) -> None:
+        """Give each worker not seen before the next lane: ``worker 0`` ... in order of pid. Mutates `_lanes`."""
+        for address in sorted((a for a in pids if a not in self._lanes), key=lambda a: (pids[a], a)):
+            self._lanes[address] = (worker_lane(len(self._lanes)), pids[address])
+
+    def _lane(self, address: str) -> tuple[str, int | None]:
+        """``(lane, pid)`` of the worker at ``address`` (one gone before it could be asked: a new lane)."""
+        if address not in self._lanes:
+            self._lanes[address] = (worker_lane(len(self._lanes)), None)
+        return self._lanes[address]
+
     def close(self) -> None:
         client, cluster = getattr(self, "client", None), self._cluster
         self.client, self._cluster = None, None
@@ -181,6 +236,109 @@ def dask_setup(worker) -> None:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
+
+
+# ----------------------------------------------------------------- trace
+
+_TRACE_LOG_LENGTH = 100_000   # while recording, the workers' transfer logs keep this many (as the task stream)
+_KIND_OF_ACTION = {"compute": "compute", "transfer": "exchange", "disk-read": "io", "disk-write": "io",
+                   "deserialize": "schedule"}
+_stamps: list | None = None    # on a worker, while a trace records: (actor, method, start, end) per message
+_log_lengths: dict = {}        # on a worker, while a trace records: the transfer logs' own lengths
+_log_marks: dict = {}          # on a worker, while a trace records: each transfer log's length at the start
+_LOGS = ("transfer_incoming_log", "transfer_outgoing_log")
+
+
+def _trace_on(dask_worker) -> int:
+    """On each worker (``client.run``): start stamping actor messages, keep the whole transfer logs; its pid."""
+    global _stamps
+    _stamps = []
+    for name in _LOGS:
+        log = getattr(dask_worker, name)
+        if log.maxlen is not None and log.maxlen < _TRACE_LOG_LENGTH:
+            _log_lengths.setdefault(name, log.maxlen)
+            log = deque(log, maxlen=_TRACE_LOG_LENGTH)
+            setattr(dask_worker, name, log)
+        _log_marks[name] = len(log)
+    return os.getpid()
+
+
+def _trace_off(t0: float, dask_worker) -> dict:
+    """On each worker: stop stamping; what it stamped and logged since ``t0``, and its pid."""
+    global _stamps
+    stamps, _stamps = _stamps or [], None
+    incoming, outgoing = (_logged(dask_worker, name, t0) for name in _LOGS)
+    incoming = [(e["start"], e["stop"], e["who"], e["total"]) for e in incoming]
+    outgoing = [(e["start"], e["who"], e["total"], list(e["keys"])) for e in outgoing]
+    for name, maxlen in list(_log_lengths.items()):
+        setattr(dask_worker, name, deque(getattr(dask_worker, name), maxlen=maxlen))
+        del _log_lengths[name]
+    return {"pid": os.getpid(), "stamps": stamps, "incoming": incoming, "outgoing": outgoing}
+
+
+def _logged(dask_worker, name: str, t0: float) -> list[dict]:
+    """The entries of a worker's transfer log ``name`` appended since `_trace_on` (else: begun since ``t0``)."""
+    log = getattr(dask_worker, name)
+    mark = _log_marks.pop(name, None)
+    if mark is None or len(log) == log.maxlen:   # not marked, or full (entries dropped): by their clock
+        return [e for e in log if e["start"] >= t0]
+    return list(itertools.islice(log, mark, None))
+
+
+def _key_name(key) -> str:
+    """A task key as a span's name: ours without this process's token, Dask's own (``('chunk-ab12', 3)``) short."""
+    from dask.utils import key_split
+
+    if isinstance(key, str):
+        return key[: -len(_token) - 1] if key.endswith(f"-{_token}") else key
+    if isinstance(key, tuple) and key:
+        return "-".join([key_split(key[0]), *map(str, key[1:])])
+    return str(key)
+
+
+def _trace_rows(records: list, workers: dict, lane, results_to: str) -> tuple[list, list]:
+    """`engines.tracing` rows from task stream ``records`` and the workers' logs; and what they miss.
+
+    ``lane(address)`` is ``(lane, pid)``; ``results_to``: who fetches results from the workers for the
+    driver (the scheduler, unless the client fetches them directly).
+    """
+    fetched = {(address, who, start, stop): total for address, w in workers.items()
+               for start, stop, who, total in w["incoming"]}
+    rows, unknown, p2p = [], 0, False
+    for record in records:
+        address = record.get("worker")
+        here, pid = lane(address)
+        name = _key_name(record["key"])
+        p2p = p2p or "shuffle-transfer" in name or "p2p" in name
+        for ss in record.get("startstops", ()):
+            action = ss["action"]
+            rows.append(span(here, name if action == "compute" else f"{action} {name}",
+                             _KIND_OF_ACTION.get(action, "schedule"), ss["start"], ss["stop"], pid))
+            if action == "transfer":
+                nbytes = fetched.get((address, ss.get("source"), ss["start"], ss["stop"]))
+                if nbytes is None:
+                    unknown += 1
+                else:
+                    rows.append(send(lane(ss["source"])[0], here, nbytes, ss["start"], name))
+    for address, w in workers.items():
+        here, pid = lane(address)
+        for start, who, total, keys in w["outgoing"]:
+            if who not in workers:   # not a worker's fetch (its own log has it): results for the driver
+                names = [_key_name(k) for k in keys]
+                rows.append(send(here, results_to, total, start,
+                                 "results " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")))
+        rows += [span(here, f"{actor}.{method}", "message", start, end, pid)
+                 for actor, method, start, end in w["stamps"]]
+    missing = ["the scheduler's own work (deciding, dispatching): the task stream shows what the workers did",
+               "actor messages: the time each waits (in transit, parked for its sender's order, queued behind "
+               "the actor's previous message) before it is handled"]
+    if results_to == "scheduler":
+        missing.append("the scheduler relaying gathered results to the driver: only the workers' sends are logged")
+    if unknown:
+        missing.append(f"bytes of {unknown} fetches: not in the workers' transfer logs")
+    if p2p:
+        missing.append("bytes of the p2p shuffle: Dask's shuffle extension moves them outside the transfer logs")
+    return rows, missing
 
 
 # ----------------------------------------------------------------- tasks
@@ -358,12 +516,17 @@ class _Host:
 
     def _handle(self, message: bytes, reply: bool):
         method, args, kwargs = cloudpickle.loads(message)
+        stamps = _stamps   # a list while a trace records (`_trace_on`)
+        start = time.time() if stamps is not None else 0.0
         try:
             return invoke(self.obj, self.actor_id, method, args, kwargs)
         except ActorError as e:
             if reply:
                 raise
             logging.getLogger("distributed.worker").warning("tell failed (no one to tell): %s", e)
+        finally:
+            if stamps is not None:
+                stamps.append((self.actor_id, method, start, time.time()))
 
 
 async def _settle(actor_future, future: Future, ref: "DaskRef", method: str) -> None:
