@@ -1,0 +1,369 @@
+"""Twins: for each adapter and workload, the program that engine's own experienced users would write.
+
+A benchmark is only as fair as the way each engine was driven. The adapters
+translate one engine-neutral program (a `Dataflow`, tasks, actors) into
+each engine's API, generically. A **twin** answers the same question by
+hand, on the engine's native API, the way a user who knows that engine
+would write it: the same inputs made the same way (the workload's own
+generator, called on the workers), the same answer collected to the driver
+in the shape the workload's ``run`` returns, so the workload's own
+``check(got, workload.reference(inputs))`` judges both. ``archbench
+fairness`` (`harness.fairness`) runs the adapter and the twin alternately on
+one running cluster: adapter ÷ twin near 1 says the adapter drives its
+engine as well as a hand-written program does; well above 1 names a cost
+of the generic translation.
+
+A twin is called as ``TWINS[(engine, workload)](session, inputs)`` with the
+adapter's **running** session, started by archbench with its settings, and
+uses its native handle: Ray, the ``ray`` module (``ray.init`` was called by
+the session; a twin neither starts nor stops Ray); Dask, ``session.client``
+(a distributed Client); Spark, ``session.sc`` (a SparkContext). Latencies
+are not recorded: a twin owes only the answer. Everything here is a
+module-level function or class, so the workers import it by reference.
+
+The idiom of each twin:
+
+- ray × wordcount: a remote task per partition makes its lines and returns a ``Counter``;
+  the driver merges the counters.
+- ray × groupby: a remote task per partition returns ``{key: (sum v1, count, sum v2)}``;
+  the driver merges them and takes the means.
+- ray × task-overhead: ``noop.remote(token)``, ``window`` ObjectRefs in flight, ``ray.get`` of the oldest.
+- ray × task-chain: each hop's ObjectRef passed straight to the next ``hop.remote``; ``ray.get`` of the last.
+- ray × ping-pong: a ``@ray.remote`` player class; handles passed to each other with ``meet``,
+  hits sent fire-and-forget with ``partner.hit.remote(...)``, actors killed afterwards.
+- dask × wordcount: ``client.map`` of the per-partition ``Counter``, ``client.gather``, merged on the
+  driver (``dask.bag``'s ``frequencies``/``foldby`` were measured slower for this).
+- dask × groupby: ``client.map`` of the per-partition partial sums, gathered and merged on the driver.
+- dask × task-overhead: ``client.submit(noop, token, pure=False)``, ``window`` futures in flight,
+  ``result()`` of the oldest.
+- dask × task-chain: ``client.submit(hop, previous_future, step, pure=False)``: each hop's future
+  passed to the next; ``result()`` of the last.
+- dask × ping-pong: ``client.submit(Player, actor=True, pure=False)``; the player's methods are
+  coroutines, so they run on the worker's event loop and a hit sent to a partner on the same worker
+  does not call into it recursively (a plain method would).
+- spark × wordcount: ``sc.parallelize(recipes, len(recipes)).flatMap(per-partition Counter items)
+  .reduceByKey(add, sc.defaultParallelism).collect()``.
+- spark × groupby: the same with per-partition partial sums, ``reduceByKey(add_partials)``, ``map(finish)``.
+
+    >>> twins_for("ray")
+    ['groupby', 'ping-pong', 'task-chain', 'task-overhead', 'wordcount']
+    >>> twins_for("spark")
+    ['groupby', 'wordcount']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import time
+from collections import Counter, deque
+from itertools import chain
+from typing import Callable
+
+from workloads.groupby import add_partials, finish, make_rows
+from workloads.ping_pong import bounce, calls_digest
+from workloads.task_chain import hop, start_payload
+from workloads.task_overhead import digest, noop, token
+from workloads.wordcount import make_lines
+
+#: (engine, workload) -> the hand-written program: ``twin(session, inputs)`` -> what the workload's run returns
+TWINS: dict[tuple[str, str], Callable] = {}
+
+POLL_PAUSE = 0.001   # seconds between asks for a rally's final ball, as `workloads.ping_pong.poll` waits
+
+
+def twin(engine: str, workload: str):
+    """Register the decorated function as the twin of ``workload`` on ``engine``."""
+    def register(fn: Callable) -> Callable:
+        TWINS[(engine, workload)] = fn
+        return fn
+    return register
+
+
+def twins_for(engine: str) -> list[str]:
+    """The workloads that have a twin on ``engine``, sorted."""
+    return sorted(w for e, w in TWINS if e == engine)
+
+
+# ------------------------------------------------------------- per partition, on the workers (every engine)
+
+
+def word_counts(recipe: tuple) -> Counter:
+    """One wordcount partition, made here from its recipe, counted."""
+    return Counter(chain.from_iterable(map(str.split, make_lines(*recipe))))
+
+
+def word_count_items(recipe: tuple):
+    """`word_counts` as ``(word, count)`` pairs (what Spark's ``flatMap`` yields)."""
+    return word_counts(recipe).items()
+
+
+def group_partials(recipe: tuple) -> dict:
+    """One groupby partition, made here from its recipe: ``{key: (sum of v1, count, sum of v2)}``."""
+    acc: dict = {}
+    get = acc.get
+    for key, v1, v2 in make_rows(*recipe):
+        s = get(key)
+        acc[key] = (v1, 1, v2) if s is None else (s[0] + v1, s[1] + 1, s[2] + v2)
+    return acc
+
+
+def group_partial_items(recipe: tuple):
+    """`group_partials` as ``(key, partial)`` pairs (what Spark's ``flatMap`` yields)."""
+    return group_partials(recipe).items()
+
+
+def merged_counts(parts) -> dict:
+    """The wordcount answer from the partitions' counters."""
+    total: Counter = Counter()
+    for part in parts:
+        total.update(part)
+    return {"counts": list(total.items())}
+
+
+def merged_stats(parts) -> dict:
+    """The groupby answer from the partitions' partial sums."""
+    acc: dict = {}
+    get = acc.get
+    for part in parts:
+        for key, p in part.items():
+            s = get(key)
+            acc[key] = p if s is None else (s[0] + p[0], s[1] + p[1], s[2] + p[2])
+    return {"stats": [finish(kv) for kv in acc.items()]}
+
+
+# ------------------------------------------------------------- Ray
+
+
+_ray_remotes: dict = {}
+
+
+def _ray_remote(obj):
+    """``ray.remote(obj)``, made once per process (as ``@ray.remote`` at a module's top would be)."""
+    import ray
+
+    if obj not in _ray_remotes:
+        _ray_remotes[obj] = ray.remote(obj)
+    return _ray_remotes[obj]
+
+
+@twin("ray", "wordcount")
+def ray_wordcount(session, inputs):
+    import ray
+
+    count = _ray_remote(word_counts)
+    return merged_counts(ray.get([count.remote(recipe) for recipe in inputs]))
+
+
+@twin("ray", "groupby")
+def ray_groupby(session, inputs):
+    import ray
+
+    partials = _ray_remote(group_partials)
+    return merged_stats(ray.get([partials.remote(recipe) for recipe in inputs]))
+
+
+@twin("ray", "task-overhead")
+def ray_task_overhead(session, inputs):
+    import ray
+
+    task, seed, window = _ray_remote(noop), inputs["seed"], inputs["window"]
+    pending: deque = deque()
+    values = []
+    for i in range(inputs["tasks"]):
+        if len(pending) >= window:
+            values.append(ray.get(pending.popleft()))
+        pending.append(task.remote(token(seed, i)))
+    values.extend(ray.get(list(pending)))
+    return digest(values)
+
+
+@twin("ray", "task-chain")
+def ray_task_chain(session, inputs):
+    import ray
+
+    first, step_task = _ray_remote(start_payload), _ray_remote(hop)
+    ref = first.remote(inputs["seed"], inputs["width"])
+    for step in range(1, inputs["hops"]):
+        ref = step_task.remote(ref, step)
+    return ray.get(ref)
+
+
+class RayPlayer:
+    """A ping-pong player as a Ray actor (``ray.remote(RayPlayer)``); its partner is an actor handle."""
+
+    def __init__(self):
+        self.partner = None
+        self.last = None
+
+    def meet(self, partner) -> None:
+        self.partner = partner
+
+    def echo(self, x: int) -> int:
+        return bounce(x, 0)
+
+    def serve(self, ball: int, rallies: int) -> None:
+        self.last = None
+        self.partner.hit.remote(ball, 1, 2 * rallies)
+
+    def hit(self, ball: int, n: int, last_hit: int) -> None:
+        ball = bounce(ball, n)
+        if n == last_hit:
+            self.last = ball
+        else:
+            self.partner.hit.remote(ball, n + 1, last_hit)
+
+    def final(self):
+        return self.last
+
+
+@twin("ray", "ping-pong")
+def ray_ping_pong(session, inputs):
+    import ray
+
+    seed, pairs, rallies = inputs["seed"], inputs["pairs"], inputs["rallies"]
+    player = _ray_remote(RayPlayer)
+    servers = [player.remote() for _ in range(pairs)]
+    receivers = [player.remote() for _ in range(pairs)]
+    players = servers + receivers
+    try:
+        ray.get([a.meet.remote(b) for a, b in zip(servers, receivers)]
+                + [b.meet.remote(a) for a, b in zip(servers, receivers)])
+        replies = [ray.get(players[i % len(players)].echo.remote(bounce(seed, i))) for i in range(inputs["calls"])]
+        for p, server in enumerate(servers):
+            server.serve.remote(bounce(seed, -1 - p), rallies)
+        balls: dict = {}
+        while True:
+            waiting = [p for p in range(pairs) if p not in balls]
+            for p, ball in zip(waiting, ray.get([servers[p].final.remote() for p in waiting])):
+                if ball is not None:
+                    balls[p] = ball
+            if len(balls) == pairs:
+                break
+            time.sleep(POLL_PAUSE)
+        return {"calls": calls_digest(replies), "balls": [balls[p] for p in range(pairs)]}
+    finally:
+        for p in players:
+            ray.kill(p)
+
+
+# ------------------------------------------------------------- Dask
+
+
+@twin("dask", "wordcount")
+def dask_wordcount(session, inputs):
+    client = session.client
+    return merged_counts(client.gather(client.map(word_counts, inputs, pure=False)))
+
+
+@twin("dask", "groupby")
+def dask_groupby(session, inputs):
+    client = session.client
+    return merged_stats(client.gather(client.map(group_partials, inputs, pure=False)))
+
+
+@twin("dask", "task-overhead")
+def dask_task_overhead(session, inputs):
+    client, seed, window = session.client, inputs["seed"], inputs["window"]
+    pending: deque = deque()
+    values = []
+    for i in range(inputs["tasks"]):
+        if len(pending) >= window:
+            values.append(pending.popleft().result())
+        pending.append(client.submit(noop, token(seed, i), pure=False))
+    values.extend(client.gather(list(pending)))
+    return digest(values)
+
+
+@twin("dask", "task-chain")
+def dask_task_chain(session, inputs):
+    client = session.client
+    future = client.submit(start_payload, inputs["seed"], inputs["width"], pure=False)
+    for step in range(1, inputs["hops"]):
+        future = client.submit(hop, future, step, pure=False)
+    return future.result()
+
+
+def _fire(sent) -> None:
+    """A message sent and not waited for. A call to a remote actor is on its way already (an ActorFuture);
+    Dask hands a call to an actor on this worker back as the coroutine itself, which must be scheduled."""
+    if asyncio.iscoroutine(sent):
+        task = asyncio.ensure_future(sent)
+        _in_flight.add(task)
+        task.add_done_callback(_in_flight.discard)
+
+
+_in_flight: set = set()   # scheduled local calls, kept referenced until they finish
+
+
+class DaskPlayer:
+    """A ping-pong player as a Dask actor; its methods are coroutines, run on the worker's event loop."""
+
+    def __init__(self):
+        self.partner = None
+        self.last = None
+
+    async def meet(self, partner) -> None:
+        self.partner = partner
+
+    async def echo(self, x: int) -> int:
+        return bounce(x, 0)
+
+    async def serve(self, ball: int, rallies: int) -> None:
+        self.last = None
+        _fire(self.partner.hit(ball, 1, 2 * rallies))
+
+    async def hit(self, ball: int, n: int, last_hit: int) -> None:
+        ball = bounce(ball, n)
+        if n == last_hit:
+            self.last = ball
+        else:
+            _fire(self.partner.hit(ball, n + 1, last_hit))
+
+    async def final(self):
+        return self.last
+
+
+@twin("dask", "ping-pong")
+def dask_ping_pong(session, inputs):
+    client = session.client
+    seed, pairs, rallies = inputs["seed"], inputs["pairs"], inputs["rallies"]
+    futures = [client.submit(DaskPlayer, actor=True, pure=False) for _ in range(2 * pairs)]
+    try:
+        players = client.gather(futures)
+        servers, receivers = players[:pairs], players[pairs:]
+        for done in ([a.meet(b) for a, b in zip(servers, receivers)] + [b.meet(a) for a, b in zip(servers, receivers)]):
+            done.result()
+        replies = [players[i % len(players)].echo(bounce(seed, i)).result() for i in range(inputs["calls"])]
+        for p, server in enumerate(servers):
+            server.serve(bounce(seed, -1 - p), rallies)   # not waited for: the driver asks for the final ball
+        balls: dict = {}
+        while True:
+            waiting = [p for p in range(pairs) if p not in balls]
+            for p, asked in [(p, servers[p].final()) for p in waiting]:
+                ball = asked.result()
+                if ball is not None:
+                    balls[p] = ball
+            if len(balls) == pairs:
+                break
+            time.sleep(POLL_PAUSE)
+        return {"calls": calls_digest(replies), "balls": [balls[p] for p in range(pairs)]}
+    finally:
+        client.cancel(futures)
+
+
+# ------------------------------------------------------------- Spark
+
+
+@twin("spark", "wordcount")
+def spark_wordcount(session, inputs):
+    sc = session.sc
+    pairs = sc.parallelize(inputs, len(inputs)).flatMap(word_count_items)
+    return {"counts": pairs.reduceByKey(operator.add, sc.defaultParallelism).collect()}
+
+
+@twin("spark", "groupby")
+def spark_groupby(session, inputs):
+    sc = session.sc
+    partials = sc.parallelize(inputs, len(inputs)).flatMap(group_partial_items)
+    return {"stats": partials.reduceByKey(add_partials, sc.defaultParallelism).map(finish).collect()}
