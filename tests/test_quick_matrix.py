@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.cli import build_matrix, make_parser
 from harness.matrix import FULL_MATRIX
 from harness.report import write_report
-from harness.results import write_manifest
+from harness.results import append_row, new_row, write_manifest
 from workloads import quick_workloads, workload_names
 
 
@@ -38,5 +38,7 @@ def test_a_resumed_run_keeps_what_its_manifest_says():
 
 def test_the_report_of_a_quick_run_says_what_it_left_out(tmp_path):
     write_manifest(tmp_path, {"run_id": "r", "matrix": matrix_of().as_dict()})
+    append_row(tmp_path / "results.jsonl", new_row(engine="serial", workload="wordcount", size="small", workers=2,
+                                                   repeat=0, status="ok", run_s=0.1, units=10, unit="words"))
     text = write_report(tmp_path).read_text()
     assert "quick matrix" in text and FULL_MATRIX in text
