@@ -178,7 +178,13 @@ class _KeyBy:
 
 
 @dataclass(frozen=True)
-class _CountOne:
+class CountOne:
+    """``count_by_key``'s narrow step: ``(key, 1)`` per item (the item itself is the key when ``key`` is None).
+
+    Runtimes may recognise it followed by an adding reduction, and count
+    the keys directly (`engines.plan.counting`).
+    """
+
     key: Callable | None
 
     def __call__(self, item):
@@ -199,7 +205,7 @@ def user_function(fn: Callable) -> Callable:
     >>> user_function(MapFn(FilterFn(len).pred))
     <built-in function len>
     """
-    while isinstance(fn, (MapFn, FilterFn, _KeyBy, _CountOne)):
+    while isinstance(fn, (MapFn, FilterFn, _KeyBy, CountOne)):
         inner = getattr(fn, "fn", None) or getattr(fn, "pred", None) or getattr(fn, "key", None)
         if inner is None:  # count_by_key without a key function
             return fn
@@ -281,7 +287,7 @@ class Stream:
         """``(key, count)`` per distinct key; items are the keys unless ``key`` is given."""
         if key is not None:
             self.flow._check_callable("count_by_key", name, key)
-        ones = self.flat_map(MapFn(_CountOne(key)), name=self.flow._next_name("count_by_key"))
+        ones = self.flat_map(MapFn(CountOne(key)), name=self.flow._next_name("count_by_key"))
         return ones.reduce_by_key(operator.add, name=name)
 
     def window(self, size: float, fn: Callable[[Any, Any], Any], *, lateness: float = 0.0,

@@ -35,7 +35,8 @@ from collections import Counter
 from itertools import chain
 from typing import Callable, Iterable
 
-from engines.api import DataflowError, Dataflow, FilterFn, MapFn, NotAPair, Step, describe_function, user_function
+from engines.api import (CountOne, DataflowError, Dataflow, FilterFn, MapFn, NotAPair, Step, describe_function,
+                         user_function)
 
 
 # ------------------------------------------------------------- ownership
@@ -140,6 +141,41 @@ def combine(pairs: Iterable, fn: Callable, step: Step) -> dict:
     return acc
 
 
+def counting(ones: Step | None, keyed: Step) -> CountOne | None:
+    """The `CountOne` of a ``count_by_key`` -- when ``ones`` makes ``(key, 1)`` pairs and ``keyed``
+    adds them up -- else None. Such a count is made by `count_keys`, not pair by pair.
+
+    >>> from engines.api import Dataflow
+    >>> flow = Dataflow("wc")
+    >>> flow.read([["a"]]).count_by_key().collect("n")
+    >>> counting(flow.steps[1], flow.steps[2])
+    CountOne(key=None)
+    """
+    fn = ones.fn if ones is not None else None
+    if keyed.op == "reduce_by_key" and keyed.fn is operator.add and isinstance(fn, MapFn) \
+            and isinstance(fn.fn, CountOne):
+        return fn.fn
+    return None
+
+
+def count_keys(items: Iterable, one: CountOne) -> Counter:
+    """``{key: how many items have it}`` by `collections.Counter`, whose loop is C: the answer
+    ``combine`` gives for the ``(key, 1)`` pairs of a ``count_by_key``, without making a pair per item.
+
+    >>> count_keys(["a", "b", "a"], CountOne(None))
+    Counter({'a': 2, 'b': 1})
+    """
+    return Counter(items if one.key is None else map(one.key, items))
+
+
+def partial_reduce(items: Iterable, ops: tuple[Step, ...], keyed: Step) -> dict:
+    """The map side of ``reduce_by_key`` over one partition: the fused narrow steps, combined."""
+    one = counting(ops[-1] if ops else None, keyed)
+    if one is not None:
+        return count_keys(fuse(items, ops[:-1]), one)
+    return combine(fuse(items, ops), keyed.fn, keyed)
+
+
 def checked_pairs(items: Iterable, step: Step) -> Iterable:
     """``items``, each checked to be a ``(key, value)`` pair for ``step`` (`NotAPair` if one is not).
 
@@ -171,9 +207,10 @@ def split(source, ops: tuple[Step, ...], keyed: Step, n: int) -> list[list]:
     """Map side of a shuffle: run the narrow steps, combine if reducing, cut into n buckets."""
     steps = ops + (keyed,)
     try:
-        items = fuse(source_items(source), ops)
         if keyed.op == "reduce_by_key":
-            items = combine(items, keyed.fn, keyed).items()
+            items = partial_reduce(source_items(source), ops, keyed).items()
+        else:
+            items = fuse(source_items(source), ops)
         buckets = [[] for _ in range(n)]
         if n == 1 and keyed.op == "reduce_by_key":
             buckets[0].extend(items)        # combine has checked every pair
@@ -289,9 +326,11 @@ def evaluate(flow: Dataflow, runner: Runner, buckets: int) -> dict[str, list]:
     Narrow steps only extend ``ops``; a keyed step runs a shuffle and starts a
     new stage from its merged buckets; a stream read by two or more steps is
     computed once, where its partitions are; a sink runs the narrow steps and
-    brings the items to the driver.
+    brings the items to the driver (a stream the workers hold already, with no
+    step left to run -- a reduce's or join's output -- is fetched as it is).
     """
     lazy: dict[str, tuple[list, tuple[Step, ...]]] = {}
+    held: set[str] = set()   # streams whose partitions are results of the runner's calls, not a read's sources
     out: dict[str, list] = {}
 
     def shuffle(name: str, step: Step) -> list[list]:
@@ -307,17 +346,23 @@ def evaluate(flow: Dataflow, runner: Runner, buckets: int) -> dict[str, list]:
             ops = ops if step.op == "read" else ops + (step,)
             if consumers[step.name] > 1:  # a stream that branches is computed once, not once per branch
                 sources, ops = runner.map(narrow, [(s, ops) for s in sources]), ()
+                held.add(step.name)
             lazy[step.name] = (sources, ops)
         elif step.op == "reduce_by_key":
             per_owner = shuffle(step.inputs[0], step)
             lazy[step.name] = (runner.map(merge_reduce, [(step, *b) for b in per_owner]), ())
+            held.add(step.name)
         elif step.op == "join":
             left, right = (shuffle(name, step) for name in step.inputs)
             calls = [(step, len(lb), *lb, *rb) for lb, rb in zip(left, right)]
             lazy[step.name] = (runner.map(merge_join, calls), ())
+            held.add(step.name)
         elif step.op == "collect":
-            sources, ops = lazy[step.inputs[0]]
-            out[step.arg] = list(chain.from_iterable(runner.values(runner.map(narrow, [(s, ops) for s in sources]))))
+            name = step.inputs[0]
+            sources, ops = lazy[name]
+            if ops or name not in held:   # steps still to run, or a read's sources still to read
+                sources = runner.map(narrow, [(s, ops) for s in sources])
+            out[step.arg] = list(chain.from_iterable(runner.values(sources)))
         else:
             raise DataflowError(f"step {step.name!r}: unknown op {step.op!r}")
     return out

@@ -39,6 +39,28 @@ def test_wordcount(session):
     assert sorted(session.dataflow(flow)["counts"]) == [("a", 3), ("b", 2), ("c", 1)]
 
 
+def test_count_by_key_with_a_key_function(session):
+    require(session, "dataflow")
+    flow = Dataflow("lengths")
+    flow.read([["a bb a", "ccc"], ["bb"], []]).flat_map(str.split).count_by_key(len, name="counted") \
+        .collect("by_length")
+    assert sorted(session.dataflow(flow)["by_length"]) == [(1, 2), (2, 2), (3, 1)]
+    bad = Dataflow("bad")
+    bad.read([["a", None]]).count_by_key(lambda w: w.upper()).collect("n")
+    with pytest.raises(DataflowError, match=r"count_by_key_2.*AttributeError"):   # the step of the key function
+        session.dataflow(bad)
+
+
+def test_a_stream_collected_twice(session):
+    require(session, "dataflow")
+    flow = Dataflow("twice")
+    doubled = flow.read([[1, 2], [3]]).map(double)
+    doubled.collect("a")
+    doubled.collect("b")
+    out = session.dataflow(flow)
+    assert sorted(out["a"]) == sorted(out["b"]) == [2, 4, 6]
+
+
 def test_filter_map_join_and_two_sinks(session):
     require(session, "dataflow")
     flow = Dataflow("orders")

@@ -20,7 +20,10 @@ archbench step     RDD operation
 ``reduce_by_key``  ``mapPartitions(combine)`` then ``reduceByKey(fn, N)``: each
                    partition combined by `engines.plan.combine` (which checks
                    every item is a pair) before Spark's combiner, shuffle and
-                   merge per key
+                   merge per key; the ``(key, 1)`` pairs of a ``count_by_key``
+                   are not made: each partition's keys are counted at once
+                   (`engines.plan.count_keys`, a ``Counter``), as a PySpark
+                   user writes a word count
 ``join``           ``join(other, N)`` of both sides' items checked to be pairs
                    (`engines.plan.checked_pairs`): ``(key, (left, right))`` per
                    matching pair
@@ -106,8 +109,9 @@ import cloudpickle
 
 from engines.adapters import (LOG_DIR, AdapterEngine, by_value_modules, driver_path, environ, java_available, log_dir,
                               pickle_by_value_fallback, send_by_value_too)
-from engines.api import ArchbenchError, Dataflow, DataflowError, FilterFn, MapFn, NotAPair, Session, Step, Tasks
-from engines.plan import checked_pairs, combine, source_items, step_error
+from engines.api import (ArchbenchError, CountOne, Dataflow, DataflowError, FilterFn, MapFn, NotAPair, Session, Step,
+                         Tasks)
+from engines.plan import checked_pairs, combine, count_keys, counting, source_items, step_error
 from engines.streaming import run_microbatches
 from engines.tracing import Trace, send, span, worker_lane
 
@@ -220,6 +224,7 @@ class SparkRDDSession(Session):
 
     def _translate(self, flow: Dataflow, rdds: dict, out: dict, consumers: Counter) -> None:
         """Build an RDD per step into ``rdds``, and run a job per sink into ``out``. Mutates both."""
+        steps = {step.name: step for step in flow.steps}
         for step in flow.steps:
             up = rdds[step.inputs[0]] if step.inputs else None
             if step.op == "read":
@@ -234,7 +239,12 @@ class SparkRDDSession(Session):
             elif step.op == "flat_map":
                 rdds[step.name] = up.flatMap(_Guard(step, step.fn))
             elif step.op == "reduce_by_key":
-                combined = up.mapPartitions(_Guard(step, partial(_combine, step)), preservesPartitioning=True)
+                ones = steps[step.inputs[0]]
+                one = counting(ones, step)
+                if one is not None:  # count_by_key: count the keys its ones step was given
+                    combined = rdds[ones.inputs[0]].mapPartitions(_Guard(ones, partial(_count, one)))
+                else:
+                    combined = up.mapPartitions(_Guard(step, partial(_combine, step)), preservesPartitioning=True)
                 rdds[step.name] = combined.reduceByKey(_Guard(step, step.fn), numPartitions=self.workers)
             elif step.op == "join":
                 left, right = (rdds[name].mapPartitions(partial(checked_pairs, step=step)) for name in step.inputs)
@@ -395,6 +405,11 @@ def _guard_on_worker(step: Step, fn, by_value: bool) -> _Guard:
 def _combine(step: Step, items):
     """The map side's combine, as `engines.plan` does it (which checks that every item is a pair)."""
     return combine(items, step.fn, step).items()
+
+
+def _count(one: CountOne, keys):
+    """The map side of a ``count_by_key``: each key of the partition and how many times it came."""
+    return count_keys(keys, one).items()
 
 
 def _read(recipe: bytes):
