@@ -69,9 +69,9 @@ class TaskChain(Workload):
     expect = "baseline"
     sizes = {
         "tiny": {"hops": 200, "width": 16},
-        "small": {"hops": 30_000, "width": 16},
-        "medium": {"hops": 150_000, "width": 16},
-        "large": {"hops": 600_000, "width": 16},
+        "small": {"hops": 1_000, "width": 16},   # 2-core machine: Dask ≈ 7 s (≈ 140 hops/s), Ray ≈ 2 s
+        "medium": {"hops": 3_000, "width": 16},
+        "large": {"hops": 20_000, "width": 16},
     }
 
     def generate(self, *, seed, hops, width):
