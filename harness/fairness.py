@@ -8,11 +8,14 @@ one running cluster, alternately** (adapter, twin, adapter, twin, … after a
 warm-up of each), checks both against the workload's reference, and writes:
 
 - ``fairness.jsonl`` -- one row per run: engine, workload, size, workers,
-  repeat, ``form`` (``adapter`` or ``twin``), status, ``run_s``;
+  repeat, ``form`` (``adapter``, ``twin``, or ``stamped``: the twin with
+  only the adapter's latency stamp added, `harness.twins.STAMPED`), status,
+  ``run_s``;
 - ``fairness.json`` and ``fairness.md`` -- per engine × workload the median
   of each form and **adapter ÷ twin** (the median of the pairwise ratios,
   with their min and max): at most `LIMIT` is *fair*; above it, the reason
-  the generic translation must cost more (`REASONS`) or *unfair*.
+  the generic translation must cost more (`REASONS`) or *unfair*; and,
+  where there is a stamped twin, stamped ÷ twin: the stamp's own cost.
 
 Each cell runs in its own process (``python -m harness.fairness SPEC``),
 watched with the matrix's timeout per phase. ``report.md`` embeds the
@@ -40,12 +43,13 @@ LIMIT = 1.15
 REASONS: dict[tuple[str, str], str] = {}
 
 
-def _pairs(rows: list[dict]) -> list[tuple[float, float]]:
+def _pairs(rows: list[dict], form: str = "adapter") -> list[tuple[float, float]]:
+    """``(form's time, twin's time)`` per repeat that has both."""
     by_repeat: dict[int, dict] = {}
     for row in rows:
         if row["status"] == "ok":
             by_repeat.setdefault(row["repeat"], {})[row["form"]] = row["run_s"]
-    return [(r["adapter"], r["twin"]) for _, r in sorted(by_repeat.items()) if {"adapter", "twin"} <= r.keys()]
+    return [(r[form], r["twin"]) for _, r in sorted(by_repeat.items()) if {form, "twin"} <= r.keys()]
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -60,7 +64,11 @@ def summarise(rows: list[dict]) -> list[dict]:
                          for r in group if r["status"] != "ok"})
         entry = {"engine": engine, "workload": workload, "size": size, "workers": workers,
                  "repeats": len(pairs), "adapter_s": None, "twin_s": None, "ratio": None,
-                 "ratio_min": None, "ratio_max": None, "verdict": "failed", "why": "; ".join(failed)}
+                 "ratio_min": None, "ratio_max": None, "stamp_ratio": None, "verdict": "failed",
+                 "why": "; ".join(failed)}
+        stamp = [s / t for s, t in _pairs(group, "stamped")]
+        if stamp:
+            entry["stamp_ratio"] = round(statistics.median(stamp), 2)
         if pairs:
             ratios = [a / t for a, t in pairs]
             entry.update(adapter_s=statistics.median(a for a, _ in pairs), twin_s=statistics.median(t for _, t in pairs),
@@ -76,13 +84,15 @@ def summarise(rows: list[dict]) -> list[dict]:
 def table(summary: list[dict]) -> str:
     """``fairness.md``'s table: adapter ÷ twin per engine and workload."""
     lines = [f"| engine | workload | size | adapter (median) | hand-written twin (median) | adapter ÷ twin "
-             f"[min–max] | verdict (≤ {LIMIT}) |", "|---|---|---|---|---|---|---|"]
+             f"[min–max] | latency stamp alone (stamped twin ÷ twin) | verdict (≤ {LIMIT}) |",
+             "|---|---|---|---|---|---|---|---|"]
     for e in summary:
         ratio = f"{e['ratio']:.2f} [{e['ratio_min']:.2f}–{e['ratio_max']:.2f}]" if e["ratio"] is not None else "-"
         seconds = (lambda v: f"{v:.3g} s" if v is not None else "-")  # noqa: E731
+        stamp = f"{e['stamp_ratio']:.2f}" if e.get("stamp_ratio") is not None else "-"
         why = f": {e['why']}" if e["why"] else ""
         lines.append(f"| {e['engine']} | {e['workload']} | {e['size']} | {seconds(e['adapter_s'])} | "
-                     f"{seconds(e['twin_s'])} | {ratio} | {e['verdict']}{why} |")
+                     f"{seconds(e['twin_s'])} | {ratio} | {stamp} | {e['verdict']}{why} |")
     return "\n".join(lines)
 
 
@@ -108,14 +118,17 @@ def run_cell(spec: dict) -> int:
     from engines import get_engine
     from harness.cell import one_line, phase
     from harness.results import append_row
-    from harness.twins import TWINS
+    from harness.twins import STAMPED, TWINS
     from workloads import get_workload
 
     out = Path(spec["out"])
     workload, engine = get_workload(spec["workload"]), get_engine(spec["engine"])
     inputs = workload.generate(seed=spec["seed"], **workload.sizes[spec["size"]])
     want = workload.reference(inputs)
-    forms = {"adapter": workload.run, "twin": TWINS[(spec["engine"], spec["workload"])]}
+    cell = (spec["engine"], spec["workload"])
+    forms = {"adapter": workload.run, "twin": TWINS[cell]}
+    if cell in STAMPED:
+        forms["stamped"] = STAMPED[cell]
     base = {k: spec[k] for k in ("engine", "workload", "size", "workers")}
     phase("start")
     with engine.start(workers=spec["workers"]) as session:

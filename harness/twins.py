@@ -17,7 +17,8 @@ A twin is called as ``TWINS[(engine, workload)](session, inputs)`` with the
 adapter's **running** session, started by archbench with its settings, and
 uses its native handle: Ray, the ``ray`` module (``ray.init`` was called by
 the session; a twin neither starts nor stops Ray); Dask, ``session.client``
-(a distributed Client); Spark, ``session.sc`` (a SparkContext). Latencies
+(a distributed Client); Spark, ``session.sc`` (a SparkContext); Bytewax,
+``session.run_native(build)`` (a flow built by hand, run in the session's processes). Latencies
 are not recorded: a twin owes only the answer. Everything here is a
 module-level function or class, so the workers import it by reference.
 
@@ -34,6 +35,10 @@ The idiom of each twin:
 - dask × wordcount: ``client.map`` of the per-partition ``Counter``, ``client.gather``, merged on the
   driver (``dask.bag``'s ``frequencies``/``foldby`` were measured slower for this).
 - dask × groupby: ``client.map`` of the per-partition partial sums, gathered and merged on the driver.
+  The partials are a ``defaultdict`` and the counts a ``Counter``: Dask pickles those whole, while a
+  result that is a plain ``dict``, ``list`` or ``tuple`` is serialized element by element
+  (dask/distributed#6368): gathering the eight partials of groupby at small size took 2 s as plain
+  dicts, 0.06 s as a ``Counter``.
 - dask × task-overhead: ``client.submit(noop, token, pure=False)``, ``window`` futures in flight,
   ``result()`` of the oldest.
 - dask × task-chain: ``client.submit(hop, previous_future, step, pure=False)``: each hop's future
@@ -44,6 +49,16 @@ The idiom of each twin:
 - spark × wordcount: ``sc.parallelize(recipes, len(recipes)).flatMap(per-partition Counter items)
   .reduceByKey(add, sc.defaultParallelism).collect()``.
 - spark × groupby: the same with per-partition partial sums, ``reduceByKey(add_partials)``, ``map(finish)``.
+- bytewax × wordcount: a ``FixedPartitionedSource`` with a partition per recipe (made on its worker, one
+  batch), ``op.flat_map_batch`` of a ``Counter`` per batch, ``op.reduce_final(add)``, ``op.output`` to a
+  list; run in the session's processes by ``session.run_native`` (Bytewax has no cluster to submit to).
+- bytewax × groupby: the same with per-batch partial sums, ``op.reduce_final(add_partials)``, ``op.map(finish)``.
+
+Where an adapter adds a latency stamp to what its engine does (Ray: a
+second return per task, a token the driver watches; Dask: a done-callback
+per future), a **stamped** twin (`STAMPED`) is the twin with only that stamp
+added: ``archbench fairness`` runs it too, and stamped ÷ twin is what the
+stamp costs on its own.
 
     >>> twins_for("ray")
     ['groupby', 'ping-pong', 'task-chain', 'task-overhead', 'wordcount']
@@ -56,7 +71,8 @@ from __future__ import annotations
 import asyncio
 import operator
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
+from functools import partial
 from itertools import chain
 from typing import Callable
 
@@ -80,6 +96,18 @@ def twin(engine: str, workload: str):
     return register
 
 
+#: (engine, workload) -> the twin with only the adapter's latency stamp added: what the stamp costs on its own
+STAMPED: dict[tuple[str, str], Callable] = {}
+
+
+def stamped(engine: str, workload: str):
+    """Register the decorated function as the stamped twin of ``workload`` on ``engine``."""
+    def register(fn: Callable) -> Callable:
+        STAMPED[(engine, workload)] = fn
+        return fn
+    return register
+
+
 def twins_for(engine: str) -> list[str]:
     """The workloads that have a twin on ``engine``, sorted."""
     return sorted(w for e, w in TWINS if e == engine)
@@ -98,13 +126,18 @@ def word_count_items(recipe: tuple):
     return word_counts(recipe).items()
 
 
-def group_partials(recipe: tuple) -> dict:
-    """One groupby partition, made here from its recipe: ``{key: (sum of v1, count, sum of v2)}``."""
-    acc: dict = {}
-    get = acc.get
+def _no_rows() -> list:
+    return [0, 0, 0.0]
+
+
+def group_partials(recipe: tuple) -> defaultdict:
+    """One groupby partition, made here from its recipe: ``{key: [sum of v1, count, sum of v2]}``."""
+    acc: defaultdict = defaultdict(_no_rows)
     for key, v1, v2 in make_rows(*recipe):
-        s = get(key)
-        acc[key] = (v1, 1, v2) if s is None else (s[0] + v1, s[1] + 1, s[2] + v2)
+        partial = acc[key]
+        partial[0] += v1
+        partial[1] += 1
+        partial[2] += v2
     return acc
 
 
@@ -174,6 +207,30 @@ def ray_task_overhead(session, inputs):
         if len(pending) >= window:
             values.append(ray.get(pending.popleft()))
         pending.append(task.remote(token(seed, i)))
+    values.extend(ray.get(list(pending)))
+    return digest(values)
+
+
+def noop_and_token(x):
+    """`noop`'s value and a token (None) that says it is done: the Ray adapter's two returns."""
+    return noop(x), None
+
+
+@stamped("ray", "task-overhead")
+def ray_task_overhead_stamped(session, inputs):
+    """The twin with the Ray adapter's stamp: a second return (a token), watched with ``future()``."""
+    import ray
+
+    task, seed, window = _ray_remote(noop_and_token), inputs["seed"], inputs["window"]
+    landed: list = []
+    pending: deque = deque()
+    values = []
+    for i in range(inputs["tasks"]):
+        if len(pending) >= window:
+            values.append(ray.get(pending.popleft()))
+        value, done = task.options(num_returns=2).remote(token(seed, i))
+        done.future().add_done_callback(lambda _: landed.append(time.perf_counter()))
+        pending.append(value)
     values.extend(ray.get(list(pending)))
     return digest(values)
 
@@ -275,6 +332,23 @@ def dask_task_overhead(session, inputs):
     return digest(values)
 
 
+@stamped("dask", "task-overhead")
+def dask_task_overhead_stamped(session, inputs):
+    """The twin with the Dask adapter's stamp: a done-callback on each future."""
+    client, seed, window = session.client, inputs["seed"], inputs["window"]
+    landed: list = []
+    pending: deque = deque()
+    values = []
+    for i in range(inputs["tasks"]):
+        if len(pending) >= window:
+            values.append(pending.popleft().result())
+        future = client.submit(noop, token(seed, i), pure=False)
+        future.add_done_callback(lambda _: landed.append(time.perf_counter()))
+        pending.append(future)
+    values.extend(client.gather(list(pending)))
+    return digest(values)
+
+
 @twin("dask", "task-chain")
 def dask_task_chain(session, inputs):
     client = session.client
@@ -367,3 +441,96 @@ def spark_groupby(session, inputs):
     sc = session.sc
     partials = sc.parallelize(inputs, len(inputs)).flatMap(group_partial_items)
     return {"stats": partials.reduceByKey(add_partials, sc.defaultParallelism).map(finish).collect()}
+
+
+# ------------------------------------------------------------- Bytewax
+
+
+def _bytewax_source(make: Callable, recipes: list):
+    """A ``FixedPartitionedSource`` with one partition per recipe (Bytewax shares them out among the
+    workers); each partition is made on its worker and emitted as one batch."""
+    from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+    class Part(StatefulSourcePartition):
+        def __init__(self, recipe: tuple):
+            self.recipe, self.done = recipe, False
+
+        def next_batch(self) -> list:
+            if self.done:
+                raise StopIteration()
+            self.done = True
+            return make(*self.recipe)
+
+        def snapshot(self):
+            return None
+
+    class Recipes(FixedPartitionedSource):
+        def list_parts(self):
+            return [str(i) for i in range(len(recipes))]
+
+        def build_part(self, step_id, for_part, resume_state):
+            return Part(recipes[int(for_part)])
+
+    return Recipes()
+
+
+def _bytewax_sink(items: list):
+    """A ``DynamicSink`` appending every item its worker writes to ``items``."""
+    from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+    class Into(StatelessSinkPartition):
+        def write_batch(self, batch):
+            items.extend(batch)
+
+    class ToList(DynamicSink):
+        def build(self, step_id, worker_index, worker_count):
+            return Into()
+
+    return ToList()
+
+
+def _batch_word_counts(lines: list):
+    return Counter(chain.from_iterable(map(str.split, lines))).items()
+
+
+def _batch_group_partials(rows: list):
+    acc: defaultdict = defaultdict(_no_rows)
+    for key, v1, v2 in rows:
+        partial = acc[key]
+        partial[0] += v1
+        partial[1] += 1
+        partial[2] += v2
+    return [(key, tuple(p)) for key, p in acc.items()]
+
+
+def _bytewax_wordcount_flow(inputs: list, sinks: dict):
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow as BytewaxFlow
+
+    flow = BytewaxFlow("wordcount")
+    lines = op.input("lines", flow, _bytewax_source(make_lines, inputs))
+    counted = op.flat_map_batch("count_batch", lines, _batch_word_counts)
+    op.output("out", op.reduce_final("sum", counted, operator.add), _bytewax_sink(sinks.setdefault("counts", [])))
+    return flow
+
+
+def _bytewax_groupby_flow(inputs: list, sinks: dict):
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow as BytewaxFlow
+
+    flow = BytewaxFlow("groupby")
+    rows = op.input("rows", flow, _bytewax_source(make_rows, inputs))
+    partials = op.flat_map_batch("fold_batch", rows, _batch_group_partials)
+    stats = op.map("finish", op.reduce_final("sum", partials, add_partials), finish)
+    op.output("out", stats, _bytewax_sink(sinks.setdefault("stats", [])))
+    return flow
+
+
+@twin("bytewax", "wordcount")
+def bytewax_wordcount(session, inputs):
+    return {"counts": session.run_native(partial(_bytewax_wordcount_flow, inputs)).get("counts", [])}
+
+
+@twin("bytewax", "groupby")
+def bytewax_groupby(session, inputs):
+    return {"stats": session.run_native(partial(_bytewax_groupby_flow, inputs)).get("stats", [])}

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import require_engine, running
 from engines import engine_names
+from engines.api import DataflowError
 from harness.twins import TWINS, twins_for
 from workloads import get_workload
 
@@ -28,10 +29,21 @@ def test_the_twin_gives_the_workloads_answer(engine, workload):
     program.check(TWINS[(engine, workload)](session, inputs), program.reference(inputs))
 
 
+def test_a_hand_written_bytewax_flow_that_fails_is_reported():
+    require_engine("bytewax")
+    with pytest.raises(DataflowError, match="ZeroDivisionError"):
+        running("bytewax").run_native(_fails_to_build)
+
+
 def test_each_engine_has_its_twins():
     assert set(twins_for("ray")) == {"wordcount", "groupby", "task-overhead", "task-chain", "ping-pong"}
     assert set(twins_for("dask")) == {"wordcount", "groupby", "task-overhead", "task-chain", "ping-pong"}
     assert twins_for("spark") == ["groupby", "wordcount"]
+    assert twins_for("bytewax") == ["groupby", "wordcount"]
     for engine, workload in TWINS:
         assert workload in twins_for(engine)
         get_workload(workload)   # every twin names a real workload
+
+
+def _fails_to_build(sinks):
+    return 1 / 0

@@ -212,7 +212,32 @@ class BytewaxSession(Session):
                 arrivals.append((time.time(), message[3]))
                 out[message[1]].extend(message[2])
         tick = self.settings["stream_tick_s"] if flow.streaming else None
-        payload = cloudpickle.dumps(flow, protocol=5)
+        try:
+            sinks = self._job(cloudpickle.dumps(flow, protocol=5), tick, during)
+        finally:
+            if starts:       # stream time 0 is when the last source started reading
+                speedup = next(s.arg.speedup for s in flow.steps if s.op == "stream")
+                for when, closes in arrivals:
+                    for closes_at in closes:
+                        self.window_latencies.add(when - (max(starts) + closes_at / speedup))
+        for sink, items in sinks.items():
+            out[sink].extend(items)
+        return out
+
+    def run_native(self, build) -> dict[str, list]:
+        """Run a Bytewax dataflow written by hand, in the session's processes; ``{sink: items}``.
+
+        ``build(sinks)`` -- a module-level function, called in each process --
+        returns a ``bytewax.dataflow.Dataflow`` whose outputs append their
+        items to the lists of ``sinks`` (a dict: name -> list); the items of
+        every process are returned, sink by sink. An exception in ``build``, or
+        Bytewax failing while it runs, is raised here as a `DataflowError`.
+        The hand-written twins (`harness.twins`) run so, beside the adapter.
+        """
+        return self._job(cloudpickle.dumps(build, protocol=5), None, lambda message: None)
+
+    def _job(self, payload: bytes, tick: float | None, during) -> dict[str, list]:
+        """Send one run to every process, wait for all; the sinks' items merged over the processes."""
         addresses = [f"127.0.0.1:{port}" for port in _free_ports(self.workers)]
         tracing = self.stamps.recording
         for i, (_, conn) in enumerate(self._procs):
@@ -222,20 +247,16 @@ class BytewaxSession(Session):
             for i, ((proc, _), reply) in enumerate(zip(self._procs, replies)):
                 for name, kind, start, end in (reply[2] if len(reply) > 2 else None) or ():
                     self.stamps.add(span(worker_lane(i), name, kind, start, end, proc.pid))
-        if starts:       # stream time 0 is when the last source started reading
-            speedup = next(s.arg.speedup for s in flow.steps if s.op == "stream")
-            for when, closes in arrivals:
-                for closes_at in closes:
-                    self.window_latencies.add(when - (max(starts) + closes_at / speedup))
         if any(reply[0] == "crashed" for reply in replies):
             self._restart()  # a process that panicked or hangs cannot run the next flow
         for status, value, *_ in replies:
             if status != "ok":
                 raise value
+        merged: dict[str, list] = {}
         for _, sinks, *_ in replies:
             for sink, items in sinks.items():
-                out[sink].extend(items)
-        return out
+                merged.setdefault(sink, []).extend(items)
+        return merged
 
     def _replies(self, during) -> list[tuple]:
         """Each process's final reply, in process order; a stream's messages on the way go to ``during``.
@@ -323,11 +344,14 @@ def _serve(conn, log_path: str) -> None:
         payload, addresses, proc_id, tick, tracing = job
         run = _Run(tracing)
         try:
-            if tick is None:
-                flow = _translate(cloudpickle.loads(payload), run)
+            job_flow = cloudpickle.loads(payload)
+            if tick is None and not isinstance(job_flow, Dataflow):   # a Bytewax flow written by hand
+                flow = job_flow(run.sinks)
+            elif tick is None:
+                flow = _translate(job_flow, run)
             else:
                 from engines.adapters.bytewax_streams import Emitter, translate_stream
-                flow = translate_stream(cloudpickle.loads(payload), run, tick, Emitter(conn))
+                flow = translate_stream(job_flow, run, tick, Emitter(conn))
         except Exception as e:  # every process fails alike, before any of them starts
             conn.send(("error", e if isinstance(e, DataflowError) else DataflowError(f"{type(e).__name__}: {e}")))
             continue
