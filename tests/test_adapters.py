@@ -31,7 +31,7 @@ import pytest
 
 from conftest import require, require_engine, require_workload, wait_until
 from engines import get_engine
-from engines.adapters import AdapterEngine, java_available, java_reason, missing_reason
+from engines.adapters import AdapterEngine, java_available, java_reason, log_dir, missing_reason
 from engines.api import ArchbenchError, Dataflow, DataflowError
 from workloads import _registry, get_workload, load_workload_file
 
@@ -60,6 +60,15 @@ def test_a_missing_java_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))
     ok, why = java_available()
     assert not ok and f"JAVA_HOME={tmp_path} has no bin/java" in why
+
+
+def test_a_relative_log_directory_is_made_absolute(tmp_path, monkeypatch):
+    # `archbench run --trace --out results/x` gives Spark a relative log dir; its event log needs a file URI
+    monkeypatch.chdir(tmp_path)
+    logs = log_dir("results/x/logs", "spark")
+    assert logs.is_absolute() and logs.is_dir()
+    assert logs == tmp_path / "results" / "x" / "logs"
+    assert (logs / "spark-events").as_uri().startswith("file:///")
 
 
 @pytest.mark.parametrize("name", ADAPTERS)

@@ -110,9 +110,10 @@ class AdapterEngine(Engine):
 
 
 def log_dir(path: str | os.PathLike | None, engine: str) -> Path:
-    """The directory an engine's logs go to: ``path`` (created), or a new temporary one."""
+    """The directory an engine's logs go to: ``path`` (created, made absolute: Spark wants its event log
+    directory as a file URI), or a new temporary one."""
     if path:
-        p = Path(path)
+        p = Path(path).resolve()
         p.mkdir(parents=True, exist_ok=True)
         return p
     return Path(tempfile.mkdtemp(prefix=f"archbench-{engine}-"))
