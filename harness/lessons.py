@@ -1,7 +1,8 @@
 """What the classroom notebooks (``notebooks/``) share: sizes, traced runs drawn inline, checked exercises.
 
 A lesson runs real engines and draws what they did; it never shows a
-stored picture. Three environment variables make the same notebook serve
+stored picture (the committed example run, `example_run`, is redrawn from
+its rows). Three environment variables make the same notebook serve
 a lecture and CI:
 
 - ``ARCHBENCH_LESSON_SIZE`` -- ``tiny`` in CI, ``small`` by default: how much work the cells do;
@@ -15,10 +16,26 @@ a lecture and CI:
 
 from __future__ import annotations
 
+import html
+import io
 import os
 import tempfile
 import time
 from pathlib import Path
+
+from harness.matrix import Progress
+
+
+#: the run committed with the project (medium size, 1 and 2 workers, every engine, traced)
+EXAMPLE_RUN = Path(__file__).resolve().parents[1] / "results" / "example"
+
+
+def example_run() -> Path:
+    """The committed example run's folder (`EXAMPLE_RUN`); a clear error if this checkout lacks it."""
+    if not (EXAMPLE_RUN / "results.jsonl").exists():
+        raise FileNotFoundError(f"no example run at {EXAMPLE_RUN}: it comes with a git checkout of archbench "
+                                "(results/example/); make your own with `archbench run --size medium --workers 1,2`")
+    return EXAMPLE_RUN
 
 
 def size() -> str:
@@ -100,3 +117,31 @@ def moved(trace) -> dict[tuple[str, str], int]:
     for source, target, _, nbytes in trace["flows"]:
         out[(source, target)] = out.get((source, target), 0) + nbytes
     return out
+
+
+class NotebookProgress(Progress):
+    """A matrix's progress as a notebook progress bar: one bar redrawn in place -- cells done of the
+    total, the cell now running and its phase -- above a line per finished cell (what `Progress`
+    prints to a terminal)."""
+
+    def __init__(self, total: int):
+        from IPython.display import HTML, display
+
+        self._finished = io.StringIO()
+        super().__init__(total, stream=self._finished)
+        self.live = False   # `Progress` writes one plain line per finished cell into `_finished`
+        self._html = HTML
+        self._bar = display(HTML(self._drawn("starting")), display_id=True)
+
+    def _drawn(self, phase: str) -> str:
+        now = f"{html.escape(self.cell)}: {html.escape(phase)}" if self.cell else html.escape(phase)
+        return (f'<progress value="{self.done}" max="{self.total}" style="width: 30em"></progress> '
+                f"{self.done}/{self.total} cells, {self._elapsed()} &nbsp; {now}"
+                f'<pre style="margin: 0">{html.escape(self._finished.getvalue())}</pre>')
+
+    def phase(self, name: str) -> None:
+        self._bar.update(self._html(self._drawn(name)))
+
+    def finish(self, rows: list[dict]) -> None:
+        super().finish(rows)
+        self._bar.update(self._html(self._drawn("done" if self.done == self.total else "next cell")))

@@ -34,7 +34,27 @@ from harness.stats import compare, median_interval
 ENGINES = "serial,mini-data,mini-tasks,mini-actors"
 
 # %% [markdown]
-# ## 1. What three repeats can say
+# ## 1. The verdicts of the example run
+#
+# `results/example/` is a run committed with the project (medium size, 1 and 2 workers, every engine).
+# `archbench report` wrote its verdicts to `report.md` and, for programs, to `choice.json`: per workload
+# the fastest engine and its architecture, the ratio of the runner-up to it, whether that difference is
+# significant, and whether the workload's hypothesis held.
+
+# %%
+import pandas as pd
+
+example = json.loads((lessons.example_run() / "choice.json").read_text())
+pd.DataFrame(example["workloads"]).T[["winner", "architecture", "ratio_to_next", "significant", "hypothesis"]]
+
+# %% [markdown]
+# Per *trait* — what the workloads have in common — the architecture that won across them:
+
+# %%
+pd.DataFrame(example["traits"]).T
+
+# %% [markdown]
+# ## 2. What three repeats can say
 #
 # Two engines, three run times each, one clearly faster. Is the difference *significant*?
 
@@ -53,7 +73,7 @@ print("the median of 'fast' lies in", median_interval(fast))
 print(compare(fast + [1.01, 1.0], slow + [1.49, 1.51]))
 
 # %% [markdown]
-# ## 2. Your own workload, and `archbench choose`
+# ## 3. Your own workload, and `archbench choose`
 #
 # A workload is a class: inputs, a plain-Python reference, the program against the session's models.
 # It may declare what the verdict judges it by: `traits`, `expect` (the architecture its hypothesis
@@ -122,15 +142,13 @@ verdict = json.loads((folder / "run" / "choice.json").read_text())["workloads"][
 {k: verdict[k] for k in ("size", "workers", "winner", "architecture", "ratio_to_next", "significant", "hypothesis")}
 
 # %% [markdown]
-# ## 3. When the answer changes
+# ## 4. When the answer changes
 #
 # The verdict is judged at the largest size and worker count of the run. At the smallest, the
 # ranking is often different: a start-up or a per-task cost that is paid once weighs more when the
 # work is small. Compare the two rankings from the same run:
 
 # %%
-import pandas as pd
-
 df = pd.read_json(folder / "run" / "results.jsonl", lines=True)
 ok = df[(df.status == "ok") & (df.purpose == "timed")]
 ok.groupby(["size", "workers", "engine"])["run_s"].median().unstack("engine").round(4)
