@@ -130,15 +130,20 @@ def _no_rows() -> list:
     return [0, 0, 0.0]
 
 
-def group_partials(recipe: tuple) -> defaultdict:
-    """One groupby partition, made here from its recipe: ``{key: [sum of v1, count, sum of v2]}``."""
+def fold_rows(rows) -> defaultdict:
+    """``{key: [sum of v1, count, sum of v2]}`` of groupby rows, each key's partial updated in place."""
     acc: defaultdict = defaultdict(_no_rows)
-    for key, v1, v2 in make_rows(*recipe):
+    for key, v1, v2 in rows:
         partial = acc[key]
         partial[0] += v1
         partial[1] += 1
         partial[2] += v2
     return acc
+
+
+def group_partials(recipe: tuple) -> defaultdict:
+    """One groupby partition, made here from its recipe, folded (`fold_rows`)."""
+    return fold_rows(make_rows(*recipe))
 
 
 def group_partial_items(recipe: tuple):
@@ -494,13 +499,7 @@ def _batch_word_counts(lines: list):
 
 
 def _batch_group_partials(rows: list):
-    acc: defaultdict = defaultdict(_no_rows)
-    for key, v1, v2 in rows:
-        partial = acc[key]
-        partial[0] += v1
-        partial[1] += 1
-        partial[2] += v2
-    return [(key, tuple(p)) for key, p in acc.items()]
+    return [(key, tuple(p)) for key, p in fold_rows(rows).items()]
 
 
 def _bytewax_wordcount_flow(inputs: list, sinks: dict):
