@@ -50,3 +50,13 @@ def test_a_cell_runs_both_forms_alternately_and_checks_both(tmp_path, monkeypatc
     from harness.report import fairness_section
 
     assert fairness_section(tmp_path)[0] == "## Fairness"
+
+
+def test_a_stamped_twin_gives_the_stamps_own_cost():
+    cell = rows("ray", "task-overhead", [(1.3, 1.0), (1.2, 1.0), (1.4, 1.0)])
+    cell += [{**row, "form": "stamped", "run_s": t} for row, t in zip(cell[1::2], (1.2, 1.25, 1.1))]
+    [entry] = fairness.summarise(cell)
+    assert entry["ratio"] == 1.3 and entry["stamp_ratio"] == 1.2
+    assert "| 1.20 |" in fairness.table([entry])
+    [plain] = fairness.summarise(rows("ray", "wordcount", [(1.0, 1.0)]))
+    assert plain["stamp_ratio"] is None and "| - |" in fairness.table([plain])
