@@ -77,7 +77,7 @@ from itertools import chain
 from typing import Callable
 
 from workloads.groupby import add_partials, finish, make_rows
-from workloads.ping_pong import bounce, calls_digest
+from workloads.ping_pong import Player, bounce, calls_digest, poll
 from workloads.task_chain import hop, start_payload
 from workloads.task_overhead import digest, noop, token
 from workloads.wordcount import make_lines
@@ -85,7 +85,6 @@ from workloads.wordcount import make_lines
 #: (engine, workload) -> the hand-written program: ``twin(session, inputs)`` -> what the workload's run returns
 TWINS: dict[tuple[str, str], Callable] = {}
 
-POLL_PAUSE = 0.001   # seconds between asks for a rally's final ball, as `workloads.ping_pong.poll` waits
 
 
 def twin(engine: str, workload: str):
@@ -251,18 +250,9 @@ def ray_task_chain(session, inputs):
     return ray.get(ref)
 
 
-class RayPlayer:
-    """A ping-pong player as a Ray actor (``ray.remote(RayPlayer)``); its partner is an actor handle."""
-
-    def __init__(self):
-        self.partner = None
-        self.last = None
-
-    def meet(self, partner) -> None:
-        self.partner = partner
-
-    def echo(self, x: int) -> int:
-        return bounce(x, 0)
+class RayPlayer(Player):
+    """A ping-pong player as a Ray actor (``ray.remote(RayPlayer)``): the workload's `Player`, its hits
+    sent to its partner (an actor handle) with ``partner.hit.remote``."""
 
     def serve(self, ball: int, rallies: int) -> None:
         self.last = None
@@ -274,9 +264,6 @@ class RayPlayer:
             self.last = ball
         else:
             self.partner.hit.remote(ball, n + 1, last_hit)
-
-    def final(self):
-        return self.last
 
 
 @twin("ray", "ping-pong")
@@ -294,15 +281,7 @@ def ray_ping_pong(session, inputs):
         replies = [ray.get(players[i % len(players)].echo.remote(bounce(seed, i))) for i in range(inputs["calls"])]
         for p, server in enumerate(servers):
             server.serve.remote(bounce(seed, -1 - p), rallies)
-        balls: dict = {}
-        while True:
-            waiting = [p for p in range(pairs) if p not in balls]
-            for p, ball in zip(waiting, ray.get([servers[p].final.remote() for p in waiting])):
-                if ball is not None:
-                    balls[p] = ball
-            if len(balls) == pairs:
-                break
-            time.sleep(POLL_PAUSE)
+        balls = poll({p: (lambda s=server: s.final.remote().future()) for p, server in enumerate(servers)})
         return {"calls": calls_digest(replies), "balls": [balls[p] for p in range(pairs)]}
     finally:
         for p in players:
@@ -416,16 +395,7 @@ def dask_ping_pong(session, inputs):
         replies = [players[i % len(players)].echo(bounce(seed, i)).result() for i in range(inputs["calls"])]
         for p, server in enumerate(servers):
             server.serve(bounce(seed, -1 - p), rallies)   # not waited for: the driver asks for the final ball
-        balls: dict = {}
-        while True:
-            waiting = [p for p in range(pairs) if p not in balls]
-            for p, asked in [(p, servers[p].final()) for p in waiting]:
-                ball = asked.result()
-                if ball is not None:
-                    balls[p] = ball
-            if len(balls) == pairs:
-                break
-            time.sleep(POLL_PAUSE)
+        balls = poll({p: (lambda s=server: s.final()) for p, server in enumerate(servers)})
         return {"calls": calls_digest(replies), "balls": [balls[p] for p in range(pairs)]}
     finally:
         client.cancel(futures)
