@@ -84,27 +84,22 @@ from workloads.wordcount import make_lines
 
 #: (engine, workload) -> the hand-written program: ``twin(session, inputs)`` -> what the workload's run returns
 TWINS: dict[tuple[str, str], Callable] = {}
-
-
-
-def twin(engine: str, workload: str):
-    """Register the decorated function as the twin of ``workload`` on ``engine``."""
-    def register(fn: Callable) -> Callable:
-        TWINS[(engine, workload)] = fn
-        return fn
-    return register
-
-
 #: (engine, workload) -> the twin with only the adapter's latency stamp added: what the stamp costs on its own
 STAMPED: dict[tuple[str, str], Callable] = {}
 
 
-def stamped(engine: str, workload: str):
-    """Register the decorated function as the stamped twin of ``workload`` on ``engine``."""
-    def register(fn: Callable) -> Callable:
-        STAMPED[(engine, workload)] = fn
-        return fn
-    return register
+def _registers_in(table: dict):
+    """A decorator factory: ``@deco(engine, workload)`` puts the function in ``table`` under that cell."""
+    def deco(engine: str, workload: str):
+        def register(fn: Callable) -> Callable:
+            table[(engine, workload)] = fn
+            return fn
+        return register
+    return deco
+
+
+twin = _registers_in(TWINS)        # @twin(engine, workload): the hand-written program of that cell
+stamped = _registers_in(STAMPED)   # @stamped(engine, workload): its twin with the adapter's stamp added
 
 
 def twins_for(engine: str) -> list[str]:
