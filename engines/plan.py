@@ -1,4 +1,4 @@
-"""A Dataflow as partitioned collections: the pieces every runtime shares.
+"""A Dataflow compiled to stages, and the pieces every runtime shares to run them.
 
 A flow's steps fall in two kinds. **Narrow** steps (``flat_map`` and the
 composites built on it) need nothing but the item in hand, so a chain of
@@ -11,18 +11,38 @@ partition. This is Spark's stage boundary, Dask bag's split/concat tasks,
 and the exchange of a data-parallel worker; the runtimes differ only in
 where the buckets travel.
 
-`evaluate` runs a flow on a `Runner`: a way to start one function over a
+`compile` does that cut once, for every engine: a flow becomes a frozen
+`Plan`, a list of `Stage` s in an order where each comes after its inputs.
+A stage reads **pipes**: the items of an earlier stage through the narrow
+steps fused after it (`Pipe`). Every runtime and translator interprets the
+plan -- none walks the flow's steps itself::
+
+    >>> from engines.flow import Dataflow
+    >>> flow = Dataflow("wc")
+    >>> words = flow.read([["a b a"], ["b"]], name="lines").flat_map(str.split, name="words")
+    >>> words.count_by_key(name="counts").collect("n")
+    >>> words.filter(str.isupper, name="shouts").collect("loud")
+    >>> for stage in compile(flow).stages:
+    ...     print(stage)
+    read lines
+    narrow words <- lines|words  (shared)
+    reduce_by_key counts <- words|count_by_key_1
+    collect n <- counts
+    collect loud <- words|shouts
+
+``words`` is read by two stages, so it is computed once (a ``narrow``
+stage, *shared*) and both read it where it is; the ``count_by_key`` ones
+step runs fused into the reduce's map side; each sink is a stage.
+
+`evaluate` runs a plan on a `Runner`: a way to start one function over a
 list of argument tuples -- in this process (`InProcess`), in a pool, or as
 tasks of any engine's task model (`OnTasks`: a dataflow compiled to a task
 graph, as Dask does). The functions it ships -- `narrow`, `split`,
 `merge_reduce`, `merge_join` -- are plain module-level functions, so any
 worker can import them.
 
-    >>> from engines.api import Dataflow
-    >>> flow = Dataflow("wc")
-    >>> flow.read([["a b a"], ["b"]]).flat_map(str.split).count_by_key().collect("n")
-    >>> evaluate(flow, InProcess(), buckets=2)
-    {'n': [('a', 2), ('b', 2)]}
+    >>> evaluate(compile(flow), InProcess(), buckets=2)
+    {'n': [('a', 2), ('b', 2)], 'loud': []}
 """
 
 from __future__ import annotations
@@ -32,11 +52,148 @@ import pickle
 import traceback
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from itertools import chain
 from typing import Callable, Iterable
 
-from engines.api import (CountOne, DataflowError, Dataflow, FilterFn, MapFn, NotAPair, Step, describe_function,
-                         user_function)
+from engines.errors import DataflowError, NotAPair
+from engines.flow import CountOne, Dataflow, FilterFn, MapFn, Step, describe_function, user_function
+
+
+# ------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Pipe:
+    """A stage's input: the items of stage ``stage`` through the narrow steps ``ops``, fused."""
+
+    stage: str
+    ops: tuple[Step, ...] = ()
+
+    def __str__(self):
+        return "|".join([self.stage, *(step.name for step in self.ops)])
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a `Plan`: where items are read, held, exchanged or delivered.
+
+    ``op`` is ``read`` (the step's partitions), ``stream`` (a timed source),
+    ``narrow`` (a narrow chain that two or more stages read: computed once,
+    kept where it runs), ``reduce_by_key`` or ``join`` (a shuffle: split on
+    the map side, merged by each key's owner), ``window`` (tumbling
+    event-time windows) or ``collect`` (a sink; ``name`` is the sink's).
+    ``step`` is the flow's step it stands for; ``shared``: two or more
+    stages read this one.
+    """
+
+    op: str
+    name: str
+    inputs: tuple[Pipe, ...]
+    step: Step
+    shared: bool = False
+
+    def __str__(self):
+        ins = f" <- {', '.join(map(str, self.inputs))}" if self.inputs else ""
+        return f"{self.op} {self.name}{ins}{'  (shared)' * self.shared}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compiled flow: its `Stage` s, each after its inputs. Made by `compile`; plain, frozen data."""
+
+    name: str
+    stages: tuple[Stage, ...]
+    streaming: bool
+
+    @property
+    def sinks(self) -> list[str]:
+        """The sinks' names, in definition order."""
+        return [stage.name for stage in self.stages if stage.op == "collect"]
+
+    @property
+    def source(self) -> Stage | None:
+        """A streaming plan's ``stream`` stage."""
+        return next((stage for stage in self.stages if stage.op == "stream"), None)
+
+    @property
+    def window(self) -> Stage | None:
+        """A streaming plan's ``window`` stage, if it has one."""
+        return next((stage for stage in self.stages if stage.op == "window"), None)
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name``."""
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"plan {self.name!r} has no stage {name!r}; stages: {[s.name for s in self.stages]}")
+
+
+STREAM_OPS = ("stream", "flat_map", "window", "collect")
+
+
+def compile(flow: Dataflow) -> Plan:
+    """The `Plan` of ``flow``: narrow chains fused into pipes, a stage per read, shuffle, branch and sink.
+
+    A narrow chain read by two or more steps becomes a ``narrow`` stage,
+    computed once -- except in a stream, where events are not held: each
+    branch runs the chain on each event. A streaming flow takes a stream
+    source, narrow steps, at most one window and sinks; anything else
+    fails here, naming the step (`DataflowError`).
+    """
+    if not isinstance(flow, Dataflow):
+        raise DataflowError(f"session.dataflow takes an engines.api.Dataflow, got {type(flow).__name__}")
+    streaming = flow.streaming
+    consumers = Counter(name for step in flow.steps for name in step.inputs)
+    pipes: dict[str, Pipe] = {}      # step name -> how its items are made
+    stages: list[Stage] = []
+    for step in flow.steps:
+        shared = consumers[step.name] > 1
+        if streaming and step.op not in STREAM_OPS:
+            raise DataflowError(_not_in_a_stream(step))
+        if step.op in ("read", "stream"):
+            stages.append(Stage(step.op, step.name, (), step, shared))
+            pipes[step.name] = Pipe(step.name)
+        elif step.op == "flat_map":
+            up = pipes[step.inputs[0]]
+            pipes[step.name] = Pipe(up.stage, up.ops + (step,))
+            if shared and not streaming:     # computed once, not once per branch
+                stages.append(Stage("narrow", step.name, (pipes[step.name],), step, True))
+                pipes[step.name] = Pipe(step.name)
+        elif step.op in ("reduce_by_key", "join", "window"):
+            stages.append(Stage(step.op, step.name, tuple(pipes[name] for name in step.inputs), step, shared))
+            pipes[step.name] = Pipe(step.name)
+        elif step.op == "collect":
+            stages.append(Stage("collect", step.arg, (pipes[step.inputs[0]],), step))
+        else:
+            raise DataflowError(f"step {step.name!r}: unknown op {step.op!r}")
+    return Plan(flow.name, tuple(stages), streaming)
+
+
+def _not_in_a_stream(step: Step) -> str:
+    if step.op == "read":
+        return (f"step {step.name!r}: a streaming flow takes no batch read; ship a small "
+                "table with a step's function instead (a broadcast)")
+    return (f"step {step.name!r} ({step.op}): a streaming flow runs a stream source, "
+            "narrow steps, one window and collect; other steps are not supported in a stream")
+
+
+def narrow_call(step: Step) -> tuple[str, Callable]:
+    """How a narrow step runs: ``("map", fn)``, ``("filter", pred)`` or ``("flat_map", fn)``.
+
+    ``map`` and ``filter`` are flat_map functions that runtimes may call
+    directly (a faster loop: `fuse`; Spark's own ``map``/``filter``).
+
+    >>> from engines.flow import MapFn
+    >>> narrow_call(Step("flat_map", "m", ("r",), MapFn(abs)))
+    ('map', <built-in function abs>)
+    """
+    fn = step.fn
+    if isinstance(fn, MapFn):
+        return "map", fn.fn
+    if isinstance(fn, FilterFn):
+        return "filter", fn.pred
+    return "flat_map", fn
 
 
 # ------------------------------------------------------------- ownership
@@ -78,12 +235,11 @@ def source_items(source) -> Iterable:
 def fuse(items: Iterable, ops: tuple[Step, ...]) -> Iterable:
     """Chain narrow steps into one lazy loop (maps and filters run as C loops)."""
     it = iter(items)
-    for step in ops:
-        fn = step.fn
-        if isinstance(fn, MapFn):
-            it = map(fn.fn, it)
-        elif isinstance(fn, FilterFn):
-            it = filter(fn.pred, it)
+    for kind, fn in map(narrow_call, ops):
+        if kind == "map":
+            it = map(fn, it)
+        elif kind == "filter":
+            it = filter(fn, it)
         else:
             it = chain.from_iterable(map(fn, it))
     return it
@@ -318,51 +474,51 @@ class OnTasks(Runner):
         return self.tasks.gather(handles)
 
 
-def evaluate(flow: Dataflow, runner: Runner, buckets: int) -> dict[str, list]:
-    """Run ``flow`` stage by stage on ``runner``; ``{sink: items}``.
+def evaluate(plan: Plan, runner: Runner, buckets: int) -> dict[str, list]:
+    """Run ``plan`` stage by stage on ``runner``; ``{sink: items}``.
 
-    State: ``lazy[step name] = (sources, ops)`` -- the partitions (or handles
-    of them) a stream starts from and the narrow steps still to apply.
-    Narrow steps only extend ``ops``; a keyed step runs a shuffle and starts a
-    new stage from its merged buckets; a stream read by two or more steps is
-    computed once, where its partitions are; a sink runs the narrow steps and
-    brings the items to the driver (a stream the workers hold already, with no
-    step left to run -- a reduce's or join's output -- is fetched as it is).
+    State: ``parts[stage]`` -- where a stage's items are: a read's sources
+    (read by whatever runs a pipe from it), or, once the stage is ``held``,
+    handles of the runner's results on the workers. A pipe runs where its
+    stage's partitions are: fused into the map side of a shuffle (`split`),
+    or as `narrow` calls. A sink brings a pipe's items to the driver; a held
+    stage with no step left to run (a reduce's or join's output) is fetched
+    as it is.
     """
-    lazy: dict[str, tuple[list, tuple[Step, ...]]] = {}
-    held: set[str] = set()   # streams whose partitions are results of the runner's calls, not a read's sources
+    parts: dict[str, list] = {}
+    held: set[str] = set()
     out: dict[str, list] = {}
 
-    def shuffle(name: str, step: Step) -> list[list]:
-        """Split every partition of stream ``name``; per owner j, the handles of its buckets."""
-        sources, ops = lazy[name]
-        parts = runner.map(split, [(src, ops, step, buckets) for src in sources])
-        return [[runner.pick(p, j) for p in parts] for j in range(buckets)]
+    def run(pipe: Pipe) -> list:
+        """Handles of a pipe's items, computed where its stage's partitions are."""
+        if not pipe.ops and pipe.stage in held:
+            return parts[pipe.stage]
+        return runner.map(narrow, [(src, pipe.ops) for src in parts[pipe.stage]])
 
-    consumers = Counter(name for step in flow.steps for name in step.inputs)
-    for step in flow.steps:
-        if step.op in ("read", "flat_map"):
-            sources, ops = (list(step.arg), ()) if step.op == "read" else lazy[step.inputs[0]]
-            ops = ops if step.op == "read" else ops + (step,)
-            if consumers[step.name] > 1:  # a stream that branches is computed once, not once per branch
-                sources, ops = runner.map(narrow, [(s, ops) for s in sources]), ()
-                held.add(step.name)
-            lazy[step.name] = (sources, ops)
-        elif step.op == "reduce_by_key":
-            per_owner = shuffle(step.inputs[0], step)
-            lazy[step.name] = (runner.map(merge_reduce, [(step, *b) for b in per_owner]), ())
-            held.add(step.name)
-        elif step.op == "join":
-            left, right = (shuffle(name, step) for name in step.inputs)
-            calls = [(step, len(lb), *lb, *rb) for lb, rb in zip(left, right)]
-            lazy[step.name] = (runner.map(merge_join, calls), ())
-            held.add(step.name)
-        elif step.op == "collect":
-            name = step.inputs[0]
-            sources, ops = lazy[name]
-            if ops or name not in held:   # steps still to run, or a read's sources still to read
-                sources = runner.map(narrow, [(s, ops) for s in sources])
-            out[step.arg] = list(chain.from_iterable(runner.values(sources)))
+    def shuffle(pipe: Pipe, step: Step) -> list[list]:
+        """Split every partition of a pipe; per owner j, the handles of its buckets."""
+        split_parts = runner.map(split, [(src, pipe.ops, step, buckets) for src in parts[pipe.stage]])
+        return [[runner.pick(p, j) for p in split_parts] for j in range(buckets)]
+
+    for stage in plan.stages:
+        step = stage.step
+        if stage.op == "read":
+            parts[stage.name] = list(step.arg)
+            if not stage.shared:
+                continue
+            parts[stage.name] = run(Pipe(stage.name))   # a read that branches is read once
+        elif stage.op == "narrow":
+            parts[stage.name] = run(stage.inputs[0])
+        elif stage.op == "reduce_by_key":
+            parts[stage.name] = runner.map(merge_reduce, [(step, *b) for b in shuffle(stage.inputs[0], step)])
+        elif stage.op == "join":
+            left, right = (shuffle(pipe, step) for pipe in stage.inputs)
+            parts[stage.name] = runner.map(merge_join, [(step, len(lb), *lb, *rb) for lb, rb in zip(left, right)])
+        elif stage.op == "collect":
+            out[stage.name] = list(chain.from_iterable(runner.values(run(stage.inputs[0]))))
+            continue
         else:
-            raise DataflowError(f"step {step.name!r}: unknown op {step.op!r}")
+            raise DataflowError(f"stage {stage.name!r}: a {stage.op} runs as a stream, not on a batch runner "
+                                "(engines.streaming runs a stream's plan as batches)")
+        held.add(stage.name)
     return out

@@ -33,10 +33,9 @@ from concurrent.futures import ProcessPoolExecutor
 import cloudpickle
 
 from engines import Engine
-from engines.api import Dataflow, Future, Session, Tasks
+from engines.api import Future, Session, Tasks
 from engines.common import after, dependencies, resolve, task_error, task_name
-from engines.plan import Runner, call_label, evaluate
-from engines.streaming import run_microbatches
+from engines.plan import Plan, Runner, call_label, evaluate
 from engines.tracing import Stamps, span, worker_lane
 
 _barrier = None  # set in each pool process by _init, used once at start-up
@@ -123,10 +122,8 @@ class PoolSession(Session):
         return self.stamps.stop("the pool processes' own stamps per work item",
                                 ["bytes moved: every result returns to the driver; their sizes are not stamped"])
 
-    def dataflow(self, flow: Dataflow) -> dict[str, list]:
-        if flow.streaming:
-            return run_microbatches(self, flow)
-        return evaluate(flow, PoolRunner(self), buckets=self.workers)
+    def run_plan(self, plan: Plan) -> dict[str, list]:
+        return evaluate(plan, PoolRunner(self), buckets=self.workers)
 
     def tasks(self) -> Tasks:
         return PoolTasks(self)

@@ -32,10 +32,9 @@ import logging
 from collections import deque
 
 from engines import Engine
-from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session, Tasks
+from engines.api import ActorError, ActorRef, Actors, Future, Session, Tasks
 from engines.common import invoke, resolve, task_error, task_name
-from engines.plan import InProcess, evaluate
-from engines.streaming import run_microbatches
+from engines.plan import InProcess, Plan, evaluate
 from engines.tracing import Stamps
 
 log = logging.getLogger("archbench.actors")
@@ -67,10 +66,8 @@ class SerialSession(Session):
         super().__init__(workers, supports, settings)
         self.stamps = Stamps()
 
-    def dataflow(self, flow: Dataflow) -> dict[str, list]:
-        if flow.streaming:
-            return run_microbatches(self, flow)
-        return evaluate(flow, InProcess(self.stamps), buckets=1)
+    def run_plan(self, plan: Plan) -> dict[str, list]:
+        return evaluate(plan, InProcess(self.stamps), buckets=1)
 
     def trace_start(self) -> None:
         self.stamps.start()

@@ -31,9 +31,10 @@ import math
 import time
 from typing import Callable
 
-from engines.api import Dataflow, DataflowError, Step
+from engines.errors import DataflowError
+from engines.flow import Dataflow, Step
 from engines.eventtime import Windows, admit, window_closes, window_start
-from engines.plan import fuse
+from engines.plan import Plan, fuse
 
 DEFAULT_INTERVAL = 0.1   # wall seconds between micro-batches
 
@@ -41,42 +42,22 @@ DEFAULT_INTERVAL = 0.1   # wall seconds between micro-batches
 # ------------------------------------------------------- the flow's shape
 
 
-def shape(flow: Dataflow) -> dict:
-    """Split a streaming flow into the parts a micro-batch run needs.
+def shape(plan: Plan) -> dict:
+    """A streaming plan as the parts a stream's runtime needs.
 
     ``{"source": stream step, "before": narrow steps up to the window,
-    "window": the window step or None, "sinks": {sink: (ops after the
-    window, whether the sink hangs after the window)}}``. Other shapes fail
-    naming the step.
+    "window": the window step or None, "sinks": {sink: (narrow steps before
+    it, whether it hangs after the window)}}``. (`engines.plan.compile` has
+    checked the shape: a stream source, narrow steps, one window, sinks.)
     """
-    by_name = {s.name: s for s in flow.steps}
-    source = next(s for s in flow.steps if s.op == "stream")
-    window = next((s for s in flow.steps if s.op == "window"), None)
-
-    def chain(name: str) -> tuple[list[Step], bool]:
-        """The narrow steps from the source or the window down to ``name``."""
-        ops: list[Step] = []
-        while True:
-            step = by_name[name]
-            if step.op in ("stream", "window"):
-                return ops[::-1], step.op == "window"
-            if step.op != "flat_map":
-                raise DataflowError(f"step {step.name!r} ({step.op}): a streaming flow runs a stream source, "
-                                    "narrow steps, one window and collect; other steps are not supported in a stream")
-            ops.append(step)
-            name = step.inputs[0]
-
-    for step in flow.steps:
-        if step.op == "read":
-            raise DataflowError(f"step {step.name!r}: a streaming flow takes no batch read; ship a small "
-                                "table with a step's function instead (a broadcast)")
-    before = chain(window.inputs[0])[0] if window else []
+    window = plan.window
     sinks = {}
-    for step in flow.steps:
-        if step.op == "collect":
-            ops, after = chain(step.inputs[0])
-            sinks[step.arg] = (ops, after)
-    return {"source": source, "before": before, "window": window, "sinks": sinks}
+    for stage in plan.stages:
+        if stage.op == "collect":
+            pipe = stage.inputs[0]
+            sinks[stage.name] = (list(pipe.ops), window is not None and pipe.stage == window.name)
+    return {"source": plan.source.step, "before": list(window.inputs[0].ops) if window else [],
+            "window": window.step if window else None, "sinks": sinks}
 
 
 # ----------------------------------------------- per-partition functions
@@ -158,12 +139,12 @@ def batch_flow(spec: dict, start: float, end: float, seen: list[float]) -> Dataf
     return flow
 
 
-def run_microbatches(session, flow: Dataflow, interval: float | None = None) -> dict[str, list]:
-    """Run a streaming flow as batch jobs on ``session``; ``{sink: items}`` at the end of the stream.
+def run_microbatches(session, plan: Plan, interval: float | None = None) -> dict[str, list]:
+    """Run a streaming plan as batch jobs on ``session``; ``{sink: items}`` at the end of the stream.
 
     Window latencies go to ``session.window_latencies``. Mutates nothing else of the session.
     """
-    spec = shape(flow)
+    spec = shape(plan)
     src = spec["source"].arg
     window = spec["window"]
     interval = interval or session.settings.get("microbatch_interval", DEFAULT_INTERVAL)

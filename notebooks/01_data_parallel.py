@@ -19,7 +19,8 @@
 # 4. run the same flow from the command line, the way Bytewax's run script does.
 #
 # **The textbook** is the docstring of `engines/mini/dataparallel.py` (read it beside this lesson) and of
-# `engines/plan.py` (the shared pieces: fusing narrow steps, splitting by owner, merging).
+# `engines/plan.py` (the compiled plan every engine runs, and the shared pieces: fusing narrow steps,
+# splitting by owner, merging).
 # Spark, Bytewax and Flink are built this way.
 
 # %%
@@ -71,6 +72,20 @@ flow = wordcount()
 # %% [markdown]
 # `count_by_key` is not a core step: it is a `map` to `(word, 1)` and a `reduce_by_key` — the flow has
 # two narrow steps (`flat_map`) and one keyed step. The keyed step is where the exchange happens.
+#
+# Every engine runs the flow's **compiled plan**, not its steps: `engines.plan.compile` fuses each
+# chain of narrow steps into the *pipe* in front of the next stage, and cuts a stage at each keyed
+# step (a shuffle) and each sink. Read it as "stage ← the stage it reads | the narrow steps on the way":
+
+# %%
+from engines.plan import compile
+
+for stage in compile(flow).stages:
+    print(stage)
+
+# %% [markdown]
+# Three stages: the read, the reduce (whose *map side* runs `read | flat_map | count_by_key` fused in
+# one loop, then splits by owner), and the sink.
 #
 # ## 2. The deterministic form, in this process
 #

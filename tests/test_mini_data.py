@@ -29,6 +29,7 @@ from engines.api import Dataflow, DataflowError
 from engines.mini.cluster import InProcessHost
 from engines.mini.dataparallel import DataWorker, drive
 from engines.mini.trace import overlap, traffic
+from engines.plan import compile
 
 
 # ---------------------------------------------------------------- flows a new user might write
@@ -81,7 +82,7 @@ def processes(request):
 @pytest.mark.parametrize("make", FLOWS)
 @pytest.mark.parametrize("workers", [1, 2, 5])
 def test_the_in_process_form_agrees_with_serial(make, workers, serial):
-    out, _ = drive(make(), InProcessHost(workers, DataWorker), run=1)
+    out, _ = drive(compile(make()), InProcessHost(workers, DataWorker), run=1)
     assert canonical(out) == canonical(serial.dataflow(make()))
 
 
@@ -91,7 +92,7 @@ def test_worker_processes_agree_with_serial(make, processes, serial):
 
 
 def test_the_in_process_form_is_deterministic():
-    runs = [drive(letters_flow(), InProcessHost(3, DataWorker), run=1)[0] for _ in range(2)]
+    runs = [drive(compile(letters_flow()), InProcessHost(3, DataWorker), run=1)[0] for _ in range(2)]
     assert runs[0] == runs[1]                        # the same items in the same order
 
 
@@ -244,8 +245,8 @@ def stream_flow(duration: float = 30.0, speedup: float = 300.0):
 
 @pytest.mark.parametrize("workers", [1, 2, 4])
 def test_a_native_stream_in_process_agrees_with_serial(workers, serial):
-    from engines.mini.streams import drive_stream
-    out, _, closes = drive_stream(stream_flow(), InProcessHost(workers, DataWorker), run=1, tick=0.005)
+    from engines.mini.dataparallel import drive_stream
+    out, _, closes = drive_stream(compile(stream_flow()), InProcessHost(workers, DataWorker), run=1, tick=0.005)
     expected = serial.dataflow(stream_flow())
     assert canonical(out) == canonical(expected)
     assert len(closes) == len(out["hot"]) == 18               # 3 sensors x 6 windows, each stamped once
@@ -255,9 +256,9 @@ def test_a_native_stream_on_processes_emits_windows_while_the_stream_runs(proces
     arrivals = []
     processes.window_latencies.clear()
     started = time.time()
-    from engines.mini.streams import drive_stream
-    out, rows, _ = drive_stream(stream_flow(duration=40.0, speedup=20.0), processes.host, run=("stream-test", 1),
-                                on_window=lambda latency: arrivals.append(time.time()))
+    from engines.mini.dataparallel import drive_stream
+    out, rows, _ = drive_stream(compile(stream_flow(duration=40.0, speedup=20.0)), processes.host,
+                                run=("stream-test", 1), on_window=lambda latency: arrivals.append(time.time()))
     assert canonical(out) == canonical(serial.dataflow(stream_flow(duration=40.0, speedup=20.0)))
     assert len(arrivals) == 24
     assert min(arrivals) < started + 40.0 / 20.0               # the first windows came before the stream's end

@@ -99,7 +99,6 @@ import os
 import pickle
 import socket
 import time
-from collections import Counter
 from functools import partial
 from itertools import chain, islice
 from multiprocessing.connection import wait
@@ -107,8 +106,8 @@ from multiprocessing.connection import wait
 import cloudpickle
 
 from engines.adapters import LOG_DIR, AdapterEngine, log_dir, pickle_by_value_fallback
-from engines.api import Dataflow, DataflowError, Session, Step
-from engines.plan import narrow, source_items, split, step_error
+from engines.api import DataflowError, Session, Step
+from engines.plan import Pipe, Plan, narrow, source_items, split, step_error
 from engines.tracing import Stamps, span, worker_lane
 
 BATCH_SIZE = 10_000  # items per batch the source emits: the map-side combine covers a batch
@@ -200,8 +199,10 @@ class BytewaxSession(Session):
     def worker_pids(self) -> list[int]:
         return [proc.pid for proc, _ in self._procs]
 
-    def dataflow(self, flow: Dataflow) -> dict[str, list]:
-        out: dict[str, list] = {sink: [] for sink in flow.sinks}
+    streams_natively = True
+
+    def run_plan(self, plan: Plan) -> dict[str, list]:
+        out: dict[str, list] = {sink: [] for sink in plan.sinks}
         starts: list[float] = []                  # a stream's sources' start times (wall)
         arrivals: list[tuple[float, list]] = []   # (when, closing stream times) per batch of window results
 
@@ -211,12 +212,12 @@ class BytewaxSession(Session):
             else:
                 arrivals.append((time.time(), message[3]))
                 out[message[1]].extend(message[2])
-        tick = self.settings["stream_tick_s"] if flow.streaming else None
+        tick = self.settings["stream_tick_s"] if plan.streaming else None
         try:
-            sinks = self._job(cloudpickle.dumps(flow, protocol=5), tick, during)
+            sinks = self._job(cloudpickle.dumps(plan, protocol=5), tick, during)
         finally:
             if starts:       # stream time 0 is when the last source started reading
-                speedup = next(s.arg.speedup for s in flow.steps if s.op == "stream")
+                speedup = plan.source.step.arg.speedup
                 for when, closes in arrivals:
                     for closes_at in closes:
                         self.window_latencies.add(when - (max(starts) + closes_at / speedup))
@@ -345,7 +346,7 @@ def _serve(conn, log_path: str) -> None:
         run = _Run(tracing)
         try:
             job_flow = cloudpickle.loads(payload)
-            if tick is None and not isinstance(job_flow, Dataflow):   # a Bytewax flow written by hand
+            if tick is None and not isinstance(job_flow, Plan):   # a Bytewax flow written by hand
                 flow = job_flow(run.sinks)
             elif tick is None:
                 flow = _translate(job_flow, run)
@@ -426,53 +427,52 @@ def _sid(name: str, part: str = "") -> str:
     return name.replace(".", "_") + (f"__{part}" if part else "")
 
 
-def _translate(flow: Dataflow, run: _Run):
-    """The bytewax flow for ``flow``; its sinks fill ``run.sinks``.
+def _translate(plan: Plan, run: _Run):
+    """The bytewax flow for ``plan``; its sinks fill ``run.sinks``.
 
-    State: ``lazy[step name] = (bytewax stream, narrow steps still to run)``:
-    narrow steps only extend the tuple, and the next keyed step or sink
-    runs them fused in one ``flat_map_batch`` (a stream read by two or
-    more steps is computed once, at once), as `engines.plan.evaluate` does.
+    A bytewax stream per stage; a pipe's narrow steps run fused in one
+    ``flat_map_batch`` in front of the next keyed step (its map side,
+    `_split`) or sink; a stage read by two or more is computed once, in a
+    ``flat_map_batch`` of its own, and its stream consumed by each.
     """
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow as BytewaxFlow
 
-    bx = BytewaxFlow(_sid(flow.name) or "flow")
-    lazy: dict = {}
-    consumers = Counter(name for step in flow.steps for name in step.inputs)
+    bx = BytewaxFlow(_sid(plan.name) or "flow")
+    streams: dict = {}
 
-    def routed(up: str, step: Step, part: str, side: int | None = None):
-        stream, ops = lazy[up]
+    def routed(pipe: Pipe, step: Step, part: str, side: int | None = None):
         sid = _sid(step.name, part)
-        return op.flat_map_batch(sid, stream, _Guard(run, step, partial(_split, ops, step, side), name=sid))
+        split_side = _Guard(run, step, partial(_split, pipe.ops, step, side), name=sid)
+        return op.flat_map_batch(sid, streams[pipe.stage], split_side)
 
-    for step in flow.steps:
-        name = step.name
-        if step.op == "read":
-            lazy[name] = (op.input(_sid(name), bx, _Partitions(step, run)), ())
-        elif step.op == "flat_map":
-            stream, ops = lazy[step.inputs[0]]
-            lazy[name] = (stream, ops + (step,))
-            if consumers[name] > 1:     # a stream that branches is computed once, not once per branch
-                run_ops = _Guard(run, step, partial(narrow, ops=ops + (step,)))
-                lazy[name] = (op.flat_map_batch(_sid(name), stream, run_ops), ())
-        elif step.op == "reduce_by_key":
-            routed_pairs = routed(step.inputs[0], step, "combine")
-            reduced = op.stateful_batch(_sid(name), routed_pairs, partial(_Reduce, step, run))
-            lazy[name] = (op.key_rm(_sid(name, "unroute"), reduced), ())
-        elif step.op == "join":
-            sides = [routed(up, step, f"{side}_route", i)
-                     for i, (side, up) in enumerate(zip(("left", "right"), step.inputs))]
-            joined = op.stateful_batch(_sid(name), op.merge(_sid(name, "sides"), *sides), partial(_Join, step, run))
-            lazy[name] = (op.key_rm(_sid(name, "unroute"), joined), ())
-        elif step.op == "collect":
-            stream, ops = lazy[step.inputs[0]]
-            if ops:
+    for stage in plan.stages:
+        name, step = stage.name, stage.step
+        if stage.op == "read":
+            streams[name] = op.input(_sid(name), bx, _Partitions(step, run))
+        elif stage.op == "narrow":
+            pipe = stage.inputs[0]
+            computed = _Guard(run, step, partial(narrow, ops=pipe.ops))
+            streams[name] = op.flat_map_batch(_sid(name), streams[pipe.stage], computed)
+        elif stage.op == "reduce_by_key":
+            combined = routed(stage.inputs[0], step, "combine")
+            reduced = op.stateful_batch(_sid(name), combined, partial(_Reduce, step, run))
+            streams[name] = op.key_rm(_sid(name, "unroute"), reduced)
+        elif stage.op == "join":
+            sides = [routed(pipe, step, f"{side}_route", i)
+                     for i, (side, pipe) in enumerate(zip(("left", "right"), stage.inputs))]
+            merged = op.merge(_sid(name, "sides"), *sides)
+            joined = op.stateful_batch(_sid(name), merged, partial(_Join, step, run))
+            streams[name] = op.key_rm(_sid(name, "unroute"), joined)
+        elif stage.op == "collect":
+            pipe = stage.inputs[0]
+            stream = streams[pipe.stage]
+            if pipe.ops:
                 sid = _sid(name, "steps")
-                stream = op.flat_map_batch(sid, stream, _Guard(run, step, partial(narrow, ops=ops), name=sid))
-            op.output(_sid(name), stream, _Collect(step.arg, run))
+                stream = op.flat_map_batch(sid, stream, _Guard(run, step, partial(narrow, ops=pipe.ops), name=sid))
+            op.output(_sid(name), stream, _Collect(name, run))
         else:
-            raise DataflowError(f"step {name!r}: unknown op {step.op!r}")
+            raise DataflowError(f"stage {name!r}: a {stage.op} runs as a stream (engines.adapters.bytewax_streams)")
     return bx
 
 

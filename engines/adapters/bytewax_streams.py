@@ -63,10 +63,10 @@ from datetime import datetime, timezone
 from functools import partial
 
 from engines.adapters.bytewax import _Guard, _Run, _sid
-from engines.api import Dataflow, FilterFn, MapFn, Step
+from engines.api import Step
 from engines.eventtime import Tap, Windows, next_tick, window_closes
-from engines.plan import stable_hash
-from engines.streaming import ToWindow, shape
+from engines.plan import Pipe, Plan, narrow_call, stable_hash
+from engines.streaming import ToWindow
 
 STREAM_BUCKETS = 8   # route keys of a window step: every mark is copied to each
 
@@ -92,42 +92,52 @@ class Emitter:
             self.conn.send_bytes(data)
 
 
-def translate_stream(flow: Dataflow, run: _Run, tick: float, emit: Emitter):
-    """The Bytewax flow for the streaming ``flow``; window results go to ``emit``, other sinks to ``run.sinks``."""
+def translate_stream(plan: Plan, run: _Run, tick: float, emit: Emitter):
+    """The Bytewax flow for the streaming ``plan``; window results go to ``emit``, other sinks to ``run.sinks``.
+
+    A pipe's narrow steps are one ``flat_map_batch`` each; a step that two
+    branches share is built once (``steps``), and both read its stream.
+    """
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow as BytewaxFlow
 
-    spec = shape(flow)                     # checks the flow's shape, naming the step that does not fit
-    src = spec["source"].arg
-    bx = BytewaxFlow(_sid(flow.name) or "flow")
-    streams: dict = {}
-    for step in flow.steps:
-        name, ups = step.name, [streams[i] for i in step.inputs]
-        if step.op == "stream":
-            lateness = spec["window"].arg.lateness if spec["window"] else 0.0
+    source, window = plan.source, plan.window
+    src = source.step.arg
+    bx = BytewaxFlow(_sid(plan.name) or "flow")
+    streams: dict = {}      # stage name -> its bytewax stream
+    steps: dict = {}        # narrow step name -> its bytewax stream
+
+    def piped(pipe: Pipe):
+        stream = streams[pipe.stage]
+        for step in pipe.ops:
+            if step.name not in steps:
+                steps[step.name] = op.flat_map_batch(_sid(step.name), stream, _Guard(run, step, partial(_apply, step)))
+            stream = steps[step.name]
+        return stream
+
+    for stage in plan.stages:
+        name, step = stage.name, stage.step
+        if stage.op == "stream":
+            lateness = window.step.arg.lateness if window else 0.0
             streams[name] = op.input(_sid(name), bx, _Sources(step, run, lateness, tick, emit))
-        elif step.op == "flat_map":
-            streams[name] = op.flat_map_batch(_sid(name), ups[0], _Guard(run, step, partial(_apply, step)))
-        elif step.op == "window":
-            routed = op.flat_map_batch(_sid(name, "route"), ups[0],
+        elif stage.op == "window":
+            routed = op.flat_map_batch(_sid(name, "route"), piped(stage.inputs[0]),
                                        _Guard(run, step, _Route(step), name=_sid(name, "route")))
             windows = op.stateful_batch(_sid(name), routed,
                                         partial(_WindowLogic, step, run, len(src.sources), src.duration))
             streams[name] = op.key_rm(_sid(name, "unroute"), windows)
-        elif step.op == "collect":
-            op.output(_sid(name), ups[0], _Collect(step.arg, run, emit))
+        elif stage.op == "collect":
+            op.output(_sid(step.name), piped(stage.inputs[0]), _Collect(name, run, emit))
     return bx
 
 
 def _apply(step: Step, batch: list) -> list:
     """A narrow step over a batch of tagged items: applied to events and window results; marks pass."""
-    fn = step.fn
-    if isinstance(fn, MapFn):
-        f = fn.fn
-        return [it if it[0] == "m" else (it[0], it[1], it[2], f(it[3])) for it in batch]
-    if isinstance(fn, FilterFn):
-        pred = fn.pred
-        return [it for it in batch if it[0] == "m" or pred(it[3])]
+    kind, fn = narrow_call(step)
+    if kind == "map":
+        return [it if it[0] == "m" else (it[0], it[1], it[2], fn(it[3])) for it in batch]
+    if kind == "filter":
+        return [it for it in batch if it[0] == "m" or fn(it[3])]
     out = []
     for it in batch:
         if it[0] == "m":

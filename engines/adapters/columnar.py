@@ -61,7 +61,8 @@ import traceback
 
 from engines import get_engine
 from engines.adapters import AdapterEngine
-from engines.api import ArchbenchError, Dataflow, DataflowError, Session, UnsupportedModel, describe_function
+from engines.api import ArchbenchError, DataflowError, Session, UnsupportedModel, describe_function
+from engines.plan import Plan
 from engines.plan import source_items
 
 #: the column types a frame may declare
@@ -144,10 +145,10 @@ class ColumnarSession(Session):
         """Compute ``frames`` and bring each to the driver as a list of row tuples."""
         raise NotImplementedError
 
-    def dataflow(self, flow: Dataflow) -> dict[str, list]:
+    def run_plan(self, plan: Plan) -> dict[str, list]:
         raise UnsupportedModel(
             f"engine {self.engine!r} does not run a generic Dataflow ({self.supports['dataflow']}); "
-            f"it runs a workload's columnar form (run_columnar) -- run flow {flow.name!r} on engine "
+            f"it runs a workload's columnar form (run_columnar) -- run flow {plan.name!r} on engine "
             f"{self.generic.engine!r}, the generic translation on the same cluster")
 
     def trace_start(self) -> None:

@@ -91,10 +91,9 @@ from concurrent.futures import ThreadPoolExecutor
 import cloudpickle
 
 from engines.adapters import LOG_DIR, AdapterEngine, by_value_modules, log_dir, logs_to_file
-from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session, TaskError, Tasks
+from engines.api import ActorError, ActorRef, Actors, Future, Session, TaskError, Tasks
 from engines.common import HeldFuture, Whole, gather_held, invoke, task_error, task_name
-from engines.plan import OnTasks, evaluate
-from engines.streaming import run_microbatches
+from engines.plan import OnTasks, Plan, evaluate
 from engines.tracing import Trace, send, span, worker_lane
 
 _LOG_ENV = "ARCHBENCH_DASK_WORKER_LOG"   # tells a worker (via `dask_setup`) where its output goes
@@ -174,12 +173,10 @@ class DaskSession(Session):
     def worker_pids(self) -> list[int]:
         return list(self._pids)
 
-    def dataflow(self, flow: Dataflow) -> dict[str, list]:
-        if flow.streaming:
-            return run_microbatches(self, flow)
+    def run_plan(self, plan: Plan) -> dict[str, list]:
         # internal tasks: no latency samples, a step's DataflowError passes through as raised, lists move whole
         tasks = DaskTasks(self, log=None, raw_errors=True, whole_lists=True)
-        return evaluate(flow, OnTasks(tasks), buckets=self.workers)
+        return evaluate(plan, OnTasks(tasks), buckets=self.workers)
 
     def tasks(self) -> Tasks:
         return DaskTasks(self)

@@ -94,10 +94,9 @@ from pathlib import Path
 
 from engines.adapters import (LOG_DIR, AdapterEngine, driver_path, environ, log_dir, logs_to_file,
                               send_by_value_too)
-from engines.api import ActorError, ActorRef, Actors, Dataflow, DataflowError, Future, Session, TaskError, Tasks
+from engines.api import ActorError, ActorRef, Actors, DataflowError, Future, Session, TaskError, Tasks
 from engines.common import HeldFuture, Whole, gather_held, in_one_piece, invoke, task_error, task_name
-from engines.plan import Runner, evaluate, merge_join, merge_reduce, narrow, split
-from engines.streaming import run_microbatches
+from engines.plan import Plan, Runner, evaluate, merge_join, merge_reduce, narrow, split
 from engines.tracing import Trace, span, worker_lane
 
 _SOCKET_ROOM = 40  # Ray puts unix sockets under its temp dir; their paths must stay under 108 bytes
@@ -187,11 +186,9 @@ class RaySession(Session):
 
         send_by_value_too(cloudpickle)
 
-    def dataflow(self, flow: Dataflow) -> dict[str, list]:
+    def run_plan(self, plan: Plan) -> dict[str, list]:
         self._by_value()
-        if flow.streaming:
-            return run_microbatches(self, flow)
-        return evaluate(flow, RayRunner(self), buckets=self.workers)
+        return evaluate(plan, RayRunner(self), buckets=self.workers)
 
     def tasks(self) -> Tasks:
         self._by_value()

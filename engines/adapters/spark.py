@@ -30,7 +30,9 @@ archbench step     RDD operation
 ``collect``        ``collect()``: one job per sink
 =================  ==========================================================
 
-A stream read by two or more steps is ``persist()``-ed, so the second job
+The translation walks the compiled plan (`engines.plan.compile`): an RDD
+per stage, a pipe's narrow steps chained on its stage's RDD (`_piped`). A
+*shared* stage (read by two or more) is ``persist()``-ed, so the second job
 reuses it rather than computing it again (and unpersisted at the end). A
 timed stream (`Dataflow.stream`) runs as micro-batches, one set of jobs per
 batch (`engines.streaming`), which is how Spark Structured Streaming runs too.
@@ -100,7 +102,6 @@ import sys
 import threading
 import time
 import warnings
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
@@ -109,10 +110,9 @@ import cloudpickle
 
 from engines.adapters import (LOG_DIR, AdapterEngine, by_value_modules, driver_path, environ, java_available, log_dir,
                               pickle_by_value_fallback, send_by_value_too)
-from engines.api import (ArchbenchError, CountOne, Dataflow, DataflowError, FilterFn, MapFn, NotAPair, Session, Step,
-                         Tasks)
-from engines.plan import checked_pairs, combine, count_keys, counting, source_items, step_error
-from engines.streaming import run_microbatches
+from engines.api import ArchbenchError, CountOne, DataflowError, NotAPair, Session, Step, Tasks
+from engines.plan import (Pipe, Plan, checked_pairs, combine, count_keys, counting, narrow_call, source_items,
+                          step_error)
 from engines.tracing import Trace, send, span, worker_lane
 
 _LOG4J = """\
@@ -207,58 +207,54 @@ class SparkRDDSession(Session):
 
     # ------------------------------------------------------------- dataflow
 
-    def dataflow(self, flow: Dataflow) -> dict[str, list]:
-        if flow.streaming:
-            return run_microbatches(self, flow)
+    def run_plan(self, plan: Plan) -> dict[str, list]:
         _by_value()
         rdds: dict = {}
         out: dict[str, list] = {}
-        consumers = Counter(name for step in flow.steps for name in step.inputs)
         try:
-            self._translate(flow, rdds, out, consumers)
+            self._translate(plan, rdds, out)
         finally:
-            for name, rdd in rdds.items():
-                if consumers[name] > 1:
-                    rdd.unpersist()
+            for stage in plan.stages:
+                if stage.shared and stage.name in rdds:
+                    rdds[stage.name].unpersist()
         return out
 
-    def _translate(self, flow: Dataflow, rdds: dict, out: dict, consumers: Counter) -> None:
-        """Build an RDD per step into ``rdds``, and run a job per sink into ``out``. Mutates both."""
-        steps = {step.name: step for step in flow.steps}
-        for step in flow.steps:
-            up = rdds[step.inputs[0]] if step.inputs else None
-            if step.op == "read":
+    def _translate(self, plan: Plan, rdds: dict, out: dict) -> None:
+        """Build an RDD per stage into ``rdds``, and run a job per sink into ``out``. Mutates both."""
+        for stage in plan.stages:
+            step = stage.step
+            if stage.op == "read":
                 from pyspark import cloudpickle as spark_cloudpickle  # the copy Spark sends functions with
 
                 recipes = [spark_cloudpickle.dumps(p, protocol=5) for p in step.arg]
-                rdds[step.name] = self.sc.parallelize(recipes, len(recipes)).flatMap(_Guard(step, _read))
-            elif step.op == "flat_map" and isinstance(step.fn, MapFn):
-                rdds[step.name] = up.map(_Guard(step, step.fn.fn))
-            elif step.op == "flat_map" and isinstance(step.fn, FilterFn):
-                rdds[step.name] = up.filter(_Guard(step, step.fn.pred))
-            elif step.op == "flat_map":
-                rdds[step.name] = up.flatMap(_Guard(step, step.fn))
-            elif step.op == "reduce_by_key":
-                ones = steps[step.inputs[0]]
+                rdds[stage.name] = self.sc.parallelize(recipes, len(recipes)).flatMap(_Guard(step, _read))
+            elif stage.op == "narrow":
+                rdds[stage.name] = _piped(rdds, stage.inputs[0])
+            elif stage.op == "reduce_by_key":
+                pipe = stage.inputs[0]
+                ones = pipe.ops[-1] if pipe.ops else None
                 one = counting(ones, step)
-                if one is not None:  # count_by_key: count the keys its ones step was given
-                    combined = rdds[ones.inputs[0]].mapPartitions(_Guard(ones, partial(_count, one)))
+                if one is not None:  # count_by_key: count the keys its ones step is given
+                    counted = _piped(rdds, Pipe(pipe.stage, pipe.ops[:-1]))
+                    combined = counted.mapPartitions(_Guard(ones, partial(_count, one)))
                 else:
-                    combined = up.mapPartitions(_Guard(step, partial(_combine, step)), preservesPartitioning=True)
-                rdds[step.name] = combined.reduceByKey(_Guard(step, step.fn), numPartitions=self.workers)
-            elif step.op == "join":
-                left, right = (rdds[name].mapPartitions(partial(checked_pairs, step=step)) for name in step.inputs)
-                rdds[step.name] = left.join(right, numPartitions=self.workers)
-            elif step.op == "collect":
+                    combined = _piped(rdds, pipe).mapPartitions(_Guard(step, partial(_combine, step)),
+                                                                preservesPartitioning=True)
+                rdds[stage.name] = combined.reduceByKey(_Guard(step, step.fn), numPartitions=self.workers)
+            elif stage.op == "join":
+                left, right = (_piped(rdds, pipe).mapPartitions(partial(checked_pairs, step=step))
+                               for pipe in stage.inputs)
+                rdds[stage.name] = left.join(right, numPartitions=self.workers)
+            elif stage.op == "collect":
                 try:
-                    with self._described(f"{flow.name}: collect {step.arg}"):
-                        out[step.arg] = up.collect()
+                    with self._described(f"{plan.name}: collect {stage.name}"):
+                        out[stage.name] = _piped(rdds, stage.inputs[0]).collect()
                 except Exception as e:
-                    raise _dataflow_error(flow, step, e) from None
+                    raise _dataflow_error(plan, step, e) from None
             else:
-                raise DataflowError(f"step {step.name!r}: unknown op {step.op!r}")
-            if consumers[step.name] > 1:  # a stream that branches is computed once, then kept
-                rdds[step.name].persist()
+                raise DataflowError(f"stage {stage.name!r}: a {stage.op} runs as a stream (micro-batches)")
+            if stage.shared:  # a stage that branches is computed once, then kept
+                rdds[stage.name].persist()
 
     # ------------------------------------------------------------- tasks
 
@@ -412,6 +408,16 @@ def _count(one: CountOne, keys):
     return count_keys(keys, one).items()
 
 
+def _piped(rdds: dict, pipe: Pipe):
+    """The RDD of a pipe: its stage's RDD through Spark's own map, filter or flatMap per narrow step
+    (Spark fuses them into one loop per partition)."""
+    rdd = rdds[pipe.stage]
+    for step in pipe.ops:
+        kind, fn = narrow_call(step)
+        rdd = {"map": rdd.map, "filter": rdd.filter, "flat_map": rdd.flatMap}[kind](_Guard(step, fn))
+    return rdd
+
+
 def _read(recipe: bytes):
     """One partition's items, made here on the executor."""
     from pyspark import cloudpickle as spark_cloudpickle
@@ -430,13 +436,13 @@ def raised_on_worker(error: Exception) -> DataflowError | None:
     return DataflowError(message.split("\n\tat org.apache.spark")[0].split(" SQLSTATE:")[0].rstrip())
 
 
-def _dataflow_error(flow: Dataflow, sink: Step, error: Exception) -> DataflowError:
+def _dataflow_error(plan: Plan, sink: Step, error: Exception) -> DataflowError:
     """Spark's error for a failed job, as the DataflowError a worker raised (or one naming the job)."""
     on_worker = raised_on_worker(error)
     if on_worker is not None:
         return on_worker
     text = str(error)
-    return DataflowError(f"flow {flow.name!r}: the Spark job for sink {sink.arg!r} failed: "
+    return DataflowError(f"flow {plan.name!r}: the Spark job for sink {sink.arg!r} failed: "
                          f"{text.strip().splitlines()[-1] if text.strip() else type(error).__name__}\n\n{text}")
 
 

@@ -122,13 +122,13 @@ import threading
 import time
 
 from engines import Engine
-from engines.api import ActorError, Actors, Dataflow, DataflowError, Future, Session, Tasks
+from engines.api import ActorError, Actors, Dataflow, Future, Session, Tasks
+from engines.plan import Plan
 from engines.common import invoke
 from engines.mini.cluster import DRIVER, Host, InProcessHost
 from engines.mini.messaging import MiniActorRef, Reply, Sender, _local, _senders, deliver_directly, pack, \
     remote_error, unpack
 from engines.mini.supervisor import Driver
-from engines.streaming import run_microbatches
 from engines.mini.trace import Recording
 
 log = logging.getLogger("archbench.mini")
@@ -463,13 +463,9 @@ class MiniActorsSession(Recording, Session):
         from engines.mini.operators import ActorTasks
         return ActorTasks(self)
 
-    def dataflow(self, flow: Dataflow) -> dict[str, list]:
-        if not isinstance(flow, Dataflow):
-            raise DataflowError(f"session.dataflow takes an engines.api.Dataflow, got {type(flow).__name__}")
-        if flow.streaming:
-            return run_microbatches(self, flow)
+    def run_plan(self, plan: Plan) -> dict[str, list]:
         from engines.mini.operators import run_flow
-        return run_flow(self, flow)
+        return run_flow(self, plan)
 
     def trace(self) -> list[dict]:
         """Message spans and sends of every process since the last call (see `engines.mini.trace`)."""

@@ -30,7 +30,7 @@ process (`engines.mini.cluster`), and records between workers are pickled
 in whole buckets, never one at a time.
 
 The program. What one worker does is the generator `program`: it walks the
-flow's steps and **yields** where it needs the cluster --
+flow's compiled stages (`engines.plan.compile`) and **yields** where it needs the cluster --
 ``("exchange", step, [buckets per side])`` (it is sent back the chunks
 every worker sent it) and ``("sink", name, items)``. `DataWorker` (the
 cluster runtime) drives that generator from the messages it receives; the
@@ -40,7 +40,7 @@ deterministic form for debugging and teaching.
 
 Messages (``run`` is a run id; ``side`` is 0, or 1 for a join's right input)::
 
-    driver -> worker   ("run", run, flow name, pickled steps)   ("cancel", run)
+    driver -> worker   ("run", run, flow name, pickled plan)   ("cancel", run)
                        (and a stream's messages: `engines.mini.streams`)
     worker -> worker   ("part", run, step, side, items)  ("end", run, step, side)
                        (a bucket goes in chunks of CHUNK items; the end marker rides in the
@@ -66,7 +66,7 @@ Worked example -- word count on two workers, in one process::
     >>> flow = Dataflow("wc")
     >>> flow.read([["to be or"], ["not to be"], ["to"]]).flat_map(str.split).count_by_key().collect("n")
     >>> host = InProcessHost(2, DataWorker)
-    >>> out, rows = drive(flow, host, run=1)
+    >>> out, rows = drive(compile(flow), host, run=1)
     >>> sorted(out["n"])
     [('be', 2), ('not', 1), ('or', 1), ('to', 3)]
 
@@ -86,17 +86,17 @@ from __future__ import annotations
 import functools
 import pickle
 import time
-from collections import Counter
+from dataclasses import replace
 from itertools import chain
 
 import cloudpickle
 
 from engines import Engine
 from engines.api import Dataflow, DataflowError, Session, Step
+from engines.plan import Pipe, Plan, Stage, compile, merge_join, merge_reduce, narrow, source_items, split
 from engines.mini.cluster import DRIVER, Host, InProcessHost
 from engines.mini.trace import Recording, Tracer
-from engines.plan import merge_join, merge_reduce, narrow, source_items, split
-from engines.mini.streams import DEFAULT_TICK, drive_stream, start_stream
+from engines.mini.streams import DEFAULT_TICK, StreamStart, start_stream
 
 CHUNK = 50_000          # items per message: bounds a frame and lets the receiver unpickle while we pickle
 
@@ -110,14 +110,17 @@ SUPPORTS = {
 # ================================================================ one worker's program
 
 
-def assign(steps, me: int, n: int) -> tuple[Step, ...]:
-    """The flow as worker ``me`` of ``n`` sees it: each ``read`` keeps partitions ``me, me+n, ...``.
+def assign(plan: Plan, me: int, n: int) -> Plan:
+    """The plan as worker ``me`` of ``n`` sees it: each ``read`` keeps partitions ``me, me+n, ...``.
 
     >>> flow = Dataflow("x"); flow.read([[0], [1], [2]]).collect("out")
-    >>> assign(flow.steps, 1, 2)[0].arg
+    >>> assign(compile(flow), 1, 2).stages[0].step.arg
     ([1],)
     """
-    return tuple(Step(s.op, s.name, s.inputs, s.fn, s.arg[me::n]) if s.op == "read" else s for s in steps)
+    def mine(stage: Stage) -> Stage:
+        step = stage.step
+        return replace(stage, step=replace(step, arg=step.arg[me::n])) if stage.op == "read" else stage
+    return replace(plan, stages=tuple(map(mine, plan.stages)))
 
 
 def _chained(sources):
@@ -129,56 +132,59 @@ def _one(sources: list):
     return sources[0] if len(sources) == 1 else functools.partial(_chained, tuple(sources))
 
 
-def _label(origin: str | None, ops: tuple[Step, ...], *last: Step) -> str:
-    """The steps one fused loop runs, as a trace names them: ``read_1+flat_map_2+reduce_by_key_3``."""
-    return "+".join([origin] * (origin is not None) + [s.name for s in ops + last])
-
-
-def program(steps, n: int, tracer: Tracer):
-    """Run ``steps`` (already `assign`-ed) as one of ``n`` workers; a generator.
+def program(plan: Plan, n: int, tracer: Tracer):
+    """Run ``plan`` (already `assign`-ed) as one of ``n`` workers; a generator.
 
     Yields ``("exchange", step name, sides)`` -- ``sides`` is one list of
     ``n`` buckets per input -- and expects, sent back, one list of received
     chunks per input. Yields ``("sink", name, items)`` and expects nothing.
 
-    State: ``lazy[step name] = (sources, narrow steps still to run, origin)``
-    -- a stream not computed yet; a keyed step or a sink computes it, and a
-    stream read by two or more steps is computed once, at once (as
-    `engines.plan.evaluate` does).
+    State: ``parts[stage] = sources`` -- this worker's share of a stage's
+    items: a read's partitions, still to be read (``unread``), or the one
+    list it computed. A pipe from a stage runs fused into the next split or
+    sink (`engines.plan.Pipe`); a stage two or more others read is computed
+    once, at once (as `engines.plan.evaluate` does).
     """
-    lazy: dict[str, tuple[list, tuple[Step, ...], str | None]] = {}
-    consumers = Counter(name for step in steps for name in step.inputs)
-    for step in steps:
-        if step.op in ("read", "flat_map"):
-            if step.op == "read":
-                sources, ops, origin = list(step.arg), (), step.name
-            else:
-                sources, ops, origin = lazy[step.inputs[0]]
-                ops += (step,)
-            if consumers[step.name] > 1:    # a stream that branches is computed once, not once per branch
-                with tracer.span(_label(origin, ops), "branch"):
-                    sources, ops, origin = [narrow(_one(sources), ops)], (), None
-            lazy[step.name] = (sources, ops, origin)
-        elif step.op in ("reduce_by_key", "join"):
+    parts: dict[str, list] = {}
+    unread: set[str] = set()
+
+    def label(pipe: Pipe, *last: Step) -> str:
+        """What one fused loop runs, as a trace names it: ``read_1+flat_map_2+reduce_by_key_3``."""
+        return "+".join([pipe.stage] * (pipe.stage in unread) + [s.name for s in pipe.ops + last])
+
+    def computed(pipe: Pipe) -> list:
+        with tracer.span(label(pipe), "branch"):
+            return [narrow(_one(parts[pipe.stage]), pipe.ops)]
+
+    for stage in plan.stages:
+        step = stage.step
+        if stage.op == "read":
+            parts[stage.name] = list(step.arg)
+            unread.add(stage.name)
+            if stage.shared:                    # a stage that branches is computed once, not once per branch
+                parts[stage.name] = computed(Pipe(stage.name))
+                unread.discard(stage.name)
+        elif stage.op == "narrow":
+            parts[stage.name] = computed(stage.inputs[0])
+        elif stage.op in ("reduce_by_key", "join"):
             sides = []
-            for name in step.inputs:
-                sources, ops, origin = lazy[name]
-                with tracer.span(_label(origin, ops, step), "split"):
-                    sides.append(split(_one(sources), ops, step, n))
-            received = yield ("exchange", step.name, sides)
-            with tracer.span(step.name, "merge"):
-                if step.op == "reduce_by_key":
+            for pipe in stage.inputs:
+                with tracer.span(label(pipe, step), "split"):
+                    sides.append(split(_one(parts[pipe.stage]), pipe.ops, step, n))
+            received = yield ("exchange", stage.name, sides)
+            with tracer.span(stage.name, "merge"):
+                if stage.op == "reduce_by_key":
                     merged = merge_reduce(step, *received[0])
                 else:
                     merged = merge_join(step, len(received[0]), *received[0], *received[1])
-            lazy[step.name] = ([merged], (), None)
-        elif step.op == "collect":
-            sources, ops, origin = lazy[step.inputs[0]]
-            with tracer.span(_label(origin, ops, step), "sink"):
-                items = narrow(_one(sources), ops)
-            yield ("sink", step.arg, items)
+            parts[stage.name] = [merged]
+        elif stage.op == "collect":
+            pipe = stage.inputs[0]
+            with tracer.span(label(pipe, step), "sink"):
+                items = narrow(_one(parts[pipe.stage]), pipe.ops)
+            yield ("sink", stage.name, items)
         else:
-            raise DataflowError(f"step {step.name!r}: mini-data does not know the op {step.op!r}")
+            raise DataflowError(f"stage {stage.name!r}: a {stage.op} runs as a stream (engines.mini.streams)")
 
 
 # ================================================================ the runtime in each worker
@@ -212,14 +218,14 @@ class DataWorker:
             return                          # a late message of a finished or cancelled run
         if kind == "run":
             try:
-                steps = pickle.loads(message[3])
+                plan = pickle.loads(message[3])
             except Exception as e:
                 self.over.add(run)
                 self.ctx.send(DRIVER, ("failed", run, self.ctx.me, DataflowError(
                     f"mini-data worker {self.ctx.me} cannot load flow {message[2]!r}: {type(e).__name__}: {e} "
                     "(the workers import the flow's functions by module: is that module importable there?)"), None))
                 return
-            self._start(run, steps)
+            self._start(run, plan)
         elif kind == "part":
             self.got.setdefault((run, message[2], message[3]), []).append(message[4])
             self._resume(run)
@@ -255,14 +261,14 @@ class DataWorker:
             self.ctx.send(DRIVER, ("finished", run, self.ctx.me, self.streams[run].tracer.take()))
             self._drop(run)
 
-    def _start(self, run, steps) -> None:
+    def _start(self, run, plan: Plan) -> None:
         me = self.ctx.me
 
         def at(step):
             self.at[run] = step
             self.ctx.send(DRIVER, ("at", run, me, step))
         self.tracers[run] = Tracer(me, notify=at)
-        self.runs[run] = program(steps, self.ctx.n, self.tracers[run])
+        self.runs[run] = program(plan, self.ctx.n, self.tracers[run])
         if self.lost:
             self._fail(run, None, next(iter(self.lost.items())))
         else:
@@ -357,8 +363,8 @@ class DataWorker:
 # ================================================================ the driver
 
 
-def drive(flow: Dataflow, host, run, *, begin=None, on_windows=None) -> tuple[dict[str, list], list[dict]]:
-    """Run ``flow`` on ``host``'s local workers (a `Host` or an `InProcessHost`); ``(sinks, trace rows)``.
+def drive(plan: Plan, host, run, *, begin=None, on_windows=None) -> tuple[dict[str, list], list[dict]]:
+    """Run ``plan`` on ``host``'s local workers (a `Host` or an `InProcessHost`); ``(sinks, trace rows)``.
 
     In a multi-process cluster each process drives its own workers and
     gets the sink items those workers collected. ``begin(worker id)`` is the
@@ -369,15 +375,15 @@ def drive(flow: Dataflow, host, run, *, begin=None, on_windows=None) -> tuple[di
     at: dict = {}
     if begin is None:
         def begin(wid):
-            return ("run", run, flow.name, cloudpickle.dumps(assign(flow.steps, wid, host.n), protocol=5))
+            return ("run", run, plan.name, cloudpickle.dumps(assign(plan, wid, host.n), protocol=5))
     for wid in host.local:
         if wid in host.lost:
-            raise _lost(flow, host, wid, "", at)
+            raise _lost(plan, host, wid, "", at)
         try:
             host.send(wid, begin(wid))
         except OSError:
             pass                            # it died: its loss comes among the events
-    out: dict[str, list] = {sink: [] for sink in flow.sinks}
+    out: dict[str, list] = {sink: [] for sink in plan.sinks}
     rows: list[dict] = []
     finished: set = set()
     while len(finished) < len(host.local):
@@ -389,7 +395,7 @@ def drive(flow: Dataflow, host, run, *, begin=None, on_windows=None) -> tuple[di
         kind = message[0]
         if kind == "lost":
             _cancel(host, run)
-            raise _lost(flow, host, message[1], message[2], at)
+            raise _lost(plan, host, message[1], message[2], at)
         if kind == "abort":                 # another process of the cluster failed
             _cancel(host, run)
             raise DataflowError(f"mini-data: {source} failed: {message[1]}")
@@ -413,8 +419,19 @@ def drive(flow: Dataflow, host, run, *, begin=None, on_windows=None) -> tuple[di
         elif kind == "failed":
             _cancel(host, run)
             _, _, wid, error, lost = message
-            raise error if lost is None else _lost(flow, host, lost[0], lost[1], at)
+            raise error if lost is None else _lost(plan, host, lost[0], lost[1], at)
     return out, rows
+
+
+def drive_stream(plan: Plan, host, run, *, tick: float = DEFAULT_TICK, on_window=None):
+    """Run the streaming ``plan`` on ``host``'s workers; ``(sinks, trace rows, closing times)``.
+
+    ``on_window(latency)`` is called as each window result reaches the
+    driver, with the wall seconds since its window closed (`engines.mini.streams`).
+    """
+    stream = StreamStart(plan, host.n, run, tick, on_window)
+    out, rows = drive(plan, host, run, begin=stream.begin, on_windows=stream.windows)
+    return out, rows, stream.closes
 
 
 def _cancel(host, run) -> None:
@@ -426,7 +443,7 @@ def _cancel(host, run) -> None:
                 pass
 
 
-def _lost(flow: Dataflow, host, who, why: str, at: dict) -> DataflowError:
+def _lost(plan: Plan, host, who, why: str, at: dict) -> DataflowError:
     """The error for a member that died: which worker, how, and in which step.
 
     A peer may report the death before the host sees it; for a worker of
@@ -438,7 +455,7 @@ def _lost(flow: Dataflow, host, who, why: str, at: dict) -> DataflowError:
         host.recv(timeout=0.05)
     sentence = host.lost.get(who) or f"{host.name(who)} was lost ({why})"
     where = f"step {at[who]!r}" if who in at else ("its first step" if isinstance(who, int) else "the run")
-    return DataflowError(f"mini-data: {sentence} while running {where} of flow {flow.name!r}; "
+    return DataflowError(f"mini-data: {sentence} while running {where} of flow {plan.name!r}; "
                          "the cluster has lost it -- start a new session")
 
 
@@ -490,20 +507,20 @@ class MiniDataSession(Recording, Session):
     def worker_pids(self) -> list[int]:
         return list(self.host.worker_pids)
 
-    def dataflow(self, flow: Dataflow) -> dict[str, list]:
-        if not isinstance(flow, Dataflow):
-            raise DataflowError(f"session.dataflow takes an engines.api.Dataflow, got {type(flow).__name__}")
+    streams_natively = True
+
+    def run_plan(self, plan: Plan) -> dict[str, list]:
         if self.host.lost:
             self._broken = "; ".join(self.host.lost.values())
         if self._broken:
             raise DataflowError(f"this mini-data session is broken ({self._broken}); start a new one")
         self._runs += 1
         try:
-            if flow.streaming:
-                out, self._trace, _ = drive_stream(flow, self.host, self._runs, tick=self.settings["stream_tick_s"],
+            if plan.streaming:
+                out, self._trace, _ = drive_stream(plan, self.host, self._runs, tick=self.settings["stream_tick_s"],
                                                    on_window=self.window_latencies.add)
             else:
-                out, self._trace = drive(flow, self.host, self._runs)
+                out, self._trace = drive(plan, self.host, self._runs)
         finally:
             if self.host.lost:
                 self._broken = "; ".join(self.host.lost.values())

@@ -28,7 +28,8 @@ Operators have no checkpoints, so a worker lost during a run fails it
     >>> from engines.api import Dataflow
     >>> flow = Dataflow("wc")
     >>> flow.read([["a b a"], ["b"]]).flat_map(str.split).count_by_key().collect("n")
-    >>> [(g["step"].op, g["tree"]) for g in compile_flow(flow)]  # doctest: +NORMALIZE_WHITESPACE
+    >>> from engines.plan import compile
+    >>> [(g["step"].op, g["tree"]) for g in operator_groups(compile(flow))]  # doctest: +NORMALIZE_WHITESPACE
     [('read', {'ops': [Step(op='flat_map', ...), Step(op='flat_map', ...)], 'outs': [('keyed', 1, 0)]}),
      ('reduce_by_key', {'ops': [], 'outs': [('sink', 'n')]})]
 
@@ -47,10 +48,10 @@ import queue
 import threading
 from itertools import islice
 
-from engines.api import ActorError, Dataflow, DataflowError, Step, TaskError, Tasks
+from engines.api import ActorError, DataflowError, Step, TaskError, Tasks
 from engines.common import after, dependencies, resolve, task_error, task_name
 from engines.mini.messaging import Reply, to_driver
-from engines.plan import merge_join, merge_reduce, narrow, source_items, split, step_error
+from engines.plan import Pipe, Plan, merge_join, merge_reduce, narrow, source_items, split, step_error
 
 BATCH = 20_000          # records per push: big enough to amortise a message, small enough to pipeline
 _runs = itertools.count(1)
@@ -59,22 +60,31 @@ _runs = itertools.count(1)
 # ================================================================ a flow as groups of operators
 
 
-def compile_flow(flow: Dataflow) -> list[dict]:
-    """The groups of ``flow`` in topological order: ``{"step": Step, "tree": routing}`` each."""
+def operator_groups(plan: Plan) -> list[dict]:
+    """The groups of ``plan`` in order: ``{"step": Step, "tree": routing}`` each.
+
+    A group per ``read`` and keyed stage; a pipe becomes a node of its
+    stage's tree (its narrow steps, then where the items go), a ``narrow``
+    stage a node that two or more pipes hang from.
+    """
     groups, nodes = [], {}
-    for step in flow.steps:
-        if step.op in ("read", "reduce_by_key", "join"):
-            node = nodes[step.name] = {"ops": [], "outs": []}
-            for side, name in enumerate(step.inputs):
-                nodes[name]["outs"].append(("keyed", len(groups), side))
-            groups.append({"step": step, "tree": node})
-        elif step.op == "flat_map":
-            node = nodes[step.name] = {"ops": [step], "outs": []}
-            nodes[step.inputs[0]]["outs"].append(node)
-        elif step.op == "collect":
-            nodes[step.inputs[0]]["outs"].append(("sink", step.arg))
+
+    def attach(pipe: Pipe, out) -> None:
+        nodes[pipe.stage]["outs"].append({"ops": list(pipe.ops), "outs": [out]} if pipe.ops else out)
+
+    for stage in plan.stages:
+        if stage.op in ("read", "reduce_by_key", "join"):
+            nodes[stage.name] = {"ops": [], "outs": []}
+            for side, pipe in enumerate(stage.inputs):
+                attach(pipe, ("keyed", len(groups), side))
+            groups.append({"step": stage.step, "tree": nodes[stage.name]})
+        elif stage.op == "narrow":
+            nodes[stage.name] = {"ops": [], "outs": []}
+            attach(stage.inputs[0], nodes[stage.name])
+        elif stage.op == "collect":
+            attach(stage.inputs[0], ("sink", stage.name))
         else:
-            raise DataflowError(f"step {step.name!r}: mini-actors does not know the op {step.op!r}")
+            raise DataflowError(f"stage {stage.name!r}: a {stage.op} runs as a stream, not on operator actors")
     for group in groups:
         _squash(group["tree"])
     return groups
@@ -170,10 +180,10 @@ class Operator:
         to_driver(("flow", self.run, "failed", error))
 
 
-def run_flow(session, flow: Dataflow) -> dict[str, list]:
-    """Run ``flow`` as operator actors on ``session``'s live workers; ``{sink: items}``."""
+def run_flow(session, plan: Plan) -> dict[str, list]:
+    """Run ``plan`` as operator actors on ``session``'s live workers; ``{sink: items}``."""
     driver = session.driver
-    groups, live = compile_flow(flow), driver.live()
+    groups, live = operator_groups(plan), driver.live()
     n, run = len(live), next(_runs)
     listener = driver.flows[run] = queue.SimpleQueue()
     keyed = {g: group["step"] for g, group in enumerate(groups) if group["step"].op != "read"}
@@ -188,11 +198,11 @@ def run_flow(session, flow: Dataflow) -> dict[str, list]:
                 if group["step"].op == "read":
                     for ref in refs[g]:
                         ref.tell("start")
-            out, done = {sink: [] for sink in flow.sinks}, 0
+            out, done = {sink: [] for sink in plan.sinks}, 0
             while done < n * len(groups):
                 message = _next(driver, listener)
                 if message[0] == "lost":
-                    raise DataflowError(f"mini-actors: {message[2]} while running flow {flow.name!r}; operator "
+                    raise DataflowError(f"mini-actors: {message[2]} while running flow {plan.name!r}; operator "
                                         "actors keep no checkpoints, so the run cannot resume -- run it again")
                 kind = message[2]
                 if kind == "sink":

@@ -50,8 +50,8 @@ from pathlib import Path
 from engines.api import ArchbenchError, Dataflow, DataflowError
 from engines.mini.auth import AuthError, cluster_secret
 from engines.mini.cluster import ClusterError, Host
-from engines.mini.dataparallel import drive
-from engines.mini.streams import drive_stream
+from engines.mini.dataparallel import drive, drive_stream
+from engines.plan import compile
 
 RUNTIME = "engines.mini.dataparallel:DataWorker"
 
@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m engines.mini.run: error: {e}", file=sys.stderr)
         return 2
     try:
-        out = drive_stream(flow, host, run=1)[0] if flow.streaming else drive(flow, host, run=1)[0]
+        plan = compile(flow)
+        out = (drive_stream if plan.streaming else drive)(plan, host, run=1)[0]
         write(out, args.output, host.process_id)
         host.barrier("done")
         return 0

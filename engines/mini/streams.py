@@ -43,13 +43,14 @@ Worked example -- two workers in one process, two sources, windows of 10::
 
     >>> from engines.api import Dataflow
     >>> from engines.mini.cluster import InProcessHost
-    >>> from engines.mini.dataparallel import DataWorker
+    >>> from engines.mini.dataparallel import DataWorker, drive_stream
     >>> flow = Dataflow("clicks")
     >>> flow.stream([lambda a, b: [(t, "a") for t in range(30) if a <= t < b],
     ...              lambda a, b: [(t, "b") for t in range(0, 30, 2) if a <= t < b]],
     ...             timestamp=lambda e: e[0], duration=30.0, speedup=300.0) \\
     ...     .map(lambda e: (e[1], 1)).window(10.0, lambda a, b: a + b).collect("counts")
-    >>> out, rows, closes = drive_stream(flow, InProcessHost(2, DataWorker), run=1, tick=0.01)
+    >>> from engines.plan import compile
+    >>> out, rows, closes = drive_stream(compile(flow), InProcessHost(2, DataWorker), run=1, tick=0.01)
     >>> sorted(out["counts"])
     [('a', (0.0, 10)), ('a', (10.0, 10)), ('a', (20.0, 10)), ('b', (0.0, 5)), ('b', (10.0, 5)), ('b', (20.0, 5))]
     >>> sorted(closes)
@@ -63,11 +64,11 @@ import time
 
 import cloudpickle
 
-from engines.api import Dataflow, DataflowError
+from engines.api import DataflowError
 from engines.eventtime import Tap, Windows, next_tick, window_closes
 from engines.mini.cluster import DRIVER
 from engines.mini.trace import Tracer
-from engines.plan import stable_hash, step_error
+from engines.plan import Plan, stable_hash, step_error
 from engines.streaming import Timed, ToWindow, after_window, drop_time, emitted, shape
 
 DEFAULT_TICK = 0.02   # wall seconds between a worker's reads of its sources
@@ -158,33 +159,32 @@ class StreamRun:
         return self.windows is None or self.windows.finished
 
 
-def drive_stream(flow: Dataflow, host, run, *, tick: float = DEFAULT_TICK, on_window=None):
-    """Run the streaming ``flow`` on ``host``'s workers; ``(sinks, trace rows, closing times)``.
+class StreamStart:
+    """The driver's side of one stream: the message that starts each worker, and what window results tell.
 
-    ``on_window(latency)`` is called as each window result reaches the
-    driver, with the wall seconds since its window closed.
+    ``begin(worker)`` is worker's ``("stream", ...)`` message: the plan's
+    shape and the sources it reads. ``windows(closes)`` hears of a batch of
+    window results reaching the driver: their closing stream times go to
+    ``closes``, and ``on_window(latency)`` hears the wall seconds since each
+    window closed. `engines.mini.dataparallel.drive_stream` runs the loop.
     """
-    from engines.mini.dataparallel import drive
 
-    spec = shape(flow)
-    src = spec["source"].arg
-    t0 = time.time()
+    def __init__(self, plan: Plan, n: int, run, tick: float = DEFAULT_TICK, on_window=None):
+        self.spec, self.n, self.run, self.tick, self.on_window = shape(plan), n, run, tick, on_window
+        self.name, self.src = plan.name, self.spec["source"].arg
+        self.t0 = time.time()
+        self.closes: list[float] = []
 
-    def begin(wid: int) -> tuple:
-        mine = [i for i in range(len(src.sources)) if i % host.n == wid]
-        return ("stream", run, flow.name, cloudpickle.dumps((spec, mine), protocol=5), t0, tick)
+    def begin(self, wid: int) -> tuple:
+        mine = [i for i in range(len(self.src.sources)) if i % self.n == wid]
+        return ("stream", self.run, self.name, cloudpickle.dumps((self.spec, mine), protocol=5), self.t0, self.tick)
 
-    closes_seen: list[float] = []
-
-    def windows(closes: list[float]) -> None:
+    def windows(self, closes: list[float]) -> None:
         now = time.time()
-        closes_seen.extend(closes)
-        if on_window is not None:
+        self.closes.extend(closes)
+        if self.on_window is not None:
             for closes_at in closes:
-                on_window(now - (t0 + closes_at / src.speedup))
-
-    out, rows = drive(flow, host, run, begin=begin, on_windows=windows)
-    return out, rows, closes_seen
+                self.on_window(now - (self.t0 + closes_at / self.src.speedup))
 
 
 def start_stream(ctx, run, message) -> StreamRun:

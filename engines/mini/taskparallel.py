@@ -54,13 +54,12 @@ import weakref
 from collections import deque
 
 from engines import Engine
-from engines.api import Dataflow, DataflowError, Future, Session, TaskError, Tasks
+from engines.api import DataflowError, Future, Session, TaskError, Tasks
 from engines.common import task_name
 from engines.mini import scheduler
 from engines.mini.cluster import DRIVER, ClusterError, Host, InProcessHost
 from engines.mini.taskworker import MAX_ROWS, SLICE, TaskWorker
-from engines.plan import OnTasks, evaluate
-from engines.streaming import run_microbatches
+from engines.plan import OnTasks, Plan, evaluate
 from engines.mini.trace import Recording
 
 REPLY_TIMEOUT = 30.0     # s to wait for a worker's trace or stats
@@ -163,19 +162,15 @@ class MiniTasksSession(Recording, Session):
         self._kick()
         return MiniTasks(self)
 
-    def dataflow(self, flow: Dataflow) -> dict[str, list]:
-        if not isinstance(flow, Dataflow):
-            raise DataflowError(f"session.dataflow takes an engines.api.Dataflow, got {type(flow).__name__}")
-        if flow.streaming:
-            return run_microbatches(self, flow)
+    def run_plan(self, plan: Plan) -> dict[str, list]:
         with self.tasks() as tasks:
             try:
-                return evaluate(flow, OnTasks(tasks), buckets=self.workers)
+                return evaluate(plan, OnTasks(tasks), buckets=self.workers)
             except TaskError as e:
                 original = getattr(e, "original", None)
                 if isinstance(original, DataflowError):
                     raise DataflowError(str(original)) from None
-                raise DataflowError(f"flow {flow.name!r} on mini-tasks: {e}") from None
+                raise DataflowError(f"flow {plan.name!r} on mini-tasks: {e}") from None
 
     # -- submitting and waiting
     def _submit(self, fn, args, kwargs, retries) -> MiniFuture:
