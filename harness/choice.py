@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.results import cells, median_of
 from harness.stats import compare, rank
 
 
@@ -152,7 +153,6 @@ def crossovers(rows: list[dict]) -> list[str]:
     """
     from scipy.stats import linregress
 
-    from harness.report import cells, median_of
     from harness.results import timed
 
     rows = timed(rows)

@@ -21,8 +21,8 @@ import json
 import math
 from pathlib import Path
 
-from harness.plot import _grid, color
-from harness.report import cells, median_of
+from harness.drawing import color, grid
+from harness.results import cells, median_of
 
 PHASES = (("startup_s", "start-up", "#bbbbbb"), ("load_s", "load", "#e0c070"), ("run_s", "run", "#4C72B0"),
           ("check_s", "check", "#55A868"))
@@ -51,7 +51,7 @@ def plot_scaling(rows: list[dict], path: Path) -> Path | None:
     panels = {k: v for k, v in _by(rows, "workload", "size").items() if len({key["workers"] for key, _ in v}) > 1}
     if not panels:
         return None
-    plt, fig, axes = _grid(len(panels))
+    plt, fig, axes = grid(len(panels))
     for ax, ((workload, size), entries) in zip(axes, panels.items()):
         engines: dict[str, dict[int, float]] = {}
         for key, group in entries:
@@ -84,7 +84,7 @@ def plot_growth(rows: list[dict], path: Path) -> Path | None:
     panels = {k: v for k, v in _by(rows, "workload", "workers").items() if len({key["size"] for key, _ in v}) > 1}
     if not panels:
         return None
-    plt, fig, axes = _grid(len(panels))
+    plt, fig, axes = grid(len(panels))
     for ax, ((workload, workers), entries) in zip(axes, panels.items()):
         engines: dict[str, list[tuple[float, float]]] = {}
         for key, group in entries:
@@ -133,7 +133,7 @@ def plot_latency_cdf(rows: list[dict], out: Path, path: Path) -> Path | None:
             panels.setdefault((workload, size), []).append((engine, workers, samples))
     if not panels:
         return None
-    plt, fig, axes = _grid(len(panels))
+    plt, fig, axes = grid(len(panels))
     for ax, ((workload, size), entries) in zip(axes, panels.items()):
         for engine, workers, samples in entries:
             xs = np.sort(np.asarray(samples))
@@ -156,7 +156,7 @@ def plot_phases(rows: list[dict], path: Path) -> Path | None:
     panels = _by([r for r in rows if r["status"] == "ok"], "workload", "size")
     if not panels:
         return None
-    plt, fig, axes = _grid(len(panels))
+    plt, fig, axes = grid(len(panels))
     for ax, ((workload, size), entries) in zip(axes, panels.items()):
         labels = []
         for i, (key, group) in enumerate(entries):

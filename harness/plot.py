@@ -10,29 +10,11 @@ engine (medians over repeats, log scale). The figures a decision rests on
 
 from __future__ import annotations
 
-import math
-import zlib
 from pathlib import Path
 
 from engines.api import ArchbenchError
-from harness.report import cells, median_of
-from harness.results import read_rows, timed
-
-# one colour per engine, the same in every figure of every run
-ENGINE_COLORS = {
-    "serial": "#7f7f7f", "pool": "#bcbd22",
-    "mini-data": "#1f77b4", "mini-tasks": "#2ca02c", "mini-actors": "#d62728",
-    "spark": "#ff7f0e", "spark-df": "#ffbb78",
-    "dask": "#9467bd", "dask-df": "#c5b0d5",
-    "ray": "#17becf", "bytewax": "#e377c2",
-}
-_SPARE = ["#8c564b", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
-
-
-def color(engine: str) -> str:
-    """The engine's colour; an engine not listed gets a spare one chosen by its name (stable)."""
-    return ENGINE_COLORS.get(engine) or _SPARE[zlib.crc32(engine.encode()) % len(_SPARE)]
-
+from harness.drawing import color, grid
+from harness.results import cells, median_of, read_rows, timed
 
 def _panels(rows):
     """{(workload, size): [(engine, workers, rows of the cell)]}."""
@@ -42,23 +24,9 @@ def _panels(rows):
     return panels
 
 
-def _grid(n: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    return plt, fig, list(axes.flat)
-
-
 def plot_throughput(rows: list[dict], path: Path) -> Path:
     panels = _panels(rows)
-    plt, fig, axes = _grid(len(panels))
+    plt, fig, axes = grid(len(panels))
     for ax, ((workload, size), entries) in zip(axes, panels.items()):
         unit = entries[0][2][0].get("unit") or "units"
         labels = []
@@ -88,7 +56,7 @@ def plot_throughput(rows: list[dict], path: Path) -> Path:
 
 def plot_latency(rows: list[dict], path: Path) -> Path:
     panels = _panels(rows)
-    plt, fig, axes = _grid(len(panels))
+    plt, fig, axes = grid(len(panels))
     marks = (("latency_p50_s", "o", "p50"), ("latency_p90_s", "s", "p90"), ("latency_p99_s", "^", "p99"))
     for ax, ((workload, size), entries) in zip(axes, panels.items()):
         labels = []

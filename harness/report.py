@@ -16,34 +16,11 @@ repeats; a ``wrong`` cell is never averaged in, it is listed loudly.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
 from harness.matrix import FULL_MATRIX
-from harness.results import cell_key, read_manifest, read_rows, timed
-
-
-def cells(rows: list[dict]) -> dict[tuple, list[dict]]:
-    """Rows grouped by cell, in the order the cells first appear."""
-    grouped: dict[tuple, list[dict]] = {}
-    for row in rows:
-        grouped.setdefault(cell_key(row), []).append(row)
-    return grouped
-
-
-def median_of(rows: list[dict], field: str):
-    """The median of ``field`` over a cell's ok rows, None where there is none."""
-    values = [r[field] for r in rows if r["status"] == "ok" and r.get(field) is not None]
-    return statistics.median(values) if values else None
-
-
-def status_of(rows: list[dict]) -> str:
-    """``3 ok``, or ``2 ok, 1 timeout``: how a cell's repeats ended."""
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    return ", ".join(f"{n} {s}" for s, n in counts.items())
+from harness.results import cells, median_of, read_manifest, read_rows, status_of, timed
 
 
 def fmt(value, unit: str = "", digits: int = 3) -> str:

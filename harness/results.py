@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -179,3 +180,25 @@ def make_manifest(run_id: str, matrix, argv: list[str]) -> dict:
         "engines": engines,
         "workloads": {name: get_workload(name).declared() for name in matrix.workloads},   # what the verdicts judge
     }
+
+
+def cells(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Rows grouped by cell, in the order the cells first appear."""
+    grouped: dict[tuple, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(cell_key(row), []).append(row)
+    return grouped
+
+
+def median_of(rows: list[dict], field: str):
+    """The median of ``field`` over a cell's ok rows, None where there is none."""
+    values = [r[field] for r in rows if r["status"] == "ok" and r.get(field) is not None]
+    return statistics.median(values) if values else None
+
+
+def status_of(rows: list[dict]) -> str:
+    """``3 ok``, or ``2 ok, 1 timeout``: how a cell's repeats ended."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in counts.items())

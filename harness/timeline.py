@@ -29,7 +29,7 @@ from pathlib import Path
 from engines import engine_names
 from engines.api import ArchbenchError
 from engines.tracing import KINDS
-from harness.plot import color
+from harness.drawing import color
 from harness.traces import read_trace, utilisation
 
 KIND_COLORS = {"compute": "#4C72B0", "exchange": "#DD8452", "schedule": "#8172B3", "message": "#55A868",
