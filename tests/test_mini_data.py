@@ -164,7 +164,7 @@ def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
 def test_a_worker_dying_mid_job_fails_it_promptly_naming_worker_and_step():
     flow = Dataflow("crash")
     flow.read([[1, 2], [3, 4]]).map(lambda x: kill_on(x, 3), name="explode").reduce_by_key(max).collect("out")
-    with get_engine("mini-data").start(workers=2) as session:
+    with get_engine("mini-data").start(workers=2, recovery=False) as session:
         pids = session.worker_pids
         started = time.monotonic()
         with pytest.raises(DataflowError, match=rf"worker 1 \(pid {pids[1]}\) was killed by SIGKILL while running "
@@ -177,7 +177,7 @@ def test_a_worker_dying_mid_job_fails_it_promptly_naming_worker_and_step():
 
 
 def test_a_hung_worker_is_found_by_its_missing_heartbeats():
-    with get_engine("mini-data").start(workers=2, heartbeat_s=0.1, heartbeat_timeout_s=1.0) as session:
+    with get_engine("mini-data").start(workers=2, heartbeat_s=0.1, heartbeat_timeout_s=1.0, recovery=False) as session:
         pids = session.worker_pids
         os.kill(pids[1], signal.SIGSTOP)                  # alive, connected, and silent
         try:

@@ -29,11 +29,19 @@ Life of a cluster of ``n`` workers, ``w`` per process (``n = w`` locally)::
 
 Failure: a worker that dies closes its sockets, so its host and its peers
 see the stream end without a BYE at once; a worker that hangs misses
-heartbeats for ``timeout`` s. Either way the host posts ``("lost", k, why)``
-among its events, and peers hand ``("lost", k, why)`` to their runtime. A
-worker whose host is gone -- connection closed, silent, or its parent
-process changed -- exits at once (``os._exit``), even in the middle of user
-code: no worker outlives its driver, even one killed with SIGKILL.
+heartbeats for ``timeout`` s. Either way the host posts ``("lost", k, why,
+incarnation)`` among its events, and peers hand ``("lost", k, why)`` to their
+runtime. A worker whose host is gone -- connection closed, silent, or its
+parent process changed -- exits at once (``os._exit``), even in the middle
+of user code: no worker outlives its driver, even one killed with SIGKILL.
+
+Replacement: ``host.replace(k)`` starts a fresh worker ``k`` in place of a
+lost one (mini-data's recovery, `engines.mini.recovery`). It is sent
+``("rejoin", table)`` instead of ``("mesh", ...)`` and connects to every
+other worker; each of them hands its runtime ``("joined", k)`` and tells
+the host, which returns once all have. ``incarnation`` counts a worker's
+replacements, so a notice of the old one's loss read later is known for
+what it is (``host.recovered(notice)``).
 
 The runtime protocol. A worker builds ``Runtime(ctx, **options)`` from
 the ``"module:Class"`` it was given, then calls ``runtime.handle(source,
@@ -136,7 +144,11 @@ class WorkerProcess:
         (hello,) = decode(payload)
         if not (type(hello) is tuple and hello[0] == "peer" and hello[1] in range(self.n)):
             raise WireError(f"expected ('peer', id), got {hello!r:.80}")
+        rejoined = hello[1] in self.peers          # a fresh worker in place of a lost one
         self._add_peer(hello[1], conn)
+        if rejoined:
+            self.inbox.put((hello[1], ("joined", hello[1])))   # before the host hears it: ahead of any run
+            self.host.send(("joined", self.me, hello[1]))
         self._read(hello[1], conn)
 
     def _add_peer(self, wid: int, conn) -> None:
@@ -145,10 +157,10 @@ class WorkerProcess:
             self.peers[wid] = conn
             self.meshed.notify_all()
 
-    def _mesh(self, table: dict) -> None:
-        """Connect to every lower id, wait for every higher one."""
+    def _mesh(self, table: dict, everyone: bool = False) -> None:
+        """Connect to every lower id (``everyone``: to every other, as a replacement does), wait for the rest."""
         for wid, (address, _pid) in sorted(table.items()):
-            if wid < self.me:
+            if wid < self.me or (everyone and wid != self.me):
                 conn = auth.connect(tuple(address), self.spec["secret"], peer=f"worker {wid}")
                 conn.send(("peer", self.me))
                 self._add_peer(wid, conn)
@@ -235,9 +247,9 @@ class WorkerProcess:
     # -- the main loop
     def run(self) -> None:
         source, message = self.inbox.get()
-        if message[0] != "mesh":
+        if message[0] not in ("mesh", "rejoin"):
             return
-        self._mesh(message[1])
+        self._mesh(message[1], everyone=message[0] == "rejoin")
         module, cls = self.spec["runtime"].split(":")
         runtime = getattr(importlib.import_module(module), cls)(self, **self.spec["options"])
         self.host.send(("meshed", self.me))
@@ -312,6 +324,8 @@ class Host:
         self.peers: dict = {}
         self.events: queue.Queue = queue.Queue()
         self.lost: dict = {}
+        self.incarnation: dict = {}           # worker id -> how many times it was replaced
+        self.joined: set = set()              # (worker, replacement) pairs that have met again
         self.arrived: dict = {}               # barrier tag -> processes that reached it
         self.closing = False
         self.heartbeat, self.timeout = heartbeat, timeout
@@ -328,6 +342,7 @@ class Host:
                     "runtime": runtime, "options": dict(options or {}), "heartbeat": heartbeat,
                     "timeout": 2 * timeout + heartbeat,   # a worker waits longer for its driver than the reverse
                     "parent": os.getpid(), "sys_path": list(sys.path)}
+            self._spec = spec
             for wid in self.local:
                 self._spawn({**spec, "wid": wid})
             self._wait(lambda: len(self.conns) == workers, start_timeout, "connect")
@@ -356,16 +371,17 @@ class Host:
         proc.stdin.write(pickle.dumps(spec, protocol=5))   # the secret travels in a pipe, not argv
         proc.stdin.close()
 
-    def _wait(self, condition, timeout: float, what: str) -> None:
-        """Wait for ``condition`` (checked when a connection changes); fail if a worker exits first."""
+    def _wait(self, condition, timeout: float, what: str, lost_ok: bool = False) -> None:
+        """Wait for ``condition`` (checked when a connection changes); fail if a worker exits first
+        (unless ``lost_ok``: waiting for a loss)."""
         deadline = time.monotonic() + timeout
         with self._joined:
             while not condition():
                 for wid, proc in self.procs.items():
-                    if proc.poll() is not None:
+                    if proc.poll() is not None and not lost_ok:
                         raise ClusterError(f"worker {wid} (pid {proc.pid}) {exit_status(proc.returncode)} "
                                            f"before it could {what}; see its messages above")
-                if self.lost:
+                if self.lost and not lost_ok:
                     raise ClusterError(f"could not {what}: {'; '.join(self.lost.values())}")
                 if time.monotonic() > deadline:
                     raise ClusterError(f"the cluster did not {what} within {timeout:.0f} s")
@@ -431,10 +447,12 @@ class Host:
         clean, why = False, "connection lost"
         try:
             for message in conn.messages(on_error=undecodable):
-                if message[0] in ("meshed", "barrier"):
+                if message[0] in ("meshed", "barrier", "joined"):
                     with self._joined:
                         if message[0] == "meshed":
                             conn.meshed = True
+                        elif message[0] == "joined":
+                            self.joined.add(message[1:])
                         else:
                             self.arrived.setdefault(message[1], set()).add(source)
                         self._joined.notify_all()
@@ -461,8 +479,46 @@ class Host:
             if source in self.lost:
                 return
             self.lost[source] = why = f"{self.name(source)} {why}"
+            notice = ("lost", source, why, self.incarnation.get(source, 0))
             self._joined.notify_all()
-        self.events.put((source, ("lost", source, why)))
+        self.events.put((source, notice))
+
+    # -- replacing a lost worker
+    @property
+    def can_replace(self) -> bool:
+        """Whether `replace` can start a worker here: only where every worker is this host's own."""
+        return self.processes == 1
+
+    def replace(self, wid: int, timeout: float = START_TIMEOUT) -> None:
+        """Start a fresh worker ``wid`` in place of the lost one, and mesh it with the others.
+
+        The old process is killed (it may only be cut off) and its loss
+        awaited; the new one connects to every other worker, each of which
+        hands its runtime ``("joined", wid)`` and tells this host, and only
+        then does `replace` return -- so a message sent after it reaches the
+        new worker, not the old one's closed connection.
+        """
+        if not self.can_replace:
+            raise ClusterError("a worker of a multi-process cluster cannot be replaced (start a new cluster)")
+        old = self.procs[wid]
+        if old.poll() is None:
+            old.kill()
+        old.wait()
+        self._wait(lambda: wid in self.lost, timeout, f"see worker {wid} gone", lost_ok=True)
+        with self._joined:
+            self.incarnation[wid] = self.incarnation.get(wid, 0) + 1
+            del self.lost[wid], self.conns[wid], self.pids[wid]
+        self._spawn({**self._spec, "wid": wid})
+        self._wait(lambda: wid in self.conns, timeout, f"start worker {wid} again")
+        self.table[wid] = (self.conns[wid].address, self.pids[wid])
+        self.conns[wid].send(("rejoin", self.table))
+        others = {(w, wid) for w in self.local if w != wid}
+        self._wait(lambda: self.conns[wid].meshed and others <= self.joined, timeout, f"mesh worker {wid} again")
+        self.joined -= others
+
+    def recovered(self, notice: tuple) -> bool:
+        """Whether a ``("lost", wid, why, incarnation)`` notice is of a worker since replaced."""
+        return len(notice) > 3 and notice[3] < self.incarnation.get(notice[1], 0)
 
     def name(self, source) -> str:
         """``worker 1 (pid 4242)`` or ``process 1``: a member as error messages name it."""
@@ -608,6 +664,11 @@ class InProcessHost:
 
     def send(self, wid: int, message, *, code: bool = False) -> int:
         return self.post(DRIVER, wid, message, code)
+
+    can_replace = False          # its workers never die: nothing to replace
+
+    def recovered(self, notice: tuple) -> bool:
+        return False
 
     def recv(self, timeout: float | None = None):
         while self.mail or self.timers:

@@ -94,7 +94,8 @@ import cloudpickle
 from engines import Engine
 from engines.api import Dataflow, DataflowError, Session, Step
 from engines.plan import Pipe, Plan, Stage, compile, merge_join, merge_reduce, narrow, source_items, split
-from engines.mini.cluster import DRIVER, Host, InProcessHost
+from engines.mini.cluster import DRIVER, ClusterError, Host, InProcessHost
+from engines.mini.recovery import KEYED, SnapshotStore, kept_sinks, needed_after
 from engines.mini.trace import Recording, Tracer
 from engines.mini.streams import DEFAULT_TICK, StreamStart, start_stream
 
@@ -132,12 +133,16 @@ def _one(sources: list):
     return sources[0] if len(sources) == 1 else functools.partial(_chained, tuple(sources))
 
 
-def program(plan: Plan, n: int, tracer: Tracer):
+def program(plan: Plan, n: int, tracer: Tracer, resume: tuple[int, dict] | None = None):
     """Run ``plan`` (already `assign`-ed) as one of ``n`` workers; a generator.
 
     Yields ``("exchange", step name, sides)`` -- ``sides`` is one list of
     ``n`` buckets per input -- and expects, sent back, one list of received
     chunks per input. Yields ``("sink", name, items)`` and expects nothing.
+    After each exchange's merge it yields ``("epoch", e, state)``: epoch
+    ``e`` is complete here, and ``state`` is what a snapshot keeps to go on
+    from it (`engines.mini.recovery`). Started with ``resume=(e, state)``, it
+    restores that state and runs only the stages after epoch ``e``.
 
     State: ``parts[stage] = sources`` -- this worker's share of a stage's
     items: a read's partitions, still to be read (``unread``), or the one
@@ -145,6 +150,7 @@ def program(plan: Plan, n: int, tracer: Tracer):
     sink (`engines.plan.Pipe`); a stage two or more others read is computed
     once, at once (as `engines.plan.evaluate` does).
     """
+    start, restored = resume or (0, {})
     parts: dict[str, list] = {}
     unread: set[str] = set()
 
@@ -156,17 +162,25 @@ def program(plan: Plan, n: int, tracer: Tracer):
         with tracer.span(label(pipe), "branch"):
             return [narrow(_one(parts[pipe.stage]), pipe.ops)]
 
+    epoch = 0
     for stage in plan.stages:
         step = stage.step
-        if stage.op == "read":
+        if stage.op == "read":                  # a read is a recipe: set up again on a resume
             parts[stage.name] = list(step.arg)
             unread.add(stage.name)
+        if epoch < start:                       # before the epoch resumed from: restored, not run again
+            if stage.name in restored:
+                parts[stage.name] = restored[stage.name]
+                unread.discard(stage.name)
+            epoch += stage.op in KEYED
+            continue
+        if stage.op == "read":
             if stage.shared:                    # a stage that branches is computed once, not once per branch
                 parts[stage.name] = computed(Pipe(stage.name))
                 unread.discard(stage.name)
         elif stage.op == "narrow":
             parts[stage.name] = computed(stage.inputs[0])
-        elif stage.op in ("reduce_by_key", "join"):
+        elif stage.op in KEYED:
             sides = []
             for pipe in stage.inputs:
                 with tracer.span(label(pipe, step), "split"):
@@ -178,6 +192,8 @@ def program(plan: Plan, n: int, tracer: Tracer):
                 else:
                     merged = merge_join(step, len(received[0]), *received[0], *received[1])
             parts[stage.name] = [merged]
+            epoch += 1
+            yield ("epoch", epoch, {name: parts[name] for name in needed_after(plan, epoch) if name not in unread})
         elif stage.op == "collect":
             pipe = stage.inputs[0]
             with tracer.span(label(pipe, step), "sink"):
@@ -204,6 +220,7 @@ class DataWorker:
         self.ended: dict = {}
         self.over: set = set()
         self.lost: dict = {}
+        self.recovery: dict = {}
 
     def handle(self, source, message) -> None:
         """One message. Mutates the state; may run user code (a step) until the next exchange."""
@@ -212,6 +229,9 @@ class DataWorker:
             self.lost[message[1]] = message[2]
             for run in [*self.runs, *self.streams]:
                 self._fail(run, None, message[1:])
+            return
+        if kind == "joined":                # a fresh worker took the lost one's place (recovery)
+            self.lost.pop(message[1], None)
             return
         run = message[1]
         if run in self.over:
@@ -225,7 +245,7 @@ class DataWorker:
                     f"mini-data worker {self.ctx.me} cannot load flow {message[2]!r}: {type(e).__name__}: {e} "
                     "(the workers import the flow's functions by module: is that module importable there?)"), None))
                 return
-            self._start(run, plan)
+            self._start(run, plan, message[4] if len(message) > 4 else None)
         elif kind == "part":
             self.got.setdefault((run, message[2], message[3]), []).append(message[4])
             self._resume(run)
@@ -261,14 +281,20 @@ class DataWorker:
             self.ctx.send(DRIVER, ("finished", run, self.ctx.me, self.streams[run].tracer.take()))
             self._drop(run)
 
-    def _start(self, run, plan: Plan) -> None:
+    def _start(self, run, plan: Plan, recovery: dict | None) -> None:
         me = self.ctx.me
 
         def at(step):
             self.at[run] = step
             self.ctx.send(DRIVER, ("at", run, me, step))
         self.tracers[run] = Tracer(me, notify=at)
-        self.runs[run] = program(plan, self.ctx.n, self.tracers[run])
+        resume = None
+        if recovery is not None:
+            self.recovery[run] = {**recovery, "store": SnapshotStore(recovery["dir"]), "last": time.monotonic()}
+            if recovery["resume"]:
+                store, epoch = self.recovery[run]["store"], recovery["resume"]
+                resume = (epoch, store.load(recovery["key"], me, epoch))
+        self.runs[run] = program(plan, self.ctx.n, self.tracers[run], resume)
         if self.lost:
             self._fail(run, None, next(iter(self.lost.items())))
         else:
@@ -284,6 +310,9 @@ class DataWorker:
                 if request[0] == "sink":
                     self._send(DRIVER, ("sink", run, request[1]), request[2], tracer, request[1])
                     continue
+                if request[0] == "epoch":
+                    self._snapshot(run, request[1], request[2], tracer)
+                    continue
                 _, step, sides = request
                 for side, buckets in enumerate(sides):
                     self._exchange(run, step, side, buckets, tracer)
@@ -296,6 +325,17 @@ class DataWorker:
             self._drop(run)
         except Exception as e:
             self._fail(run, e, None)
+
+    def _snapshot(self, run, epoch: int, state: dict, tracer: Tracer) -> None:
+        """Save this worker's state at the end of ``epoch`` if the run snapshots and its interval has
+        passed; tell the driver (`engines.mini.recovery`)."""
+        rec = self.recovery.get(run)
+        if rec is None or rec["interval_s"] is None or time.monotonic() - rec["last"] < rec["interval_s"]:
+            return
+        with tracer.span(f"snapshot {epoch}", "snapshot"):
+            rec["store"].save(rec["key"], self.ctx.me, epoch, state)
+        rec["last"] = time.monotonic()
+        self.ctx.send(DRIVER, ("snapped", run, self.ctx.me, epoch))
 
     def _exchange(self, run, step: str, side: int, buckets: list, tracer: Tracer) -> None:
         """Send bucket j to worker j, then the end-of-input marker; keep our own bucket."""
@@ -352,6 +392,7 @@ class DataWorker:
         if gen is not None:
             gen.close()
         self.streams.pop(run, None)
+        self.recovery.pop(run, None)
         self.tracers.pop(run, None)
         self.at.pop(run, None)
         self.waiting.pop(run, None)
@@ -363,7 +404,8 @@ class DataWorker:
 # ================================================================ the driver
 
 
-def drive(plan: Plan, host, run, *, begin=None, on_windows=None) -> tuple[dict[str, list], list[dict]]:
+def drive(plan: Plan, host, run, *, begin=None, on_windows=None,
+          recovery: dict | None = None) -> tuple[dict[str, list], list[dict]]:
     """Run ``plan`` on ``host``'s local workers (a `Host` or an `InProcessHost`); ``(sinks, trace rows)``.
 
     In a multi-process cluster each process drives its own workers and
@@ -371,55 +413,96 @@ def drive(plan: Plan, host, run, *, begin=None, on_windows=None) -> tuple[dict[s
     message that starts a worker (default: the batch ``run``);
     ``on_windows(closing times)`` hears of each batch of window results
     (streams: `engines.mini.streams`).
+
+    ``recovery`` -- ``{"dir": the snapshot folder, "interval_s": seconds
+    between snapshots or None, "max": recoveries}`` -- makes a batch run on a
+    host that can replace a worker survive a worker's loss: the worker is
+    replaced, and every worker resumes at the last epoch all of them
+    snapshotted (`engines.mini.recovery`). Without it, or after ``max``
+    recoveries, a loss fails the run with a `DataflowError` naming the worker.
     """
     at: dict = {}
-    if begin is None:
-        def begin(wid):
-            return ("run", run, plan.name, cloudpickle.dumps(assign(plan, wid, host.n), protocol=5))
-    for wid in host.local:
-        if wid in host.lost:
-            raise _lost(plan, host, wid, "", at)
-        try:
-            host.send(wid, begin(wid))
-        except OSError:
-            pass                            # it died: its loss comes among the events
+    recovers = recovery is not None and begin is None and host.can_replace
+    key = f"{plan.name}-{run}".replace("/", "_").replace(" ", "_")
+    attempt, snapped, recoveries = run, {}, 0      # the attempt's run id; last epoch snapshotted per worker
+
+    def run_message(wid: int, epoch: int) -> tuple:
+        payload = cloudpickle.dumps(assign(plan, wid, host.n), protocol=5)
+        settings = None if not recovers else {"dir": recovery["dir"], "interval_s": recovery["interval_s"],
+                                              "key": key, "resume": epoch}
+        return ("run", attempt, plan.name, payload, settings)
+
+    def start(epoch: int = 0) -> None:
+        for wid in host.local:
+            if wid in host.lost:
+                raise _lost(plan, host, wid, "", at)
+            try:
+                host.send(wid, begin(wid) if begin is not None else run_message(wid, epoch))
+            except OSError:
+                pass                        # it died: its loss comes among the events
     out: dict[str, list] = {sink: [] for sink in plan.sinks}
     rows: list[dict] = []
     finished: set = set()
-    while len(finished) < len(host.local):
-        try:
-            source, message = host.recv()
-        except KeyboardInterrupt:
-            _cancel(host, run)
-            raise
-        kind = message[0]
-        if kind == "lost":
-            _cancel(host, run)
-            raise _lost(plan, host, message[1], message[2], at)
-        if kind == "abort":                 # another process of the cluster failed
-            _cancel(host, run)
-            raise DataflowError(f"mini-data: {source} failed: {message[1]}")
-        if kind == "runtime-error":
-            _cancel(host, run)
-            raise DataflowError(f"mini-data worker {message[1]} failed: {message[2]}")
-        if message[1] != run:
-            continue                        # a late message of an earlier run
-        if kind == "sink":
-            out[message[2]].extend(message[3])
-        elif kind == "windows":
-            for sink, items in message[2].items():
-                out[sink].extend(items)
-            if on_windows is not None:
-                on_windows(message[3])
-        elif kind == "at":
-            at[message[2]] = message[3]
-        elif kind == "finished":
-            finished.add(message[2])
-            rows.extend(message[3])
-        elif kind == "failed":
-            _cancel(host, run)
-            _, _, wid, error, lost = message
-            raise error if lost is None else _lost(plan, host, lost[0], lost[1], at)
+    start()
+    try:
+        while len(finished) < len(host.local):
+            try:
+                source, message = host.recv()
+            except KeyboardInterrupt:
+                _cancel(host, attempt)
+                raise
+            kind = message[0]
+            lost = None
+            if kind == "lost":
+                if host.recovered(message):
+                    continue                # an earlier loss, of a worker already replaced
+                lost = message[1:3]
+            elif kind == "abort":           # another process of the cluster failed
+                _cancel(host, attempt)
+                raise DataflowError(f"mini-data: {source} failed: {message[1]}")
+            elif kind == "runtime-error":
+                _cancel(host, attempt)
+                raise DataflowError(f"mini-data worker {message[1]} failed: {message[2]}")
+            elif message[1] != attempt:
+                continue                    # a late message of an earlier run, or attempt
+            elif kind == "failed":
+                if message[4] is None:
+                    _cancel(host, attempt)
+                    raise message[3]
+                lost = message[4]
+            elif kind == "sink":
+                out[message[2]].extend(message[3])
+            elif kind == "windows":
+                for sink, items in message[2].items():
+                    out[sink].extend(items)
+                if on_windows is not None:
+                    on_windows(message[3])
+            elif kind == "at":
+                at[message[2]] = message[3]
+            elif kind == "snapped":
+                snapped[message[2]] = message[3]
+            elif kind == "finished":
+                finished.add(message[2])
+                rows.extend(message[3])
+            if lost is None:
+                continue
+            _cancel(host, attempt)
+            if not recovers or recoveries >= recovery["max"]:
+                raise _lost(plan, host, lost[0], lost[1], at)
+            recoveries += 1
+            epoch = min(snapped.get(wid, 0) for wid in host.local)
+            try:
+                host.replace(lost[0])
+            except ClusterError as e:
+                raise DataflowError(f"mini-data: {host.name(lost[0])} was lost while running flow {plan.name!r}, "
+                                    f"and no worker could take its place: {e}") from None
+            for sink in set(out) - kept_sinks(plan, epoch):
+                out[sink] = []              # sent again by the resumed stages
+            attempt, finished, at = (run, recoveries), set(), {}
+            start(epoch)
+    finally:
+        if recovers:
+            SnapshotStore(recovery["dir"]).drop(key)
     return out, rows
 
 
@@ -472,7 +555,11 @@ class MiniDataEngine(Engine):
         return {"workers": workers, "processes": True, "start_method": "spawn (fresh interpreters)",
                 "transport": "TCP loopback, HMAC-SHA256 authenticated",
                 "serializer": "pickle protocol 5 (cloudpickle for code)", "chunk_items": CHUNK,
-                "heartbeat_s": 1.0, "heartbeat_timeout_s": 30.0, "stream_tick_s": DEFAULT_TICK, **options}
+                "heartbeat_s": 1.0, "heartbeat_timeout_s": 30.0, "stream_tick_s": DEFAULT_TICK,
+                # a lost worker is replaced and the run resumed from the last epoch snapshotted on every
+                # worker (engines.mini.recovery); no interval: no snapshots, a loss replays the whole input
+                "recovery": True, "snapshot_interval_s": None, "snapshot_dir": None, "max_recoveries": 3,
+                **options}
 
     def start(self, workers: int = 2, **options) -> Session:
         settings = self.settings(workers, **options)
@@ -502,12 +589,19 @@ class MiniDataSession(Recording, Session):
         self._trace: list[dict] = []
         self._traced: list[dict] = []   # every run's rows while a trace is recording (trace_start)
         self._broken = ""
+        self._snapshots = SnapshotStore(settings["snapshot_dir"]) if settings["recovery"] else None
 
     @property
     def worker_pids(self) -> list[int]:
         return list(self.host.worker_pids)
 
     streams_natively = True
+
+    def _recovery(self) -> dict | None:
+        if self._snapshots is None:
+            return None
+        return {"dir": str(self._snapshots.folder), "interval_s": self.settings["snapshot_interval_s"],
+                "max": self.settings["max_recoveries"]}
 
     def run_plan(self, plan: Plan) -> dict[str, list]:
         if self.host.lost:
@@ -520,7 +614,7 @@ class MiniDataSession(Recording, Session):
                 out, self._trace, _ = drive_stream(plan, self.host, self._runs, tick=self.settings["stream_tick_s"],
                                                    on_window=self.window_latencies.add)
             else:
-                out, self._trace = drive(plan, self.host, self._runs)
+                out, self._trace = drive(plan, self.host, self._runs, recovery=self._recovery())
         finally:
             if self.host.lost:
                 self._broken = "; ".join(self.host.lost.values())
@@ -540,4 +634,8 @@ class MiniDataSession(Recording, Session):
         return self._traced
 
     def close(self) -> None:
-        self.host.close()
+        try:
+            self.host.close()
+        finally:
+            if self._snapshots is not None:
+                self._snapshots.close()
