@@ -40,6 +40,7 @@ naming the step::
 from __future__ import annotations
 
 import operator
+import pickle
 import reprlib
 import threading
 import time
@@ -65,7 +66,53 @@ class UnsupportedModel(ArchbenchError):
 
 
 class TaskError(ArchbenchError):
-    """A task raised. The message names the task and carries the remote traceback."""
+    """A task failed. The message names the task and carries the remote traceback.
+
+    What the message says is also in fields, so code never has to read it:
+
+    - ``task`` -- the name of the task that failed (None: the error is the
+      session's, not one task's)
+    - ``dependency`` -- when the task did not run because a task it depends
+      on failed: that task's name (on Dask and Ray, which fail everything
+      downstream of a failed task with its error, the task that failed
+      first); else None
+    - ``worker`` -- where it ran, as its engine names workers (mini-tasks:
+      the worker's index; Dask: its address; Ray: its worker id); None where
+      it is not known
+    - ``original`` -- the exception the user's function raised (for a task
+      that did not run: the one its failed dependency raised), where that
+      exception can travel to the driver; else None
+
+    The fields travel with the error from a worker to the driver::
+
+        >>> import pickle
+        >>> error = TaskError("task add-2 did not run: dependency parse-1 failed: ValueError: x",
+        ...                   task="add-2", dependency="parse-1", original=ValueError("x"))
+        >>> copy = pickle.loads(pickle.dumps(error))
+        >>> copy.task, copy.dependency, repr(copy.original)
+        ('add-2', 'parse-1', "ValueError('x')")
+    """
+
+    def __init__(self, message: str, *, task: str | None = None, dependency: str | None = None,
+                 worker=None, original: BaseException | None = None):
+        super().__init__(message)
+        self.task, self.dependency, self.worker, self.original = task, dependency, worker, original
+
+    def __reduce__(self):  # its fields travel too; the original exception only if it can
+        return _task_error, (str(self), self.task, self.dependency, self.worker, _travels(self.original))
+
+
+def _task_error(message: str, task, dependency, worker, original) -> TaskError:
+    return TaskError(message, task=task, dependency=dependency, worker=worker, original=original)
+
+
+def _travels(error: BaseException | None) -> BaseException | None:
+    """``error`` if it survives pickling (an exception may hold what cannot), else None."""
+    try:
+        pickle.dumps(error, protocol=5)
+    except Exception:
+        return None
+    return error
 
 
 class ActorError(ArchbenchError):

@@ -106,15 +106,54 @@ def _result_of(future: Future):
     try:
         return future.result()
     except Exception as e:
-        raise TaskError(f"dependency {future.name} failed: {str(e).splitlines()[0]}") from e
+        raise TaskError(f"dependency {future.name} failed: {first_line(e)}",
+                        dependency=future.name, original=original_of(e)) from e
 
 
-def task_error(name: str, error: BaseException) -> TaskError:
-    """A TaskError naming the task, carrying the traceback from where it ran."""
-    if isinstance(error, TaskError) and str(error).startswith("dependency "):
-        return TaskError(f"task {name} did not run: {error}")
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type's name when it has none).
+
+    >>> first_line(ValueError("bad input\\nmore"))
+    'bad input'
+    """
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def original_of(error: BaseException) -> BaseException | None:
+    """What the user's code raised: a TaskError's ``original``, any other error itself."""
+    return error.original if isinstance(error, TaskError) else error
+
+
+def task_error(name: str, error: BaseException, worker=None) -> TaskError:
+    """A TaskError naming the task, carrying the traceback from where it ran (on ``worker``)."""
+    if isinstance(error, TaskError) and error.dependency is not None:
+        return did_not_run(name, error, worker)
     remote = "".join(traceback.format_exception(error)).rstrip()
-    return TaskError(f"task {name} raised {type(error).__name__}: {error}\n\nTraceback on the worker:\n{remote}")
+    return TaskError(f"task {name} raised {type(error).__name__}: {error}\n\nTraceback on the worker:\n{remote}",
+                     task=name, worker=worker, original=error)
+
+
+def did_not_run(name: str, cause: TaskError, worker=None) -> TaskError:
+    """Task ``name`` did not run: ``cause`` says which dependency failed (its ``dependency``) and how."""
+    return TaskError(f"task {name} did not run: {cause}", task=name, dependency=cause.dependency,
+                     worker=worker, original=cause.original)
+
+
+def dependent_error(name: str, error: BaseException) -> TaskError:
+    """The error of task ``name`` as the driver hears it from Dask or Ray.
+
+    Both fail every task downstream of a failed task with that task's own
+    error: a TaskError of another task means ``name`` did not run because
+    that task failed. Any other error (one of the engine's own) is named for
+    ``name``.
+    """
+    if isinstance(error, TaskError) and error.task == name:
+        return error
+    if isinstance(error, TaskError):
+        return did_not_run(name, TaskError(f"dependency failed: {first_line(error)}",
+                                           dependency=error.task, original=error.original))
+    return task_error(name, error)
 
 
 def invoke(actor, actor_id: str, method: str, args: tuple, kwargs: dict):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import pickle
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from engines import UnknownName, get_engine
-from engines.api import Dataflow, DataflowError, NotAPair
+from engines.api import Dataflow, DataflowError, NotAPair, TaskError
 
 
 def test_composites_are_built_from_the_core_steps():
@@ -86,3 +88,20 @@ def test_partitions_may_come_from_any_iterable_and_none_is_an_empty_stream():
 def test_bad_streaming_definitions_fail_at_build_time(build, message):
     with pytest.raises(DataflowError, match=message):
         build(Dataflow("f"))
+
+
+
+class HoldsALock(Exception):
+    """An exception that cannot be pickled: it holds a lock."""
+
+    def __init__(self):
+        super().__init__("holds a lock")
+        self.lock = threading.Lock()
+
+
+def test_a_task_error_keeps_its_fields_through_pickling_and_drops_an_original_that_cannot_travel():
+    error = TaskError("task f-1 raised HoldsALock: holds a lock", task="f-1", worker=3, original=HoldsALock())
+    copy = pickle.loads(pickle.dumps(error))
+    assert (str(copy), copy.task, copy.dependency, copy.worker, copy.original) == \
+        (str(error), "f-1", None, 3, None)
+    assert isinstance(error.original, HoldsALock)      # the error itself keeps it, where it was made

@@ -161,6 +161,26 @@ def test_a_task_error_names_the_task_and_carries_its_traceback(session):
             downstream.result()
 
 
+#: the type of a TaskError's ``worker`` on the engines that say where a task ran (None on the others)
+WORKER_OF_A_TASK = {"mini-tasks": int, "dask": str, "ray": str}
+
+
+def test_a_task_error_says_in_its_fields_which_task_failed_and_why(session):
+    require(session, "tasks")
+    with session.tasks() as tasks:
+        bad = tasks.submit(fail, 7)
+        downstream = tasks.submit(double, bad)
+        with pytest.raises(TaskError) as raised:
+            bad.result()
+        assert (raised.value.task, raised.value.dependency) == (bad.name, None)
+        assert isinstance(raised.value.original, ValueError)   # what fail() raised, come back from the worker
+        assert isinstance(raised.value.worker, WORKER_OF_A_TASK.get(session.engine, type(None)))
+        with pytest.raises(TaskError) as did_not_run:
+            downstream.result()
+        assert (did_not_run.value.task, did_not_run.value.dependency) == (downstream.name, bad.name)
+        assert str(did_not_run.value.original) == "bad input 7"
+
+
 def test_retries_rerun_a_failed_task(session, tmp_path):
     require(session, "tasks")
     with session.tasks() as tasks:

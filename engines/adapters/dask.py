@@ -91,8 +91,8 @@ from concurrent.futures import ThreadPoolExecutor
 import cloudpickle
 
 from engines.adapters import LOG_DIR, AdapterEngine, by_value_modules, log_dir, logs_to_file
-from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session, TaskError, Tasks
-from engines.common import HeldFuture, Whole, gather_held, invoke, task_error, task_name
+from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session, Tasks
+from engines.common import HeldFuture, Whole, dependent_error, gather_held, invoke, task_error, task_name
 from engines.plan import OnTasks, evaluate
 from engines.streaming import run_microbatches
 from engines.tracing import Trace, send, span, worker_lane
@@ -404,10 +404,20 @@ def _run_task(name: str, fn, args: tuple, kwargs: dict, by_value: bool, wrap: bo
     except Exception as e:
         if not wrap:
             raise
-        raise task_error(name, e) from None
+        raise task_error(name, e, worker=_worker_address()) from None
     if whole and type(result) is list:
         result = Whole(result)
     return _ByValue(result) if by_value else result
+
+
+def _worker_address() -> str | None:
+    """The address of the Dask worker this runs on (None outside one)."""
+    from distributed import get_worker
+
+    try:
+        return get_worker().address
+    except ValueError:
+        return None
 
 
 class DaskFuture(HeldFuture):
@@ -438,11 +448,7 @@ class DaskFuture(HeldFuture):
         self._set_error(self._named(error))
 
     def _named(self, error: BaseException) -> BaseException:
-        if self._raw or (isinstance(error, TaskError) and str(error).startswith(f"task {self.name} ")):
-            return error
-        if isinstance(error, TaskError):  # Dask fails the dependents of a failed task with its error
-            return task_error(self.name, TaskError(f"dependency failed: {str(error).splitlines()[0]}"))
-        return task_error(self.name, error)
+        return error if self._raw else dependent_error(self.name, error)
 
     def _pull(self, timeout):
         return _unwrap(self._dask.result(timeout))

@@ -94,8 +94,9 @@ from pathlib import Path
 
 from engines.adapters import (LOG_DIR, AdapterEngine, driver_path, environ, log_dir, logs_to_file,
                               send_by_value_too)
-from engines.api import ActorError, ActorRef, Actors, Dataflow, DataflowError, Future, Session, TaskError, Tasks
-from engines.common import HeldFuture, Whole, gather_held, in_one_piece, invoke, task_error, task_name
+from engines.api import ActorError, ActorRef, Actors, Dataflow, DataflowError, Future, Session, Tasks
+from engines.common import (HeldFuture, Whole, dependent_error, gather_held, in_one_piece, invoke, task_error,
+                             task_name)
 from engines.plan import Runner, evaluate, merge_join, merge_reduce, narrow, split
 from engines.streaming import run_microbatches
 from engines.tracing import Trace, span, worker_lane
@@ -374,7 +375,9 @@ def _run_task(task: str, fn, /, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except Exception as e:
-        raise task_error(task, e) from None
+        import ray
+
+        raise task_error(task, e, worker=ray.get_runtime_context().get_worker_id()) from None
 
 
 def _named(fn):
@@ -442,13 +445,7 @@ class RayTasks(Tasks):
             if error is None:
                 future._done()
                 return
-            error = _cause(error)
-            if isinstance(error, TaskError) and not str(error).startswith(f"task {name} "):
-                # Ray fails the dependents of a failed task with its error
-                error = task_error(name, TaskError(f"dependency failed: {str(error).splitlines()[0]}"))
-            elif not isinstance(error, TaskError):
-                error = task_error(name, error)
-            future._set_error(error)
+            future._set_error(dependent_error(name, _cause(error)))
 
         token.future().add_done_callback(landed)
         return future

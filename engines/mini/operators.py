@@ -264,7 +264,7 @@ class ActorTasks(Tasks):
             except ActorError as e:
                 with self.lock:
                     self.load[i] -= 1
-                future._set_error(TaskError(f"task {future.name} could not be sent: {e}"))
+                future._set_error(TaskError(f"task {future.name} could not be sent: {e}", task=future.name))
                 return
             call._add_done_callback(lambda c: land(c, i, attempts_left))
 
@@ -274,7 +274,7 @@ class ActorTasks(Tasks):
             try:
                 ok, value = call.result()
             except ActorError as e:             # its worker died: the runner was restarted elsewhere
-                ok, value = False, TaskError(f"task {future.name} was lost: {e}")
+                ok, value = False, TaskError(f"task {future.name} was lost: {e}", task=future.name)
             if ok:
                 future._set_result(value)
             elif attempts_left > 0:
