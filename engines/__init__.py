@@ -1,16 +1,19 @@
 """The engine registry: every engine archbench can drive, by name.
 
 An engine says whether it can run here (``available()`` with the reason
-when not), how it runs each of the three models (``supports``), its
-version, the settings it will use, and ``start(workers=N)`` gives a
-session. Engines are imported only when asked for, so listing them never
-starts a JVM or a Ray cluster. An idiomatic variant (``columnar = True``:
-``spark-df``, ``dask-df``) runs the columnar forms of workloads on its
-generic engine's cluster (`engines.adapters.columnar`).
+when not), how it runs each of the three models (``supports``: one
+`engines.support.Support` per model), its version, the settings it will
+use, and ``start(workers=N)`` gives a session. Engines are imported only
+when asked for, so listing them never starts a JVM or a Ray cluster. An
+idiomatic variant (``columnar = True``: ``spark-df``, ``dask-df``) runs the
+columnar forms of workloads on its generic engine's cluster
+(`engines.adapters.columnar`).
 
     >>> engine = get_engine("serial")
     >>> engine.supports["tasks"]
     'native'
+    >>> get_engine("pool").supports["actors"].why
+    'pool work items are anonymous and stateless; no actor can live there'
     >>> with engine.start(workers=1) as session:
     ...     with session.tasks() as tasks:
     ...         tasks.submit(pow, 2, 10).result()
@@ -24,6 +27,7 @@ import importlib.util
 from importlib import metadata
 
 from engines.api import MODELS, ArchbenchError, Session
+from engines.support import Support
 
 
 class UnknownName(ArchbenchError, LookupError):
@@ -36,7 +40,7 @@ class Engine:
     name = "?"
     architecture = "?"          # "baseline" | "data parallel" | "task parallel" | "actors" | "mixed"
     description = ""
-    supports: dict[str, str] = {}
+    supports: dict[str, Support] = {}
     requires: tuple[str, ...] = ()      # distributions that must be installed
     extra = ""                          # the pip extra that installs them
     #: start-up options for a session that will be traced (an instrument that must be on from the start)
@@ -73,7 +77,7 @@ class Planned(Engine):
 
     def __init__(self, name: str, architecture: str, description: str):
         self.name, self.architecture, self.description = name, architecture, description
-        self.supports = {m: "unsupported: not built yet" for m in MODELS}
+        self.supports = {m: Support.unsupported("not built yet") for m in MODELS}
 
     def available(self):
         return False, "not built yet"

@@ -37,6 +37,7 @@ from engines.api import Dataflow, Future, Session, Tasks
 from engines.common import after, dependencies, resolve, task_error, task_name
 from engines.plan import Runner, call_label, evaluate
 from engines.streaming import run_microbatches
+from engines.support import Support
 from engines.tracing import Stamps, span, worker_lane
 
 _barrier = None  # set in each pool process by _init, used once at start-up
@@ -75,9 +76,10 @@ class PoolEngine(Engine):
     architecture = "baseline"
     description = "concurrent.futures.ProcessPoolExecutor: N processes, every edge through the driver"
     supports = {
-        "dataflow": "emulated: per-partition work items; shuffles regrouped on the driver; streams as micro-batches",
-        "tasks": "native",
-        "actors": "unsupported: pool work items are anonymous and stateless; no actor can live there",
+        "dataflow": Support.emulated("per-partition work items; shuffles regrouped on the driver",
+                                     streams="streams as micro-batches"),
+        "tasks": Support.native(),
+        "actors": Support.unsupported("pool work items are anonymous and stateless; no actor can live there"),
     }
 
     def settings(self, workers: int, **options) -> dict:

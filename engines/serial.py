@@ -36,6 +36,7 @@ from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session,
 from engines.common import invoke, resolve, task_error, task_name
 from engines.plan import InProcess, evaluate
 from engines.streaming import run_microbatches
+from engines.support import Support
 from engines.tracing import Stamps
 
 log = logging.getLogger("archbench.actors")
@@ -46,9 +47,9 @@ class SerialEngine(Engine):
     architecture = "baseline"
     description = "one process, no framework: the reference and debug mode"
     supports = {
-        "dataflow": "native",
-        "tasks": "native",
-        "actors": "native",
+        "dataflow": Support.native(),
+        "tasks": Support.native(),
+        "actors": Support.native(),
     }
 
     def start(self, workers: int = 1, **options) -> Session:

@@ -109,6 +109,7 @@ import cloudpickle
 from engines.adapters import LOG_DIR, AdapterEngine, log_dir, pickle_by_value_fallback
 from engines.api import Dataflow, DataflowError, Session, Step
 from engines.plan import narrow, source_items, split, step_error
+from engines.support import Support
 from engines.tracing import Stamps, span, worker_lane
 
 BATCH_SIZE = 10_000  # items per batch the source emits: the map-side combine covers a batch
@@ -130,11 +131,11 @@ class BytewaxEngine(AdapterEngine):
     architecture = "data parallel"
     description = "Bytewax dataflows: N worker processes running cluster_main"
     supports = {
-        "dataflow": "native; streams natively (window state in a keyed stateful operator)",
-        "tasks": "unsupported: a Bytewax program is a dataflow of operators; "
-                 "there is no call to run one function on a worker",
-        "actors": "unsupported: Bytewax has no addressable objects; its state lives "
-                  "in keyed operators and only the stream reaches it",
+        "dataflow": Support.native(streams="streams natively (window state in a keyed stateful operator)"),
+        "tasks": Support.unsupported("a Bytewax program is a dataflow of operators; "
+                                     "there is no call to run one function on a worker"),
+        "actors": Support.unsupported("Bytewax has no addressable objects; its state lives "
+                                      "in keyed operators and only the stream reaches it"),
     }
     requires = ("bytewax",)
     extra = "bytewax"

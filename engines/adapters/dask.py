@@ -95,6 +95,7 @@ from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session,
 from engines.common import HeldFuture, Whole, dependent_error, gather_held, invoke, task_error, task_name
 from engines.plan import OnTasks, evaluate
 from engines.streaming import run_microbatches
+from engines.support import Support
 from engines.tracing import Trace, send, span, worker_lane
 
 _LOG_ENV = "ARCHBENCH_DASK_WORKER_LOG"   # tells a worker (via `dask_setup`) where its output goes
@@ -106,10 +107,10 @@ class DaskEngine(AdapterEngine):
     architecture = "task parallel"
     description = "Dask distributed: a LocalCluster of N worker processes, or a running scheduler"
     supports = {
-        "dataflow": "emulated: compiled to a graph of Dask futures (split, getitem and merge tasks "
-                    "per shuffle: the graph dask.bag builds); streams as micro-batches",
-        "tasks": "native",
-        "actors": "native",
+        "dataflow": Support.emulated("compiled to a graph of Dask futures (split, getitem and merge tasks "
+                                     "per shuffle: the graph dask.bag builds)", streams="streams as micro-batches"),
+        "tasks": Support.native(),
+        "actors": Support.native(),
     }
     requires = ("dask", "distributed")
     extra = "dask"

@@ -99,6 +99,7 @@ from engines.common import (HeldFuture, Whole, dependent_error, gather_held, in_
                              task_name)
 from engines.plan import Runner, evaluate, merge_join, merge_reduce, narrow, split
 from engines.streaming import run_microbatches
+from engines.support import Support
 from engines.tracing import Trace, span, worker_lane
 
 _SOCKET_ROOM = 40  # Ray puts unix sockets under its temp dir; their paths must stay under 108 bytes
@@ -111,10 +112,10 @@ class RayEngine(AdapterEngine):
     architecture = "actors"
     description = "Ray tasks and actors, a local cluster (num_cpus=N) or a running one"
     supports = {
-        "dataflow": "emulated: Ray tasks; each split task returns one ObjectRef per bucket, "
-                    "passed to the merge tasks; streams as micro-batches",
-        "tasks": "native",
-        "actors": "native",
+        "dataflow": Support.emulated("Ray tasks; each split task returns one ObjectRef per bucket, "
+                                     "passed to the merge tasks", streams="streams as micro-batches"),
+        "tasks": Support.native(),
+        "actors": Support.native(),
     }
     requires = ("ray",)
     extra = "ray"

@@ -113,6 +113,7 @@ from engines.api import (ArchbenchError, CountOne, Dataflow, DataflowError, Filt
                          Tasks)
 from engines.plan import checked_pairs, combine, count_keys, counting, source_items, step_error
 from engines.streaming import run_microbatches
+from engines.support import Support
 from engines.tracing import Trace, send, span, worker_lane
 
 _LOG4J = """\
@@ -133,10 +134,10 @@ class SparkEngine(AdapterEngine):
     architecture = "data parallel"
     description = "Apache Spark (PySpark RDDs), local[N] or a spark:// master"
     supports = {
-        "dataflow": "native; streams as micro-batches of RDD jobs",
-        "tasks": "emulated: each submit is a one-partition Spark job; dependencies resolved on the driver",
-        "actors": "unsupported: Spark executors run short-lived tasks of a job; "
-                  "no object outlives its task to keep state or receive messages",
+        "dataflow": Support.native(streams="streams as micro-batches of RDD jobs"),
+        "tasks": Support.emulated("each submit is a one-partition Spark job; dependencies resolved on the driver"),
+        "actors": Support.unsupported("Spark executors run short-lived tasks of a job; "
+                                      "no object outlives its task to keep state or receive messages"),
     }
     requires = ("pyspark",)
     extra = "spark"

@@ -129,15 +129,17 @@ from engines.mini.messaging import MiniActorRef, Reply, Sender, _local, _senders
     remote_error, unpack
 from engines.mini.supervisor import Driver
 from engines.streaming import run_microbatches
+from engines.support import Support
 from engines.mini.trace import Recording
 
 log = logging.getLogger("archbench.mini")
 
 SUPPORTS = {
-    "dataflow": "emulated: operator actors (one per step per worker) push record batches downstream, "
-                "as Flink runs a job; streams as micro-batches of such jobs",
-    "tasks": "emulated: a pool of stateless worker actors, one per worker; dependencies are resolved on the driver",
-    "actors": "native",
+    "dataflow": Support.emulated("operator actors (one per step per worker) push record batches downstream, "
+                                 "as Flink runs a job", streams="streams as micro-batches of such jobs"),
+    "tasks": Support.emulated("a pool of stateless worker actors, one per worker; dependencies are resolved "
+                              "on the driver"),
+    "actors": Support.native(),
 }
 
 

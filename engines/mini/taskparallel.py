@@ -61,14 +61,15 @@ from engines.mini.cluster import DRIVER, ClusterError, Host, InProcessHost
 from engines.mini.taskworker import MAX_ROWS, SLICE, TaskWorker
 from engines.plan import OnTasks, evaluate
 from engines.streaming import run_microbatches
+from engines.support import Support
 from engines.mini.trace import Recording
 
 REPLY_TIMEOUT = 30.0     # s to wait for a worker's trace or stats
 
 SUPPORTS = {
-    "dataflow": "emulated: compiled to a task graph; streams as micro-batches of such graphs",
-    "tasks": "native",
-    "actors": "unsupported: mini-tasks runs task graphs; stateful actors on the same workers are mini-actors",
+    "dataflow": Support.emulated("compiled to a task graph", streams="streams as micro-batches of such graphs"),
+    "tasks": Support.native(),
+    "actors": Support.unsupported("mini-tasks runs task graphs; stateful actors on the same workers are mini-actors"),
 }
 
 
