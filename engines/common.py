@@ -125,13 +125,27 @@ def original_of(error: BaseException) -> BaseException | None:
     return error.original if isinstance(error, TaskError) else error
 
 
+def remote_traceback(error: BaseException) -> str:
+    """What an error raised on a worker says on the driver: its type and message, then the traceback
+    from where it was raised (a traceback does not survive pickling; its text does).
+
+    Every runtime's error for a user's function that raised ends with this.
+
+    >>> print(remote_traceback(ValueError("bad input")))
+    ValueError: bad input
+    <BLANKLINE>
+    Traceback on the worker:
+    ValueError: bad input
+    """
+    remote = "".join(traceback.format_exception(error)).rstrip()
+    return f"{type(error).__name__}: {error}\n\nTraceback on the worker:\n{remote}"
+
+
 def task_error(name: str, error: BaseException, worker=None) -> TaskError:
     """A TaskError naming the task, carrying the traceback from where it ran (on ``worker``)."""
     if isinstance(error, TaskError) and error.dependency is not None:
         return did_not_run(name, error, worker)
-    remote = "".join(traceback.format_exception(error)).rstrip()
-    return TaskError(f"task {name} raised {type(error).__name__}: {error}\n\nTraceback on the worker:\n{remote}",
-                     task=name, worker=worker, original=error)
+    return TaskError(f"task {name} raised {remote_traceback(error)}", task=name, worker=worker, original=error)
 
 
 def did_not_run(name: str, cause: TaskError, worker=None) -> TaskError:
@@ -169,9 +183,7 @@ def invoke(actor, actor_id: str, method: str, args: tuple, kwargs: dict):
     try:
         return fn(*args, **kwargs)
     except Exception as e:
-        remote = "".join(traceback.format_exception(e)).rstrip()
-        raise ActorError(f"{cls} actor {actor_id}: {method}() raised {type(e).__name__}: {e}\n\n"
-                         f"Traceback on the worker:\n{remote}") from None
+        raise ActorError(f"{cls} actor {actor_id}: {method}() raised {remote_traceback(e)}") from None
 
 
 class Whole(list):

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import operator
 import pickle
-import traceback
 import zlib
 from collections import Counter
 from itertools import chain
@@ -37,6 +36,7 @@ from typing import Callable, Iterable
 
 from engines.api import (CountOne, DataflowError, Dataflow, FilterFn, MapFn, NotAPair, Step, describe_function,
                          user_function)
+from engines.common import remote_traceback
 
 
 # ------------------------------------------------------------- ownership
@@ -106,9 +106,7 @@ def step_error(error: BaseException, steps: tuple[Step, ...]) -> DataflowError:
     if culprit is None:  # a builtin (str.split) or the engine's own unpacking
         culprit = next((s for s in reversed(steps) if s.fn is not None), steps[-1])
     where = f" ({describe_function(culprit.fn)})" if culprit.fn is not None else ""
-    remote = "".join(traceback.format_exception(error)).rstrip()
-    return DataflowError(f"step {culprit.name!r}{where} raised {type(error).__name__}: {error}\n\n"
-                         f"Traceback on the worker:\n{remote}")
+    return DataflowError(f"step {culprit.name!r}{where} raised {remote_traceback(error)}")
 
 
 def _unwrapped(steps) -> Iterable[Step]:
