@@ -49,6 +49,45 @@ def after(futures: list[Future], fn) -> None:
         future._add_done_callback(one_done)
 
 
+def run_retried(future: Future, args: tuple, kwargs: dict, retries: int, attempt) -> None:
+    """Run a task from the driver, retrying it there: the loop of the engines whose driver resolves
+    dependencies and sends each attempt out itself (pool, the task model on mini-actors).
+
+    Once every Future among ``args`` and ``kwargs`` is done, their values
+    replace them and ``attempt(args, kwargs, landed)`` starts one attempt;
+    the engine calls ``landed(ok, value)`` when it ends, with the result or
+    the TaskError it failed with. A failed attempt is made again while
+    ``retries`` last, then ``future`` fails with the last error. A failed
+    dependency fails ``future`` at once, naming the dependency.
+
+        >>> f = Future("div-1")
+        >>> tries = []
+        >>> def attempt(a, k, landed):
+        ...     tries.append(a)
+        ...     landed(len(tries) == 2, "second time lucky" if len(tries) == 2 else TaskError("div-1 failed"))
+        >>> run_retried(f, (1, 0), {}, 1, attempt)
+        >>> f.result(), len(tries)
+        ('second time lucky', 2)
+    """
+    def launch(attempts_left: int) -> None:
+        try:
+            a, k = resolve(args, kwargs)
+        except Exception as e:
+            future._set_error(task_error(future.name, e))
+            return
+        attempt(a, k, lambda ok, value: landed(ok, value, attempts_left))
+
+    def landed(ok: bool, value, attempts_left: int) -> None:
+        if ok:
+            future._set_result(value)
+        elif attempts_left > 0:
+            launch(attempts_left - 1)
+        else:
+            future._set_error(value)
+
+    after(dependencies(args, kwargs), lambda: launch(retries))
+
+
 ON_WORKER = object()   # the value of a HeldFuture that is still on the worker that made it
 
 
