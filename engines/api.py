@@ -625,7 +625,7 @@ class ActorRef:
 
 
 class Actors(_ModelContext):
-    """The actor model. Engines subclass and implement ``spawn``, calling `register` for a named actor."""
+    """The actor model. Engines subclass and implement ``spawn``, which starts the actor through `register`."""
 
     def __init__(self, session: "Session"):
         super().__init__(session)
@@ -635,11 +635,16 @@ class Actors(_ModelContext):
         """Start ``cls(*args, **kwargs)`` as an actor; ``name`` makes it findable with ``get``."""
         raise NotImplementedError
 
-    def register(self, name: str | None, ref: ActorRef) -> ActorRef:
-        """Record ``ref`` under ``name`` (when given) for `get`; returns ``ref``."""
+    def register(self, name: str | None, start: Callable[[], ActorRef]) -> ActorRef:
+        """Start an actor with ``start()`` and record its ref under ``name`` (when given) for `get`.
+
+        Names are unique in a context: a name already taken is refused
+        before anything starts. Returns the ref.
+        """
+        if name is not None and name in self._named:
+            raise ActorError(f"an actor named {name!r} exists already ({self._named[name]!r}); names are unique")
+        ref = start()
         if name is not None:
-            if name in self._named:
-                raise ActorError(f"an actor named {name!r} exists already")
             self._named[name] = ref
         return ref
 

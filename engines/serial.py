@@ -126,11 +126,12 @@ class SerialActors(Actors):
         self._closed = False
 
     def spawn(self, cls, *args, name=None, **kwargs) -> ActorRef:
-        if name is not None and name in self._named:
-            raise ActorError(f"an actor named {name!r} exists already")
-        actor_id = f"{cls.__name__}-{len(self._actors) + 1}"
-        self._actors[actor_id] = cls(*args, **kwargs)
-        return self.register(name, SerialRef(actor_id, cls.__name__, self))
+        def start() -> SerialRef:
+            actor_id = f"{cls.__name__}-{len(self._actors) + 1}"
+            self._actors[actor_id] = cls(*args, **kwargs)
+            return SerialRef(actor_id, cls.__name__, self)
+
+        return self.register(name, start)
 
     def _send(self, ref, method, args, kwargs, future) -> None:
         self._queue.append((ref, method, args, kwargs, future))

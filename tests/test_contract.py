@@ -253,6 +253,18 @@ def test_named_actor_and_call_replies(session):
         assert actors.gather([ref.call("add", "x"), ref.call("add", "y")]) == [1, 2]
 
 
+def test_a_name_is_taken_once_and_a_second_spawn_with_it_is_refused(session):
+    require(session, "actors")
+    with session.actors() as actors:
+        first = actors.spawn(Log, name="the-log")
+        with pytest.raises(ActorError, match=r"an actor named 'the-log' exists already \(<ActorRef Log .*>\); "
+                                             r"names are unique"):
+            actors.spawn(Log, name="the-log")
+        assert actors.get("the-log").actor_id == first.actor_id
+        with pytest.raises(ActorError, match=r"no actor named 'a-log'; named actors: \['the-log'\]"):
+            actors.get("a-log")
+
+
 def test_refs_travel_and_actors_message_each_other(session):
     require(session, "actors")
     with session.actors() as actors:

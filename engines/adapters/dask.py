@@ -592,18 +592,18 @@ class DaskActors(Actors):
         self._futures: list = []                 # Dask futures that keep the actors alive
 
     def spawn(self, cls, *args, name=None, **kwargs) -> ActorRef:
-        if name is not None and name in self._named:
-            raise ActorError(f"an actor named {name!r} exists already")
-        actor_id = task_name(cls)
-        future = self.session.client.submit(_Host, actor_id, *_sendable(cls, args, kwargs)[:3], actor=True,
-                                            key=f"actor-{actor_id}-{_token}")
-        try:
-            proxy = future.result()
-        except Exception as e:
-            raise ActorError(f"{cls.__name__} actor {actor_id}: __init__ raised {type(e).__name__}: {e}") from e
-        self._futures.append(future)
-        ref = DaskRef(actor_id, cls.__name__, future.key, proxy._address, proxy, self.session.latencies)
-        return self.register(name, ref)
+        def start() -> DaskRef:
+            actor_id = task_name(cls)
+            future = self.session.client.submit(_Host, actor_id, *_sendable(cls, args, kwargs)[:3], actor=True,
+                                                key=f"actor-{actor_id}-{_token}")
+            try:
+                proxy = future.result()
+            except Exception as e:
+                raise ActorError(f"{cls.__name__} actor {actor_id}: __init__ raised {type(e).__name__}: {e}") from e
+            self._futures.append(future)
+            return DaskRef(actor_id, cls.__name__, future.key, proxy._address, proxy, self.session.latencies)
+
+        return self.register(name, start)
 
     def close(self) -> None:
         for future in self._futures:

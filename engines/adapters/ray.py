@@ -521,13 +521,14 @@ class RayActors(Actors):
         self._refs: list[RayRef] = []
 
     def spawn(self, cls, *args, name=None, **kwargs) -> ActorRef:
-        if name is not None and name in self._named:
-            raise ActorError(f"an actor named {name!r} exists already")
-        actor_id = task_name(cls)
-        handle = self.session._host.options(name=None).remote(actor_id, cls, args, kwargs)
-        ref = RayRef(actor_id, cls.__name__, handle, self.session.latencies)
-        self._refs.append(ref)
-        return self.register(name, ref)
+        def start() -> RayRef:
+            actor_id = task_name(cls)
+            handle = self.session._host.options(name=None).remote(actor_id, cls, args, kwargs)
+            ref = RayRef(actor_id, cls.__name__, handle, self.session.latencies)
+            self._refs.append(ref)
+            return ref
+
+        return self.register(name, start)
 
     def close(self) -> None:
         import ray

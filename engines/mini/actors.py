@@ -367,24 +367,14 @@ class MiniActors(Actors):
         super().__init__(session)
         self.driver: Driver = session.driver
         self.mine: list[MiniActorRef] = []
-        self.names: dict[str, MiniActorRef] = {}
         self.closed = False
 
     def spawn(self, cls, *args, name=None, worker=None, max_restarts=None, **kwargs) -> MiniActorRef:
         if self.closed:
             raise ActorError("this actors() context has closed; spawn inside an open `with session.actors()`")
-        if name is not None and name in self.names:
-            raise ActorError(f"an actor named {name!r} exists already ({self.names[name]!r}); names are unique")
-        ref = self.driver.spawn(cls, args, kwargs, worker, max_restarts)
+        ref = self.register(name, lambda: self.driver.spawn(cls, args, kwargs, worker, max_restarts))
         self.mine.append(ref)
-        if name is not None:
-            self.names[name] = ref
         return ref
-
-    def get(self, name: str) -> MiniActorRef:
-        if name not in self.names:
-            raise ActorError(f"no actor named {name!r}; named actors: {sorted(self.names)}")
-        return self.names[name]
 
     def gather(self, futures) -> list:
         futures = list(futures)
@@ -395,7 +385,7 @@ class MiniActors(Actors):
         if not self.closed:
             self.closed = True
             self.driver.retire(self.mine, "its actors() context has closed")
-            self.names.clear()
+            self._named.clear()
 
 
 # ================================================================ engine and session
