@@ -34,6 +34,15 @@ class UnknownName(ArchbenchError, LookupError):
     """A name that is not in a registry; the message lists the valid ones."""
 
 
+def missing_reason(module: str, extra: str = "") -> str:
+    """Why an engine is unavailable when ``module`` is missing, and the fix (the pip extra, when there is one).
+
+    >>> missing_reason("ray", "ray")
+    "ray is not installed — pip install 'archbench[ray]'"
+    """
+    return f"{module} is not installed — pip install 'archbench[{extra}]'" if extra else f"{module} is not installed"
+
+
 class Engine:
     """What the harness and the CLI know of an engine before starting it."""
 
@@ -41,7 +50,7 @@ class Engine:
     architecture = "?"          # "baseline" | "data parallel" | "task parallel" | "actors" | "mixed"
     description = ""
     supports: dict[str, Support] = {}
-    requires: tuple[str, ...] = ()      # distributions that must be installed
+    requires: tuple[str, ...] = ()      # the modules that must be importable (the first: the distribution measured)
     extra = ""                          # the pip extra that installs them
     #: start-up options for a session that will be traced (an instrument that must be on from the start)
     trace_options: dict = {}
@@ -50,10 +59,9 @@ class Engine:
 
     def available(self) -> tuple[bool, str]:
         """``(True, "")``, or ``(False, what is missing and how to get it)``."""
-        for dist in self.requires:
-            if importlib.util.find_spec(dist) is None:
-                return False, (f"{dist} is not installed; pip install 'archbench[{self.extra}]'"
-                               if self.extra else f"{dist} is not installed")
+        for module in self.requires:
+            if importlib.util.find_spec(module) is None:
+                return False, missing_reason(module, self.extra)
         return True, ""
 
     def version(self) -> str:

@@ -12,12 +12,13 @@ have a columnar form (`engines.adapters.columnar` says how and why).
 
 What they share lives here:
 
-- `AdapterEngine` -- availability with a reason that says what to install,
-  the options an engine accepts (an unknown one lists the allowed ones), and
-  the log directory every engine writes its own logs to, so a run is quiet
-  on the terminal.
-- `missing_reason` / `java_reason` -- the text of an unavailable engine's
-  reason, built apart so it can be tested without uninstalling anything.
+- `AdapterEngine` -- the options an engine accepts (an unknown one lists
+  the allowed ones), and the log directory every engine writes its own logs
+  to, so a run is quiet on the terminal. Availability, with a reason that
+  says what to install, is every engine's (`engines.Engine.available`).
+- `missing_reason` (from `engines`) / `java_reason` -- the text of an
+  unavailable engine's reason, built apart so it can be tested without
+  uninstalling anything.
 - `driver_path` / `environ` -- worker processes that the engine starts
   itself (Spark's Python workers, Ray's) do not inherit this process's
   ``sys.path``; they get its project and test directories through
@@ -46,7 +47,6 @@ one option that points it at a running cluster instead of a local one
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -54,17 +54,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engines import Engine
+from engines import Engine, missing_reason   # missing_reason: also the adapters' own name for it
 from engines.api import ArchbenchError
 
 #: the option every adapter takes: where the engine's own logs go (the harness
 #: passes the run folder's logs directory; default a fresh temporary directory)
 LOG_DIR = "log_dir"
-
-
-def missing_reason(module: str, extra: str) -> str:
-    """Why an adapter is unavailable when its package is missing, and the fix."""
-    return f"{module} is not installed — pip install 'archbench[{extra}]'"
 
 
 def java_reason(java_home: str | None, java_on_path: str | None) -> str:
@@ -93,12 +88,6 @@ class AdapterEngine(Engine):
     """
 
     options: tuple[str, ...] = ()
-
-    def available(self) -> tuple[bool, str]:
-        for module in self.requires:
-            if importlib.util.find_spec(module) is None:
-                return False, missing_reason(module, self.extra)
-        return True, ""
 
     def check_options(self, options: dict) -> None:
         """Refuse an option this engine does not know, listing the ones it does."""
