@@ -21,6 +21,7 @@ engine); only the existing-cluster test starts one of its own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import textwrap
@@ -31,7 +32,7 @@ import pytest
 
 from conftest import require, require_engine, require_workload, wait_until
 from engines import get_engine
-from engines.adapters import AdapterEngine, java_available, java_reason, log_dir, missing_reason
+from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, java_available, java_reason, log_dir, missing_reason
 from engines.api import ArchbenchError, Dataflow, DataflowError
 from workloads import _registry, get_workload, load_workload_file
 
@@ -69,6 +70,30 @@ def test_a_relative_log_directory_is_made_absolute(tmp_path, monkeypatch):
     assert logs.is_absolute() and logs.is_dir()
     assert logs == tmp_path / "results" / "x" / "logs"
     assert (logs / "spark-events").as_uri().startswith("file:///")
+
+
+def test_a_session_that_fails_to_start_is_closed_and_gives_its_logger_back(tmp_path):
+    logger = logging.getLogger("archbench.a-framework")
+    handlers = list(logger.handlers)
+
+    class Failing(AdapterSession):
+        engine = "framework"
+        closes = 0
+
+        def __init__(self):
+            super().__init__(1, {}, {LOG_DIR: str(tmp_path)}, logger=logger.name)
+            with self.opening():
+                logger.warning("starting the cluster")
+                raise ConnectionError("no cluster at that address")
+
+        def close(self):
+            Failing.closes += 1
+            super().close()
+
+    with pytest.raises(ConnectionError, match="no cluster at that address"):
+        Failing()
+    assert Failing.closes == 1 and logger.handlers == handlers
+    assert "starting the cluster" in (tmp_path / "framework-driver.log").read_text()
 
 
 @pytest.mark.parametrize("name", ADAPTERS)
@@ -125,6 +150,14 @@ def test_an_existing_dask_cluster_is_used():
 
 
 # ------------------------------------------------------- on the suite's sessions
+
+
+def test_a_second_spark_session_is_refused_and_the_running_one_goes_on(session):
+    if session.engine != "spark":
+        pytest.skip("one JVM per process: a Spark test")
+    with pytest.raises(ArchbenchError, match="a Spark session is already running in this process"):
+        get_engine("spark").start(workers=1)      # its failed start closes only what it opened
+    assert session.sc.parallelize([1, 2, 3], 2).sum() == 6
 
 
 def test_settings_are_what_start_used(session):

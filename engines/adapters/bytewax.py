@@ -106,7 +106,7 @@ from multiprocessing.connection import wait
 
 import cloudpickle
 
-from engines.adapters import LOG_DIR, AdapterEngine, log_dir, pickle_by_value_fallback
+from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, pickle_by_value_fallback
 from engines.api import Dataflow, DataflowError, Session, Step
 from engines.plan import narrow, source_items, split, step_error
 from engines.support import Support
@@ -160,21 +160,16 @@ class BytewaxEngine(AdapterEngine):
         return BytewaxSession(workers, self.supports, self.settings(workers, **options))
 
 
-class BytewaxSession(Session):
+class BytewaxSession(AdapterSession):
     engine = "bytewax"
 
     def __init__(self, workers, supports, settings):
         super().__init__(workers, supports, settings)
-        logs = log_dir(settings[LOG_DIR], "bytewax")
-        self.settings[LOG_DIR] = str(logs)
-        self._log = str(logs / "bytewax-workers.log")
+        self._log = str(self.logs / "bytewax-workers.log")
         self._procs: list = []
         self.stamps = Stamps()   # the processes' step stamps, kept while a trace records
-        try:
+        with self.opening():
             self._start_processes()
-        except BaseException:
-            self.close()
-            raise
 
     def _start_processes(self) -> None:
         """Start the N processes and wait until each has imported bytewax. Mutates ``_procs``."""
@@ -311,6 +306,7 @@ class BytewaxSession(Session):
 
     def close(self) -> None:
         self._stop_processes()
+        super().close()
 
 
 def _free_ports(n: int) -> list[int]:

@@ -90,7 +90,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cloudpickle
 
-from engines.adapters import LOG_DIR, AdapterEngine, by_value_modules, log_dir, logs_to_file
+from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, by_value_modules
 from engines.api import ActorError, ActorRef, Actors, Dataflow, Future, Session, Tasks
 from engines.common import HeldFuture, Whole, dependent_error, gather_held, invoke, task_error, task_name
 from engines.plan import OnTasks, evaluate
@@ -137,20 +137,18 @@ class DaskEngine(AdapterEngine):
         return DaskSession(workers, self.supports, self.settings(workers, **options))
 
 
-class DaskSession(Session):
+class DaskSession(AdapterSession):
     engine = "dask"
 
     def __init__(self, workers, supports, settings):
-        super().__init__(workers, supports, settings)
         from distributed import Client, LocalCluster
 
-        logs = log_dir(settings[LOG_DIR], "dask")
-        self.settings[LOG_DIR] = str(logs)
-        self._restore_logging = logs_to_file("distributed", logs / "dask-driver.log")
+        super().__init__(workers, supports, settings, logger="distributed")
+        logs = self.logs
         self._cluster = None
         self._lanes: dict[str, tuple[str, int | None]] = {}   # worker address -> (its lane, its pid)
         self._trace_from: tuple[float, int] | None = None       # while recording: (time, task stream cursor)
-        try:
+        with self.opening():
             if settings["address"]:
                 self.client = Client(settings["address"])
             else:
@@ -167,9 +165,6 @@ class DaskSession(Session):
             self._pids = sorted(self.client.run(os.getpid).values()) if self._cluster else []
             self.settings["scheduler"] = self.client.scheduler.address
             self.settings["cluster_workers"] = len(self.client.scheduler_info()["workers"])
-        except BaseException:
-            self.close()
-            raise
 
     @property
     def worker_pids(self) -> list[int]:
@@ -227,9 +222,7 @@ class DaskSession(Session):
             client.close()
         if cluster is not None:
             cluster.close()
-        if self._restore_logging is not None:
-            self._restore_logging()
-            self._restore_logging = None
+        super().close()
 
 
 def dask_setup(worker) -> None:

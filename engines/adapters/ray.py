@@ -84,7 +84,6 @@ or ``address="auto"``; its workers must have archbench installed.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
@@ -92,8 +91,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engines.adapters import (LOG_DIR, AdapterEngine, driver_path, environ, log_dir, logs_to_file,
-                              send_by_value_too)
+from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, driver_path, environ, send_by_value_too
 from engines.api import ActorError, ActorRef, Actors, Dataflow, DataflowError, Future, Session, Tasks
 from engines.common import (HeldFuture, Whole, dependent_error, gather_held, in_one_piece, invoke, task_error,
                              task_name)
@@ -141,29 +139,26 @@ class RayEngine(AdapterEngine):
         return RaySession(workers, self.supports, self.settings(workers, **options))
 
 
-class RaySession(Session):
+class RaySession(AdapterSession):
     engine = "ray"
 
     def __init__(self, workers, supports, settings):
-        super().__init__(workers, supports, settings)
         import ray
 
-        logs = log_dir(settings[LOG_DIR], "ray")
-        self.settings[LOG_DIR] = str(logs)
+        super().__init__(workers, supports, settings, logger="ray", level=logging.WARNING)
+        logs = self.logs
         local = settings["address"] == "local"
         auth = {}
         if local and "RAY_AUTH_MODE" not in os.environ:
             auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_AUTH_TOKEN_PATH": None}
-        self._undo = contextlib.ExitStack()  # what close() puts back, last first
         self._lanes: dict[bytes, str] = {}    # Ray worker id -> its lane, in order of first appearance
         self._trace_t0: float | None = None
-        if auth:  # at the very end: Ray forgets our token mode once the environment is restored
-            self._undo.callback(_reload_auth_settings)
+        if auth:  # close runs it after the environment is restored: Ray then forgets our token mode
+            self.undo.callback(_reload_auth_settings)
         # kept until close: the cluster's processes copy it at start, the driver's Ray reads the token
-        self._undo.enter_context(environ(PYTHONPATH=driver_path(), **auth))
-        self._undo.callback(logs_to_file("ray", logs / "ray-driver.log", logging.WARNING))
-        self._undo.callback(_shutdown)
-        try:
+        self.undo.enter_context(environ(PYTHONPATH=driver_path(), **auth))
+        self.undo.callback(_shutdown)
+        with self.opening():
             if auth:
                 _reload_auth_settings()
             kwargs = dict(log_to_driver=False, logging_level=logging.WARNING, namespace=f"archbench-{os.getpid()}")
@@ -179,9 +174,6 @@ class RaySession(Session):
             self._host = ray.remote(_Host)
             # start the worker processes now (start-up is timed apart from the run)
             ray.get([self._run.remote("warm-up", os.getpid) for _ in range(workers)])
-        except BaseException:
-            self.close()
-            raise
 
     def _by_value(self) -> None:
         """Ray pickles with its own copy of cloudpickle: tell it the modules sent by value too."""
@@ -256,8 +248,6 @@ class RaySession(Session):
                     rows.append(span(lane, f"{what} {name}", "exchange", *phases[phase], pid))
         return rows
 
-    def close(self) -> None:
-        self._undo.close()
 
 
 _RUNNING, _FINISHED, _FAILED = 8, 11, 12   # Ray's TaskStatus numbers
