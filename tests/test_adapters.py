@@ -20,6 +20,7 @@ engine); only the existing-cluster test starts one of its own.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
 import os
@@ -54,6 +55,30 @@ def test_a_missing_package_says_what_to_install():
     assert Missing().available() == (False, "no_such_module_here is not installed — pip install "
                                             "'archbench[nothing]'")
     assert missing_reason("ray", "ray") == "ray is not installed — pip install 'archbench[ray]'"
+
+
+def engine_imports(module: str) -> set[str]:
+    """The ``engines`` modules that ``module`` imports, at its top or inside a function (read, not run)."""
+    path = Path(__file__).parent.parent.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("engines"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("engines"))
+    return found
+
+
+def test_the_bytewax_translations_share_their_run_state_without_an_import_cycle():
+    assert "engines.adapters.bytewax_run" in engine_imports("engines.adapters.bytewax_streams")
+    reached, todo = set(), ["engines.adapters.bytewax_streams"]
+    while todo:          # everything the stream translation imports, and what that imports ...
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(engine_imports(module))
+    assert "engines.adapters.bytewax" not in reached      # ... never comes back to the batch translation
 
 
 def test_a_missing_java_says_what_to_install(monkeypatch, tmp_path):

@@ -55,9 +55,10 @@ pair and batches of 1,000 -- level with the Bytewax flows written by hand in
 `tests/benchmarks/test_bench_mini_data.py`, which it was 4 times slower than.
 
 A failing user function does not reach bytewax (a Python error inside an
-operator makes every process panic): `_Guard` records the first error
-(naming the step), and from then on the process's operators pass nothing on,
-so the run ends normally and the driver raises that `DataflowError`.
+operator makes every process panic): a
+`engines.adapters.bytewax_run.Guard` records the first error (naming the
+step), and from then on the process's operators pass nothing on, so the run
+ends normally and the driver raises that `DataflowError`.
 
 Bytewax exchanges records with plain pickle: in its processes, a record of a
 class from a user's workload file (sent by value) falls back to cloudpickle
@@ -107,8 +108,10 @@ from multiprocessing.connection import wait
 import cloudpickle
 
 from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, pickle_by_value_fallback
+from engines.adapters.bytewax_run import Guard, Run, bytewax_id
+from engines.adapters.bytewax_streams import Emitter, translate_stream
 from engines.api import Dataflow, DataflowError, Session, Step
-from engines.plan import narrow, source_items, split, step_error
+from engines.plan import narrow, source_items, split
 from engines.support import Support
 from engines.tracing import Stamps, span, worker_lane
 
@@ -339,7 +342,7 @@ def _serve(conn, log_path: str) -> None:
         if job is None:
             return
         payload, addresses, proc_id, tick, tracing = job
-        run = _Run(tracing)
+        run = Run(tracing)
         try:
             job_flow = cloudpickle.loads(payload)
             if tick is None and not isinstance(job_flow, Dataflow):   # a Bytewax flow written by hand
@@ -347,7 +350,6 @@ def _serve(conn, log_path: str) -> None:
             elif tick is None:
                 flow = _translate(job_flow, run)
             else:
-                from engines.adapters.bytewax_streams import Emitter, translate_stream
                 flow = translate_stream(job_flow, run, tick, Emitter(conn))
         except Exception as e:  # every process fails alike, before any of them starts
             conn.send(("error", e if isinstance(e, DataflowError) else DataflowError(f"{type(e).__name__}: {e}")))
@@ -362,54 +364,6 @@ def _serve(conn, log_path: str) -> None:
         conn.send_bytes(pickle.dumps(reply, protocol=5))
 
 
-class _Run:
-    """One run's state in one process: the first error, what the sinks gathered, and -- while a
-    trace records -- the stamps ``(bytewax step id, kind, start, end)`` of every call of a step."""
-
-    def __init__(self, tracing: bool = False):
-        self.error: DataflowError | None = None
-        self.sinks: dict[str, list] = {}
-        self.stamps: list[tuple] | None = [] if tracing else None
-
-    def timed(self, name: str, kind: str, fn, *args):
-        """``fn(*args)``, stamped as ``name`` while a trace records."""
-        stamps = self.stamps
-        if stamps is None:
-            return fn(*args)
-        start = time.time()
-        try:
-            return fn(*args)
-        finally:
-            stamps.append((name, kind, start, time.time()))
-
-
-class _Guard:
-    """A step as bytewax calls it: the first error is kept and from then on nothing passes.
-
-    ``fallback(*args)`` is what the operator gets instead of a result (no items by default).
-    While a trace records, each call is stamped as ``name`` (the bytewax step id) of ``kind``.
-    """
-
-    def __init__(self, run: _Run, step: Step, fn, fallback=lambda *args: (), name: str | None = None,
-                 kind: str = "compute"):
-        self.run, self.step, self.fn, self.fallback = run, step, fn, fallback
-        self.name, self.kind = name or _sid(step.name), kind
-
-    def __call__(self, *args):
-        run = self.run
-        if run.error is None:
-            stamps = run.stamps
-            start = time.time() if stamps is not None else 0.0
-            try:
-                return self.fn(*args)
-            except Exception as e:
-                run.error = step_error(e, (self.step,))
-            finally:
-                if stamps is not None:
-                    stamps.append((self.name, self.kind, start, time.time()))
-        return self.fallback(*args)
-
-
 def _split(ops: tuple[Step, ...], step: Step, side: int | None, batch: list) -> list:
     """The map side of a keyed step over one batch: the fused narrow steps, the combine of a reduce,
     the cut into `BUCKETS` (`engines.plan.split`). One item per bucket that got any pairs:
@@ -418,12 +372,7 @@ def _split(ops: tuple[Step, ...], step: Step, side: int | None, batch: list) -> 
     return [(str(b), pairs if side is None else (side, pairs)) for b, pairs in enumerate(buckets) if pairs]
 
 
-def _sid(name: str, part: str = "") -> str:
-    """A bytewax step id for archbench step ``name`` (bytewax ids may not contain dots)."""
-    return name.replace(".", "_") + (f"__{part}" if part else "")
-
-
-def _translate(flow: Dataflow, run: _Run):
+def _translate(flow: Dataflow, run: Run):
     """The bytewax flow for ``flow``; its sinks fill ``run.sinks``.
 
     State: ``lazy[step name] = (bytewax stream, narrow steps still to run)``:
@@ -434,40 +383,41 @@ def _translate(flow: Dataflow, run: _Run):
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow as BytewaxFlow
 
-    bx = BytewaxFlow(_sid(flow.name) or "flow")
+    bx = BytewaxFlow(bytewax_id(flow.name) or "flow")
     lazy: dict = {}
     consumers = Counter(name for step in flow.steps for name in step.inputs)
 
     def routed(up: str, step: Step, part: str, side: int | None = None):
         stream, ops = lazy[up]
-        sid = _sid(step.name, part)
-        return op.flat_map_batch(sid, stream, _Guard(run, step, partial(_split, ops, step, side), name=sid))
+        sid = bytewax_id(step.name, part)
+        return op.flat_map_batch(sid, stream, Guard(run, step, partial(_split, ops, step, side), name=sid))
 
     for step in flow.steps:
         name = step.name
         if step.op == "read":
-            lazy[name] = (op.input(_sid(name), bx, _Partitions(step, run)), ())
+            lazy[name] = (op.input(bytewax_id(name), bx, _Partitions(step, run)), ())
         elif step.op == "flat_map":
             stream, ops = lazy[step.inputs[0]]
             lazy[name] = (stream, ops + (step,))
             if consumers[name] > 1:     # a stream that branches is computed once, not once per branch
-                run_ops = _Guard(run, step, partial(narrow, ops=ops + (step,)))
-                lazy[name] = (op.flat_map_batch(_sid(name), stream, run_ops), ())
+                run_ops = Guard(run, step, partial(narrow, ops=ops + (step,)))
+                lazy[name] = (op.flat_map_batch(bytewax_id(name), stream, run_ops), ())
         elif step.op == "reduce_by_key":
             routed_pairs = routed(step.inputs[0], step, "combine")
-            reduced = op.stateful_batch(_sid(name), routed_pairs, partial(_Reduce, step, run))
-            lazy[name] = (op.key_rm(_sid(name, "unroute"), reduced), ())
+            reduced = op.stateful_batch(bytewax_id(name), routed_pairs, partial(_Reduce, step, run))
+            lazy[name] = (op.key_rm(bytewax_id(name, "unroute"), reduced), ())
         elif step.op == "join":
             sides = [routed(up, step, f"{side}_route", i)
                      for i, (side, up) in enumerate(zip(("left", "right"), step.inputs))]
-            joined = op.stateful_batch(_sid(name), op.merge(_sid(name, "sides"), *sides), partial(_Join, step, run))
-            lazy[name] = (op.key_rm(_sid(name, "unroute"), joined), ())
+            joined = op.stateful_batch(bytewax_id(name), op.merge(bytewax_id(name, "sides"), *sides),
+                                       partial(_Join, step, run))
+            lazy[name] = (op.key_rm(bytewax_id(name, "unroute"), joined), ())
         elif step.op == "collect":
             stream, ops = lazy[step.inputs[0]]
             if ops:
-                sid = _sid(name, "steps")
-                stream = op.flat_map_batch(sid, stream, _Guard(run, step, partial(narrow, ops=ops), name=sid))
-            op.output(_sid(name), stream, _Collect(step.arg, run))
+                sid = bytewax_id(name, "steps")
+                stream = op.flat_map_batch(sid, stream, Guard(run, step, partial(narrow, ops=ops), name=sid))
+            op.output(bytewax_id(name), stream, _Collect(step.arg, run))
         else:
             raise DataflowError(f"step {name!r}: unknown op {step.op!r}")
     return bx
@@ -476,7 +426,7 @@ def _translate(flow: Dataflow, run: _Run):
 BUCKETS = 128  # route keys of a keyed step: each holds a dict of the keys that hash to it
 
 
-def _Reduce(step: Step, run: _Run, resume_state):
+def _Reduce(step: Step, run: Run, resume_state):
     """The state of one bucket of a reduce: ``{key: combined value}``, emitted when the input ends."""
     from bytewax.operators import StatefulBatchLogic
 
@@ -485,7 +435,7 @@ def _Reduce(step: Step, run: _Run, resume_state):
             self.acc: dict = {}
 
         def on_batch(self, lists):
-            _Guard(run, step, self._fold)(lists)
+            Guard(run, step, self._fold)(lists)
             return (), StatefulBatchLogic.RETAIN
 
         def _fold(self, lists):
@@ -494,7 +444,7 @@ def _Reduce(step: Step, run: _Run, resume_state):
                 acc[key] = fn(acc[key], value) if key in acc else value
 
         def on_eof(self):
-            return run.timed(_sid(step.name), "compute", list, self.acc.items()), StatefulBatchLogic.DISCARD
+            return run.timed(bytewax_id(step.name), "compute", list, self.acc.items()), StatefulBatchLogic.DISCARD
 
         def snapshot(self):
             return self.acc
@@ -502,7 +452,7 @@ def _Reduce(step: Step, run: _Run, resume_state):
     return Reduce()
 
 
-def _Join(step: Step, run: _Run, resume_state):
+def _Join(step: Step, run: Run, resume_state):
     """The state of one bucket of a join: each side's values per key; every pair emitted when the input ends."""
     from bytewax.operators import StatefulBatchLogic
 
@@ -511,7 +461,7 @@ def _Join(step: Step, run: _Run, resume_state):
             self.sides: tuple[dict, dict] = ({}, {})
 
         def on_batch(self, labelled):
-            run.timed(_sid(step.name), "compute", self._keep, labelled)
+            run.timed(bytewax_id(step.name), "compute", self._keep, labelled)
             return (), StatefulBatchLogic.RETAIN
 
         def _keep(self, labelled):
@@ -521,7 +471,7 @@ def _Join(step: Step, run: _Run, resume_state):
                     side.setdefault(key, []).append(value)
 
         def on_eof(self):
-            return run.timed(_sid(step.name), "compute", self._pairs), StatefulBatchLogic.DISCARD
+            return run.timed(bytewax_id(step.name), "compute", self._pairs), StatefulBatchLogic.DISCARD
 
         def _pairs(self) -> list:
             left, right = self.sides
@@ -536,7 +486,7 @@ def _Join(step: Step, run: _Run, resume_state):
 # the source and the sink (imported lazily: bytewax is only needed in the worker processes)
 
 
-def _Partitions(step: Step, run: _Run):
+def _Partitions(step: Step, run: Run):
     from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
     class Partition(StatefulSourcePartition):
@@ -544,7 +494,7 @@ def _Partitions(step: Step, run: _Run):
             self.recipe, self.items = recipe, None
 
         def next_batch(self):
-            batch = _Guard(run, step, self._take, kind="io")()
+            batch = Guard(run, step, self._take, kind="io")()
             if not batch:
                 raise StopIteration
             return batch
@@ -567,7 +517,7 @@ def _Partitions(step: Step, run: _Run):
     return Partitions()
 
 
-def _Collect(sink: str, run: _Run):
+def _Collect(sink: str, run: Run):
     from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
     class Part(StatelessSinkPartition):

@@ -62,7 +62,7 @@ import time
 from datetime import datetime, timezone
 from functools import partial
 
-from engines.adapters.bytewax import _Guard, _Run, _sid
+from engines.adapters.bytewax_run import Guard, Run, bytewax_id
 from engines.api import Dataflow, FilterFn, MapFn, Step
 from engines.eventtime import Tap, Windows, next_tick, window_closes
 from engines.plan import stable_hash
@@ -92,30 +92,30 @@ class Emitter:
             self.conn.send_bytes(data)
 
 
-def translate_stream(flow: Dataflow, run: _Run, tick: float, emit: Emitter):
+def translate_stream(flow: Dataflow, run: Run, tick: float, emit: Emitter):
     """The Bytewax flow for the streaming ``flow``; window results go to ``emit``, other sinks to ``run.sinks``."""
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow as BytewaxFlow
 
     spec = shape(flow)                     # checks the flow's shape, naming the step that does not fit
     src = spec["source"].arg
-    bx = BytewaxFlow(_sid(flow.name) or "flow")
+    bx = BytewaxFlow(bytewax_id(flow.name) or "flow")
     streams: dict = {}
     for step in flow.steps:
         name, ups = step.name, [streams[i] for i in step.inputs]
         if step.op == "stream":
             lateness = spec["window"].arg.lateness if spec["window"] else 0.0
-            streams[name] = op.input(_sid(name), bx, _Sources(step, run, lateness, tick, emit))
+            streams[name] = op.input(bytewax_id(name), bx, _Sources(step, run, lateness, tick, emit))
         elif step.op == "flat_map":
-            streams[name] = op.flat_map_batch(_sid(name), ups[0], _Guard(run, step, partial(_apply, step)))
+            streams[name] = op.flat_map_batch(bytewax_id(name), ups[0], Guard(run, step, partial(_apply, step)))
         elif step.op == "window":
-            routed = op.flat_map_batch(_sid(name, "route"), ups[0],
-                                       _Guard(run, step, _Route(step), name=_sid(name, "route")))
-            windows = op.stateful_batch(_sid(name), routed,
+            routed = op.flat_map_batch(bytewax_id(name, "route"), ups[0],
+                                       Guard(run, step, _Route(step), name=bytewax_id(name, "route")))
+            windows = op.stateful_batch(bytewax_id(name), routed,
                                         partial(_WindowLogic, step, run, len(src.sources), src.duration))
-            streams[name] = op.key_rm(_sid(name, "unroute"), windows)
+            streams[name] = op.key_rm(bytewax_id(name, "unroute"), windows)
         elif step.op == "collect":
-            op.output(_sid(name), ups[0], _Collect(step.arg, run, emit))
+            op.output(bytewax_id(name), ups[0], _Collect(step.arg, run, emit))
     return bx
 
 
@@ -172,7 +172,7 @@ class _Route:
         parts.clear()
 
 
-def _WindowLogic(step: Step, run: _Run, sources: int, duration: float, resume_state):
+def _WindowLogic(step: Step, run: Run, sources: int, duration: float, resume_state):
     """The open windows of one bucket: partials merged, marks heard, due windows emitted."""
     from bytewax.operators import StatefulBatchLogic
 
@@ -181,7 +181,7 @@ def _WindowLogic(step: Step, run: _Run, sources: int, duration: float, resume_st
             self.windows = Windows(sources, step.arg.size, step.arg.lateness, step.fn)
 
         def on_batch(self, items):
-            return _Guard(run, step, self._take)(items), StatefulBatchLogic.RETAIN
+            return Guard(run, step, self._take)(items), StatefulBatchLogic.RETAIN
 
         def _take(self, items) -> list:
             windows = self.windows
@@ -198,7 +198,7 @@ def _WindowLogic(step: Step, run: _Run, sources: int, duration: float, resume_st
                     for key, start, value in self.windows.due()]
 
         def on_eof(self):
-            return _Guard(run, step, self._due)(), StatefulBatchLogic.DISCARD
+            return Guard(run, step, self._due)(), StatefulBatchLogic.DISCARD
 
         def snapshot(self):
             return None
@@ -206,7 +206,7 @@ def _WindowLogic(step: Step, run: _Run, sources: int, duration: float, resume_st
     return WindowLogic()
 
 
-def _Sources(step: Step, run: _Run, lateness: float, tick: float, emit: Emitter):
+def _Sources(step: Step, run: Run, lateness: float, tick: float, emit: Emitter):
     """One partition per source; its clock starts at its first wake-up, then it wakes every ``tick`` s."""
     from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
@@ -223,7 +223,7 @@ def _Sources(step: Step, run: _Run, lateness: float, tick: float, emit: Emitter)
         def next_batch(self):
             if self.ended or run.error is not None:
                 raise StopIteration
-            return _Guard(run, step, self._take, kind="io")()
+            return Guard(run, step, self._take, kind="io")()
 
         def _take(self) -> list:
             i = self.index
@@ -254,7 +254,7 @@ def _Sources(step: Step, run: _Run, lateness: float, tick: float, emit: Emitter)
     return Sources()
 
 
-def _Collect(sink: str, run: _Run, emit: Emitter):
+def _Collect(sink: str, run: Run, emit: Emitter):
     from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
     class Part(StatelessSinkPartition):
