@@ -1,4 +1,4 @@
-"""Small pieces every engine needs the same way: names, dependencies, remote errors.
+"""Small pieces every engine needs the same way: names, dependencies, retries, remote errors.
 
     >>> from engines.api import Future
     >>> f = Future("double-1"); f._set_result(4)
