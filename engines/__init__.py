@@ -1,16 +1,19 @@
 """The engine registry: every engine archbench can drive, by name.
 
 An engine says whether it can run here (``available()`` with the reason
-when not), how it runs each of the three models (``supports``), its
-version, the settings it will use, and ``start(workers=N)`` gives a
-session. Engines are imported only when asked for, so listing them never
-starts a JVM or a Ray cluster. An idiomatic variant (``columnar = True``:
-``spark-df``, ``dask-df``) runs the columnar forms of workloads on its
-generic engine's cluster (`engines.adapters.columnar`).
+when not), how it runs each of the three models (``supports``: one
+`engines.support.Support` per model), its version, the settings it will
+use, and ``start(workers=N)`` gives a session. Engines are imported only
+when asked for, so listing them never starts a JVM or a Ray cluster. An
+idiomatic variant (``columnar = True``: ``spark-df``, ``dask-df``) runs the
+columnar forms of workloads on its generic engine's cluster
+(`engines.adapters.columnar`).
 
     >>> engine = get_engine("serial")
     >>> engine.supports["tasks"]
     'native'
+    >>> get_engine("pool").supports["actors"].why
+    'pool work items are anonymous and stateless; no actor can live there'
     >>> with engine.start(workers=1) as session:
     ...     with session.tasks() as tasks:
     ...         tasks.submit(pow, 2, 10).result()
@@ -24,10 +27,20 @@ import importlib.util
 from importlib import metadata
 
 from engines.api import MODELS, ArchbenchError, Session
+from engines.support import Support
 
 
 class UnknownName(ArchbenchError, LookupError):
     """A name that is not in a registry; the message lists the valid ones."""
+
+
+def missing_reason(module: str, extra: str = "") -> str:
+    """Why an engine is unavailable when ``module`` is missing, and the fix (the pip extra, when there is one).
+
+    >>> missing_reason("ray", "ray")
+    "ray is not installed — pip install 'archbench[ray]'"
+    """
+    return f"{module} is not installed — pip install 'archbench[{extra}]'" if extra else f"{module} is not installed"
 
 
 class Engine:
@@ -36,8 +49,8 @@ class Engine:
     name = "?"
     architecture = "?"          # "baseline" | "data parallel" | "task parallel" | "actors" | "mixed"
     description = ""
-    supports: dict[str, str] = {}
-    requires: tuple[str, ...] = ()      # distributions that must be installed
+    supports: dict[str, Support] = {}
+    requires: tuple[str, ...] = ()      # the modules that must be importable (the first: the distribution measured)
     extra = ""                          # the pip extra that installs them
     #: start-up options for a session that will be traced (an instrument that must be on from the start)
     trace_options: dict = {}
@@ -46,10 +59,9 @@ class Engine:
 
     def available(self) -> tuple[bool, str]:
         """``(True, "")``, or ``(False, what is missing and how to get it)``."""
-        for dist in self.requires:
-            if importlib.util.find_spec(dist) is None:
-                return False, (f"{dist} is not installed; pip install 'archbench[{self.extra}]'"
-                               if self.extra else f"{dist} is not installed")
+        for module in self.requires:
+            if importlib.util.find_spec(module) is None:
+                return False, missing_reason(module, self.extra)
         return True, ""
 
     def version(self) -> str:
@@ -73,7 +85,7 @@ class Planned(Engine):
 
     def __init__(self, name: str, architecture: str, description: str):
         self.name, self.architecture, self.description = name, architecture, description
-        self.supports = {m: "unsupported: not built yet" for m in MODELS}
+        self.supports = {m: Support.unsupported("not built yet") for m in MODELS}
 
     def available(self):
         return False, "not built yet"

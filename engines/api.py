@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Callable, Iterable
 
-from engines.errors import ArchbenchError, DataflowError, NotAPair
+from engines.errors import ActorError, ArchbenchError, DataflowError, NotAPair, TaskError, UnsupportedModel
 from engines.flow import (CountOne, Dataflow, FilterFn, MapFn, Step, Stream, StreamSource, WindowSpec,
                           describe_function, user_function)
 from engines.plan import Plan, compile
@@ -43,21 +43,6 @@ __all__ = ["MODELS", "ArchbenchError", "DataflowError", "UnsupportedModel", "Tas
            "user_function", "describe_function", "LatencyLog", "Future", "Tasks", "ActorRef", "Actors", "Session"]
 
 MODELS = ("dataflow", "tasks", "actors")
-
-
-# ---------------------------------------------------------------- errors
-
-
-class UnsupportedModel(ArchbenchError):
-    """The engine does not offer this programming model (see its ``supports``)."""
-
-
-class TaskError(ArchbenchError):
-    """A task raised. The message names the task and carries the remote traceback."""
-
-
-class ActorError(ArchbenchError):
-    """An actor call failed: the method raised, or the actor (or its host) is gone."""
 
 
 # ---------------------------------------------------- futures and latency
@@ -216,7 +201,7 @@ class ActorRef:
 
 
 class Actors(_ModelContext):
-    """The actor model. Engines subclass and implement ``spawn``, calling `register` for a named actor."""
+    """The actor model. Engines subclass and implement ``spawn``, which starts the actor through `register`."""
 
     def __init__(self, session: "Session"):
         super().__init__(session)
@@ -226,11 +211,16 @@ class Actors(_ModelContext):
         """Start ``cls(*args, **kwargs)`` as an actor; ``name`` makes it findable with ``get``."""
         raise NotImplementedError
 
-    def register(self, name: str | None, ref: ActorRef) -> ActorRef:
-        """Record ``ref`` under ``name`` (when given) for `get`; returns ``ref``."""
+    def register(self, name: str | None, start: Callable[[], ActorRef]) -> ActorRef:
+        """Start an actor with ``start()`` and record its ref under ``name`` (when given) for `get`.
+
+        Names are unique in a context: a name already taken is refused
+        before anything starts. Returns the ref.
+        """
+        if name is not None and name in self._named:
+            raise ActorError(f"an actor named {name!r} exists already ({self._named[name]!r}); names are unique")
+        ref = start()
         if name is not None:
-            if name in self._named:
-                raise ActorError(f"an actor named {name!r} exists already")
             self._named[name] = ref
         return ref
 

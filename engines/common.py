@@ -1,4 +1,4 @@
-"""Small pieces every engine needs the same way: names, dependencies, remote errors.
+"""Small pieces every engine needs the same way: names, dependencies, retries, remote errors.
 
     >>> from engines.api import Future
     >>> f = Future("double-1"); f._set_result(4)
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import itertools
 import threading
-import traceback
 
 from engines.api import ActorError, Future, TaskError
+from engines.errors import remote_traceback
 
 _ids = itertools.count(1)
 
@@ -47,6 +47,45 @@ def after(futures: list[Future], fn) -> None:
 
     for future in futures:
         future._add_done_callback(one_done)
+
+
+def run_retried(future: Future, args: tuple, kwargs: dict, retries: int, attempt) -> None:
+    """Run a task from the driver, retrying it there: the loop of the engines whose driver resolves
+    dependencies and sends each attempt out itself (pool, the task model on mini-actors).
+
+    Once every Future among ``args`` and ``kwargs`` is done, their values
+    replace them and ``attempt(args, kwargs, landed)`` starts one attempt;
+    the engine calls ``landed(ok, value)`` when it ends, with the result or
+    the TaskError it failed with. A failed attempt is made again while
+    ``retries`` last, then ``future`` fails with the last error. A failed
+    dependency fails ``future`` at once, naming the dependency.
+
+        >>> f = Future("div-1")
+        >>> tries = []
+        >>> def attempt(a, k, landed):
+        ...     tries.append(a)
+        ...     landed(len(tries) == 2, "second time lucky" if len(tries) == 2 else TaskError("div-1 failed"))
+        >>> run_retried(f, (1, 0), {}, 1, attempt)
+        >>> f.result(), len(tries)
+        ('second time lucky', 2)
+    """
+    def launch(attempts_left: int) -> None:
+        try:
+            a, k = resolve(args, kwargs)
+        except Exception as e:
+            future._set_error(task_error(future.name, e))
+            return
+        attempt(a, k, lambda ok, value: landed(ok, value, attempts_left))
+
+    def landed(ok: bool, value, attempts_left: int) -> None:
+        if ok:
+            future._set_result(value)
+        elif attempts_left > 0:
+            launch(attempts_left - 1)
+        else:
+            future._set_error(value)
+
+    after(dependencies(args, kwargs), lambda: launch(retries))
 
 
 ON_WORKER = object()   # the value of a HeldFuture that is still on the worker that made it
@@ -106,15 +145,52 @@ def _result_of(future: Future):
     try:
         return future.result()
     except Exception as e:
-        raise TaskError(f"dependency {future.name} failed: {str(e).splitlines()[0]}") from e
+        raise TaskError(f"dependency {future.name} failed: {first_line(e)}",
+                        dependency=future.name, original=original_of(e)) from e
 
 
-def task_error(name: str, error: BaseException) -> TaskError:
-    """A TaskError naming the task, carrying the traceback from where it ran."""
-    if isinstance(error, TaskError) and str(error).startswith("dependency "):
-        return TaskError(f"task {name} did not run: {error}")
-    remote = "".join(traceback.format_exception(error)).rstrip()
-    return TaskError(f"task {name} raised {type(error).__name__}: {error}\n\nTraceback on the worker:\n{remote}")
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type's name when it has none).
+
+    >>> first_line(ValueError("bad input\\nmore"))
+    'bad input'
+    """
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def original_of(error: BaseException) -> BaseException | None:
+    """What the user's code raised: a TaskError's ``original``, any other error itself."""
+    return error.original if isinstance(error, TaskError) else error
+
+
+def task_error(name: str, error: BaseException, worker=None) -> TaskError:
+    """A TaskError naming the task, carrying the traceback from where it ran (on ``worker``)."""
+    if isinstance(error, TaskError) and error.dependency is not None:
+        return did_not_run(name, error, worker)
+    return TaskError(f"task {name} raised {remote_traceback(error)}", task=name, worker=worker, original=error)
+
+
+def did_not_run(name: str, cause: TaskError, worker=None) -> TaskError:
+    """Task ``name`` did not run: ``cause`` says which dependency failed (its ``dependency``) and how."""
+    return TaskError(f"task {name} did not run: {cause}", task=name, dependency=cause.dependency,
+                     worker=worker, original=cause.original)
+
+
+def dependent_error(name: str, error: BaseException) -> TaskError:
+    """The error of task ``name`` as the driver hears it from Dask or Ray.
+
+    Both fail every task downstream of a failed task with that task's own
+    error: a TaskError of another task means ``name`` did not run because
+    that task failed. Any other error (one of the engine's own) is named for
+    ``name``.
+    """
+    if isinstance(error, TaskError) and error.task == name:
+        return error
+    if isinstance(error, TaskError):
+        return did_not_run(name, TaskError(f"dependency failed: {first_line(error)}",
+                                           dependency=error.task, original=error.original))
+    return task_error(name, error)
 
 
 def invoke(actor, actor_id: str, method: str, args: tuple, kwargs: dict):
@@ -130,9 +206,7 @@ def invoke(actor, actor_id: str, method: str, args: tuple, kwargs: dict):
     try:
         return fn(*args, **kwargs)
     except Exception as e:
-        remote = "".join(traceback.format_exception(e)).rstrip()
-        raise ActorError(f"{cls} actor {actor_id}: {method}() raised {type(e).__name__}: {e}\n\n"
-                         f"Traceback on the worker:\n{remote}") from None
+        raise ActorError(f"{cls} actor {actor_id}: {method}() raised {remote_traceback(e)}") from None
 
 
 class Whole(list):

@@ -7,7 +7,9 @@ printed or pickled (the module they live in is a detail).
 
 from __future__ import annotations
 
+import pickle
 import reprlib
+import traceback
 
 
 class ArchbenchError(Exception):
@@ -57,5 +59,80 @@ _SHORT = reprlib.Repr()   # an item as an error shows it: long strings and conta
 _SHORT.maxstring = _SHORT.maxother = 60
 
 
-for _error in (ArchbenchError, DataflowError, NotAPair):
+
+class UnsupportedModel(ArchbenchError):
+    """The engine does not offer this programming model (see its ``supports``)."""
+
+
+class TaskError(ArchbenchError):
+    """A task failed. The message names the task and carries the remote traceback.
+
+    What the message says is also in fields, so code never has to read it:
+
+    - ``task`` -- the name of the task that failed (None: the error is the
+      session's, not one task's)
+    - ``dependency`` -- when the task did not run because a task it depends
+      on failed: that task's name (on Dask and Ray, which fail everything
+      downstream of a failed task with its error, the task that failed
+      first); else None
+    - ``worker`` -- where it ran, as its engine names workers (mini-tasks:
+      the worker's index; Dask: its address; Ray: its worker id); None where
+      it is not known
+    - ``original`` -- the exception the user's function raised (for a task
+      that did not run: the one its failed dependency raised), where that
+      exception can travel to the driver; else None
+
+    The fields travel with the error from a worker to the driver::
+
+        >>> import pickle
+        >>> error = TaskError("task add-2 did not run: dependency parse-1 failed: ValueError: x",
+        ...                   task="add-2", dependency="parse-1", original=ValueError("x"))
+        >>> copy = pickle.loads(pickle.dumps(error))
+        >>> copy.task, copy.dependency, repr(copy.original)
+        ('add-2', 'parse-1', "ValueError('x')")
+    """
+
+    def __init__(self, message: str, *, task: str | None = None, dependency: str | None = None,
+                 worker=None, original: BaseException | None = None):
+        super().__init__(message)
+        self.task, self.dependency, self.worker, self.original = task, dependency, worker, original
+
+    def __reduce__(self):  # its fields travel too; the original exception only if it can
+        return _task_error, (str(self), self.task, self.dependency, self.worker, _travels(self.original))
+
+
+def _task_error(message: str, task, dependency, worker, original) -> TaskError:
+    return TaskError(message, task=task, dependency=dependency, worker=worker, original=original)
+
+
+def _travels(error: BaseException | None) -> BaseException | None:
+    """``error`` if it survives pickling (an exception may hold what cannot), else None."""
+    try:
+        pickle.dumps(error, protocol=5)
+    except Exception:
+        return None
+    return error
+
+
+class ActorError(ArchbenchError):
+    """An actor call failed: the method raised, or the actor (or its host) is gone."""
+
+
+def remote_traceback(error: BaseException) -> str:
+    """What an error raised on a worker says on the driver: its type and message, then the traceback
+    from where it was raised (a traceback does not survive pickling; its text does).
+
+    Every runtime's error for a user's function that raised ends with this.
+
+    >>> print(remote_traceback(ValueError("bad input")))
+    ValueError: bad input
+    <BLANKLINE>
+    Traceback on the worker:
+    ValueError: bad input
+    """
+    remote = "".join(traceback.format_exception(error)).rstrip()
+    return f"{type(error).__name__}: {error}\n\nTraceback on the worker:\n{remote}"
+
+
+for _error in (ArchbenchError, DataflowError, NotAPair, UnsupportedModel, TaskError, ActorError):
     _error.__module__ = "engines.api"

@@ -49,14 +49,13 @@ from __future__ import annotations
 
 import operator
 import pickle
-import traceback
 import zlib
 from collections import Counter
 from dataclasses import dataclass
 from itertools import chain
 from typing import Callable, Iterable
 
-from engines.errors import DataflowError, NotAPair
+from engines.errors import DataflowError, NotAPair, remote_traceback
 from engines.flow import CountOne, Dataflow, FilterFn, MapFn, Step, describe_function, user_function
 
 
@@ -262,9 +261,7 @@ def step_error(error: BaseException, steps: tuple[Step, ...]) -> DataflowError:
     if culprit is None:  # a builtin (str.split) or the engine's own unpacking
         culprit = next((s for s in reversed(steps) if s.fn is not None), steps[-1])
     where = f" ({describe_function(culprit.fn)})" if culprit.fn is not None else ""
-    remote = "".join(traceback.format_exception(error)).rstrip()
-    return DataflowError(f"step {culprit.name!r}{where} raised {type(error).__name__}: {error}\n\n"
-                         f"Traceback on the worker:\n{remote}")
+    return DataflowError(f"step {culprit.name!r}{where} raised {remote_traceback(error)}")
 
 
 def _unwrapped(steps) -> Iterable[Step]:

@@ -34,8 +34,9 @@ import cloudpickle
 
 from engines import Engine
 from engines.api import Future, Session, Tasks
-from engines.common import after, dependencies, resolve, task_error, task_name
+from engines.common import run_retried, task_error, task_name
 from engines.plan import Plan, Runner, call_label, evaluate
+from engines.support import Support
 from engines.tracing import Stamps, span, worker_lane
 
 _barrier = None  # set in each pool process by _init, used once at start-up
@@ -74,9 +75,10 @@ class PoolEngine(Engine):
     architecture = "baseline"
     description = "concurrent.futures.ProcessPoolExecutor: N processes, every edge through the driver"
     supports = {
-        "dataflow": "emulated: per-partition work items; shuffles regrouped on the driver; streams as micro-batches",
-        "tasks": "native",
-        "actors": "unsupported: pool work items are anonymous and stateless; no actor can live there",
+        "dataflow": Support.emulated("per-partition work items; shuffles regrouped on the driver",
+                                     streams="streams as micro-batches"),
+        "tasks": Support.native(),
+        "actors": Support.unsupported("pool work items are anonymous and stateless; no actor can live there"),
     }
 
     def settings(self, workers: int, **options) -> dict:
@@ -154,27 +156,17 @@ class PoolTasks(Tasks):
     def submit(self, fn, *args, retries: int = 0, **kwargs) -> Future:
         future = Future(task_name(fn), self.session.latencies)
 
-        def launch(attempts_left: int) -> None:
-            try:
-                a, k = resolve(args, kwargs)
-            except Exception as e:
-                future._set_error(task_error(future.name, e))
-                return
-            self.session._submit(fn, a, k).add_done_callback(lambda cf: land(cf, attempts_left))
+        def attempt(a, k, landed) -> None:
+            self.session._submit(fn, a, k).add_done_callback(lambda cf: land(cf, landed))
 
-        def land(cf, attempts_left: int) -> None:
+        def land(cf, landed) -> None:
             try:
                 ok, value, *stamp = cloudpickle.loads(cf.result())
             except Exception as e:  # the pool broke (a process died) or was shut down
                 ok, value, stamp = False, e, ()
             if stamp:  # only the pool's own processes stamp (Spark's task emulation reuses this class)
                 self.session._stamped(future.name, stamp[0])
-            if ok:
-                future._set_result(value)
-            elif attempts_left > 0:
-                launch(attempts_left - 1)
-            else:
-                future._set_error(task_error(future.name, value))
+            landed(ok, value if ok else task_error(future.name, value))
 
-        after(dependencies(args, kwargs), lambda: launch(retries))
+        run_retried(future, args, kwargs, retries, attempt)
         return future

@@ -35,6 +35,7 @@ from engines import Engine
 from engines.api import ActorError, ActorRef, Actors, Future, Session, Tasks
 from engines.common import invoke, resolve, task_error, task_name
 from engines.plan import InProcess, Plan, evaluate
+from engines.support import Support
 from engines.tracing import Stamps
 
 log = logging.getLogger("archbench.actors")
@@ -45,9 +46,9 @@ class SerialEngine(Engine):
     architecture = "baseline"
     description = "one process, no framework: the reference and debug mode"
     supports = {
-        "dataflow": "native",
-        "tasks": "native",
-        "actors": "native",
+        "dataflow": Support.native(),
+        "tasks": Support.native(),
+        "actors": Support.native(),
     }
 
     def start(self, workers: int = 1, **options) -> Session:
@@ -122,11 +123,12 @@ class SerialActors(Actors):
         self._closed = False
 
     def spawn(self, cls, *args, name=None, **kwargs) -> ActorRef:
-        if name is not None and name in self._named:
-            raise ActorError(f"an actor named {name!r} exists already")
-        actor_id = f"{cls.__name__}-{len(self._actors) + 1}"
-        self._actors[actor_id] = cls(*args, **kwargs)
-        return self.register(name, SerialRef(actor_id, cls.__name__, self))
+        def start() -> SerialRef:
+            actor_id = f"{cls.__name__}-{len(self._actors) + 1}"
+            self._actors[actor_id] = cls(*args, **kwargs)
+            return SerialRef(actor_id, cls.__name__, self)
+
+        return self.register(name, start)
 
     def _send(self, ref, method, args, kwargs, future) -> None:
         self._queue.append((ref, method, args, kwargs, future))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from engines import Planned, engine_names, get_engine
 from engines.api import MODELS, ArchbenchError
+from engines.support import Support
 from harness.matrix import FULL_MATRIX
 from workloads import SIZES, get_workload, load_workload_file, quick_workloads, workload_names
 
@@ -37,16 +38,12 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _short(support: str) -> str:
-    return support.split(":", 1)[0]
-
-
 def cmd_engines(args) -> int:
     rows = []
     for name in engine_names():
         engine = get_engine(name)
         ok, why = engine.available()
-        rows.append((name, engine.architecture, "yes" if ok else "no", *(_short(engine.supports[m]) for m in MODELS),
+        rows.append((name, engine.architecture, "yes" if ok else "no", *(engine.supports[m].label for m in MODELS),
                      engine.version() if ok else "-", engine, why))
     header = ("engine", "architecture", "available", *MODELS, "version")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -56,7 +53,7 @@ def cmd_engines(args) -> int:
     print()
     for name, *_, engine, why in rows:
         notes = [] if isinstance(engine, Planned) else \
-            [f"{m} {engine.supports[m]}" for m in MODELS if engine.supports[m] != "native"]
+            [f"{m} {engine.supports[m]}" for m in MODELS if engine.supports[m] != Support.native()]
         if why:
             notes.insert(0, f"unavailable: {why}")
         print(f"{name}: {engine.description}" + "".join(f"\n    {n}" for n in notes))

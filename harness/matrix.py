@@ -202,8 +202,8 @@ def run_matrix(matrix: Matrix, out: Path, run_id: str, progress: Progress | None
         support = workload.support_on(engine)
         if not available:
             status, reason = "unavailable", why
-        elif support.startswith("unsupported"):
-            status, reason = "unsupported", support.split(":", 1)[-1].strip()
+        elif not support.runs:
+            status, reason = "unsupported", support.why
         else:
             status = None
         if status:

@@ -166,7 +166,8 @@ def make_manifest(run_id: str, matrix, argv: list[str]) -> dict:
         options = {**(engine.trace_options if getattr(matrix, "trace", False) else {}), **matrix.options.get(name, {})}
         engines[name] = {
             "architecture": engine.architecture, "available": ok, "reason": why,
-            "version": engine.version() if ok else None, "supports": engine.supports,
+            "version": engine.version() if ok else None,
+            "supports": {model: str(support) for model, support in engine.supports.items()},   # each as its line
             "settings": {str(n): engine.settings(n, **options) for n in matrix.workers},
         }
     return {

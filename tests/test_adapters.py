@@ -20,7 +20,9 @@ engine); only the existing-cluster test starts one of its own.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import logging
 import os
 import sys
 import textwrap
@@ -31,7 +33,7 @@ import pytest
 
 from conftest import require, require_engine, require_workload, wait_until
 from engines import get_engine
-from engines.adapters import AdapterEngine, java_available, java_reason, log_dir, missing_reason
+from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, java_available, java_reason, log_dir, missing_reason
 from engines.api import ArchbenchError, Dataflow, DataflowError
 from workloads import _registry, get_workload, load_workload_file
 
@@ -55,6 +57,30 @@ def test_a_missing_package_says_what_to_install():
     assert missing_reason("ray", "ray") == "ray is not installed — pip install 'archbench[ray]'"
 
 
+def engine_imports(module: str) -> set[str]:
+    """The ``engines`` modules that ``module`` imports, at its top or inside a function (read, not run)."""
+    path = Path(__file__).parent.parent.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("engines"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("engines"))
+    return found
+
+
+def test_the_bytewax_translations_share_their_run_state_without_an_import_cycle():
+    assert "engines.adapters.bytewax_run" in engine_imports("engines.adapters.bytewax_streams")
+    reached, todo = set(), ["engines.adapters.bytewax_streams"]
+    while todo:          # everything the stream translation imports, and what that imports ...
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(engine_imports(module))
+    assert "engines.adapters.bytewax" not in reached      # ... never comes back to the batch translation
+
+
 def test_a_missing_java_says_what_to_install(monkeypatch, tmp_path):
     assert "install openjdk-17-jre-headless" in java_reason(java_home=None, java_on_path=None)
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))
@@ -69,6 +95,30 @@ def test_a_relative_log_directory_is_made_absolute(tmp_path, monkeypatch):
     assert logs.is_absolute() and logs.is_dir()
     assert logs == tmp_path / "results" / "x" / "logs"
     assert (logs / "spark-events").as_uri().startswith("file:///")
+
+
+def test_a_session_that_fails_to_start_is_closed_and_gives_its_logger_back(tmp_path):
+    logger = logging.getLogger("archbench.a-framework")
+    handlers = list(logger.handlers)
+
+    class Failing(AdapterSession):
+        engine = "framework"
+        closes = 0
+
+        def __init__(self):
+            super().__init__(1, {}, {LOG_DIR: str(tmp_path)}, logger=logger.name)
+            with self.opening():
+                logger.warning("starting the cluster")
+                raise ConnectionError("no cluster at that address")
+
+        def close(self):
+            Failing.closes += 1
+            super().close()
+
+    with pytest.raises(ConnectionError, match="no cluster at that address"):
+        Failing()
+    assert Failing.closes == 1 and logger.handlers == handlers
+    assert "starting the cluster" in (tmp_path / "framework-driver.log").read_text()
 
 
 @pytest.mark.parametrize("name", ADAPTERS)
@@ -125,6 +175,14 @@ def test_an_existing_dask_cluster_is_used():
 
 
 # ------------------------------------------------------- on the suite's sessions
+
+
+def test_a_second_spark_session_is_refused_and_the_running_one_goes_on(session):
+    if session.engine != "spark":
+        pytest.skip("one JVM per process: a Spark test")
+    with pytest.raises(ArchbenchError, match="a Spark session is already running in this process"):
+        get_engine("spark").start(workers=1)      # its failed start closes only what it opened
+    assert session.sc.parallelize([1, 2, 3], 2).sum() == 6
 
 
 def test_settings_are_what_start_used(session):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import operator
+import pickle
 import subprocess
 import sys
+import threading
 
 import pytest
 
-from engines import UnknownName, get_engine
-from engines.api import Dataflow, DataflowError, NotAPair
+from engines import UnknownName, engine_names, get_engine
+from engines.api import MODELS, Dataflow, DataflowError, NotAPair, TaskError
+from engines.support import KINDS, Support
 
 
 def test_composites_are_built_from_the_core_steps():
@@ -86,3 +90,41 @@ def test_partitions_may_come_from_any_iterable_and_none_is_an_empty_stream():
 def test_bad_streaming_definitions_fail_at_build_time(build, message):
     with pytest.raises(DataflowError, match=message):
         build(Dataflow("f"))
+
+
+
+class HoldsALock(Exception):
+    """An exception that cannot be pickled: it holds a lock."""
+
+    def __init__(self):
+        super().__init__("holds a lock")
+        self.lock = threading.Lock()
+
+
+def test_a_task_error_keeps_its_fields_through_pickling_and_drops_an_original_that_cannot_travel():
+    error = TaskError("task f-1 raised HoldsALock: holds a lock", task="f-1", worker=3, original=HoldsALock())
+    copy = pickle.loads(pickle.dumps(error))
+    assert (str(copy), copy.task, copy.dependency, copy.worker, copy.original) == \
+        (str(error), "f-1", None, 3, None)
+    assert isinstance(error.original, HoldsALock)      # the error itself keeps it, where it was made
+
+
+def test_every_engine_says_how_it_runs_each_model_with_a_support_value():
+    for name in engine_names():
+        supports = get_engine(name).supports
+        assert set(supports) == set(MODELS), name
+        assert all(isinstance(s, Support) and s.kind in KINDS for s in supports.values()), name
+
+
+def test_a_support_is_read_by_its_fields_and_shown_as_its_line():
+    flow, actors = get_engine("pool").supports["dataflow"], get_engine("pool").supports["actors"]
+    assert (flow.kind, flow.how, flow.streams) == \
+        ("emulated", "per-partition work items; shuffles regrouped on the driver", "streams as micro-batches")
+    assert flow == "emulated: per-partition work items; shuffles regrouped on the driver; streams as micro-batches"
+    assert (flow.label, flow.runs, flow.why) == ("emulated", True, "")
+    assert (actors.runs, actors.why) == (False, "pool work items are anonymous and stateless; no actor can live there")
+    assert json.loads(json.dumps(actors)) == str(actors)      # the results' manifest holds the line
+    copy = pickle.loads(pickle.dumps(flow))
+    assert (type(copy), copy, copy.streams) == (Support, flow, flow.streams)
+    with pytest.raises(ValueError, match="one of native, emulated, unsupported"):
+        Support("partial")

@@ -161,6 +161,26 @@ def test_a_task_error_names_the_task_and_carries_its_traceback(session):
             downstream.result()
 
 
+#: the type of a TaskError's ``worker`` on the engines that say where a task ran (None on the others)
+WORKER_OF_A_TASK = {"mini-tasks": int, "dask": str, "ray": str}
+
+
+def test_a_task_error_says_in_its_fields_which_task_failed_and_why(session):
+    require(session, "tasks")
+    with session.tasks() as tasks:
+        bad = tasks.submit(fail, 7)
+        downstream = tasks.submit(double, bad)
+        with pytest.raises(TaskError) as raised:
+            bad.result()
+        assert (raised.value.task, raised.value.dependency) == (bad.name, None)
+        assert isinstance(raised.value.original, ValueError)   # what fail() raised, come back from the worker
+        assert isinstance(raised.value.worker, WORKER_OF_A_TASK.get(session.engine, type(None)))
+        with pytest.raises(TaskError) as did_not_run:
+            downstream.result()
+        assert (did_not_run.value.task, did_not_run.value.dependency) == (downstream.name, bad.name)
+        assert str(did_not_run.value.original) == "bad input 7"
+
+
 def test_retries_rerun_a_failed_task(session, tmp_path):
     require(session, "tasks")
     with session.tasks() as tasks:
@@ -231,6 +251,18 @@ def test_named_actor_and_call_replies(session):
         actors.spawn(Log, name="the-log")
         ref = actors.get("the-log")
         assert actors.gather([ref.call("add", "x"), ref.call("add", "y")]) == [1, 2]
+
+
+def test_a_name_is_taken_once_and_a_second_spawn_with_it_is_refused(session):
+    require(session, "actors")
+    with session.actors() as actors:
+        first = actors.spawn(Log, name="the-log")
+        with pytest.raises(ActorError, match=r"an actor named 'the-log' exists already \(<ActorRef Log .*>\); "
+                                             r"names are unique"):
+            actors.spawn(Log, name="the-log")
+        assert actors.get("the-log").actor_id == first.actor_id
+        with pytest.raises(ActorError, match=r"no actor named 'a-log'; named actors: \['the-log'\]"):
+            actors.get("a-log")
 
 
 def test_refs_travel_and_actors_message_each_other(session):

@@ -215,6 +215,7 @@ def test_an_exception_reaches_the_caller_with_its_traceback(session):
         assert "Traceback on the worker" in message and "test_mini_tasks.py" in message
         assert 'raise ValueError(f"cannot use {x}")' in message
         assert isinstance(caught.value.original, ValueError)
+        assert caught.value.worker in range(session.workers)     # the worker it ran on
         with pytest.raises(TaskError, match=f"task {downstream.name} did not run: dependency {bad.name} failed"):
             downstream.result()
         assert tasks.submit(node, 2).result() == node(2)      # the session goes on

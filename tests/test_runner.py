@@ -222,3 +222,15 @@ def test_the_report_names_the_fastest_engine_among_cells_of_one_size(tmp_path):
     lines = write_report(tmp_path).read_text().splitlines()
     fastest = sorted(line.split("|")[1:3] for line in lines if "(fastest)" in line)
     assert [[e.strip(), s.strip()] for e, s in fastest] == [["pool", "small"], ["serial", "tiny"]]
+
+
+def test_archbench_engines_shows_each_models_support_and_the_notes_of_those_not_plain_native():
+    out = archbench("engines", check=True).stdout
+    pool = next(line for line in out.splitlines() if line.startswith("pool "))
+    assert pool.split()[3:6] == ["emulated", "native", "unsupported"]
+    mini_data = next(line for line in out.splitlines() if line.startswith("mini-data "))
+    assert "native; streams natively (windows kept open on the workers as events flow)" in mini_data
+    notes = out.split("\npool: ", 1)[1].split("\nmini-data: ", 1)[0].splitlines()[1:]
+    assert notes == ["    dataflow emulated: per-partition work items; shuffles regrouped on the driver; "
+                     "streams as micro-batches",
+                     "    actors unsupported: pool work items are anonymous and stateless; no actor can live there"]

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from engines import Engine, UnknownName
 from engines.api import MODELS, ArchbenchError, UnsupportedModel
+from engines.support import Support
 from workloads.check import same
 
 # helper modules of this package that hold no workload
@@ -127,16 +128,16 @@ class Workload:
         """Whether this workload defines ``run_columnar``."""
         return cls.run_columnar is not None
 
-    def support_on(self, engine: Engine) -> str:
-        """How ``engine`` runs this workload: ``native``, ``emulated: how`` or ``unsupported: why``.
+    def support_on(self, engine: Engine) -> Support:
+        """How ``engine`` runs this workload: a `engines.support.Support`, native, emulated or unsupported.
 
         The engine's support for the workload's model, except that a
         columnar variant runs only a columnar form.
         """
-        support = engine.supports.get(self.model, "unsupported: model unknown to this engine")
-        if engine.columnar and not support.startswith("unsupported") and not self.has_columnar_form():
-            return (f"unsupported: {self.name} has no columnar form (run_columnar); {engine.name} runs only "
-                    f"DataFrame programs -- the generic translation is engine {engine.generic}")
+        support = engine.supports.get(self.model) or Support.unsupported("model unknown to this engine")
+        if engine.columnar and support.runs and not self.has_columnar_form():
+            return Support.unsupported(f"{self.name} has no columnar form (run_columnar); {engine.name} runs only "
+                                       f"DataFrame programs -- the generic translation is engine {engine.generic}")
         return support
 
     def runner(self, engine: Engine):
@@ -144,7 +145,7 @@ class Workload:
         if not engine.columnar:
             return self.run
         if not self.has_columnar_form():
-            raise UnsupportedModel(self.support_on(engine).split(": ", 1)[-1])
+            raise UnsupportedModel(self.support_on(engine).why)
         return self.run_columnar
 
     def check(self, got, want) -> None:

@@ -12,12 +12,16 @@ have a columnar form (`engines.adapters.columnar` says how and why).
 
 What they share lives here:
 
-- `AdapterEngine` -- availability with a reason that says what to install,
-  the options an engine accepts (an unknown one lists the allowed ones), and
-  the log directory every engine writes its own logs to, so a run is quiet
-  on the terminal.
-- `missing_reason` / `java_reason` -- the text of an unavailable engine's
-  reason, built apart so it can be tested without uninstalling anything.
+- `AdapterEngine` -- the options an engine accepts (an unknown one lists
+  the allowed ones). Availability, with a reason that says what to
+  install, is every engine's (`engines.Engine.available`).
+- `AdapterSession` -- how every adapter's session opens and closes: the log
+  directory the engine writes its own logs to (so a run is quiet on the
+  terminal), the framework's Python logger into a file there, and a
+  session closed again when starting it fails.
+- `missing_reason` (from `engines`) / `java_reason` -- the text of an
+  unavailable engine's reason, built apart so it can be tested without
+  uninstalling anything.
 - `driver_path` / `environ` -- worker processes that the engine starts
   itself (Spark's Python workers, Ray's) do not inherit this process's
   ``sys.path``; they get its project and test directories through
@@ -46,7 +50,6 @@ one option that points it at a running cluster instead of a local one
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -54,17 +57,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engines import Engine
-from engines.api import ArchbenchError
+from engines import Engine, missing_reason   # missing_reason: also the adapters' own name for it
+from engines.api import ArchbenchError, Session
 
 #: the option every adapter takes: where the engine's own logs go (the harness
 #: passes the run folder's logs directory; default a fresh temporary directory)
 LOG_DIR = "log_dir"
-
-
-def missing_reason(module: str, extra: str) -> str:
-    """Why an adapter is unavailable when its package is missing, and the fix."""
-    return f"{module} is not installed — pip install 'archbench[{extra}]'"
 
 
 def java_reason(java_home: str | None, java_on_path: str | None) -> str:
@@ -94,12 +92,6 @@ class AdapterEngine(Engine):
 
     options: tuple[str, ...] = ()
 
-    def available(self) -> tuple[bool, str]:
-        for module in self.requires:
-            if importlib.util.find_spec(module) is None:
-                return False, missing_reason(module, self.extra)
-        return True, ""
-
     def check_options(self, options: dict) -> None:
         """Refuse an option this engine does not know, listing the ones it does."""
         allowed = (*self.options, LOG_DIR)
@@ -107,6 +99,43 @@ class AdapterEngine(Engine):
         if unknown:
             raise ArchbenchError(f"engine {self.name!r} has no option {', '.join(map(repr, unknown))}; "
                                  f"its options: {', '.join(allowed)}")
+
+
+class AdapterSession(Session):
+    """How every adapter's session opens and closes.
+
+    ``__init__`` makes the session's log directory, ``self.logs`` (the
+    ``log_dir`` option, or a new temporary directory; the settings record
+    it), and, given ``logger``, sends that Python logger's records at
+    ``level`` and above to ``<engine>-driver.log`` there instead of the
+    terminal. A subclass then starts its framework inside
+    ``with self.opening():``. ``self.undo`` holds what `close` puts back,
+    last first (the logger, and whatever the subclass adds); a subclass's
+    ``close`` stops its own things, then calls ``super().close()``.
+    """
+
+    def __init__(self, workers: int, supports: dict, settings: dict, logger: str | None = None,
+                 level: int = logging.INFO):
+        super().__init__(workers, supports, settings)
+        self.logs = log_dir(self.settings[LOG_DIR], self.engine)
+        self.settings[LOG_DIR] = str(self.logs)
+        self.undo = contextlib.ExitStack()
+        if logger is not None:
+            self.undo.callback(logs_to_file(logger, self.logs / f"{self.engine}-driver.log", level))
+
+    @contextlib.contextmanager
+    def opening(self):
+        """Start the framework in this block: if anything in it fails, the session is closed
+        (so ``close`` must cope with a session half started) and the error raised."""
+        try:
+            yield
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Put back what the session changed (``self.undo``). Safe to call twice."""
+        self.undo.close()
 
 
 def log_dir(path: str | os.PathLike | None, engine: str) -> Path:

@@ -55,9 +55,10 @@ pair and batches of 1,000 -- level with the Bytewax flows written by hand in
 `tests/benchmarks/test_bench_mini_data.py`, which it was 4 times slower than.
 
 A failing user function does not reach bytewax (a Python error inside an
-operator makes every process panic): `_Guard` records the first error
-(naming the step), and from then on the process's operators pass nothing on,
-so the run ends normally and the driver raises that `DataflowError`.
+operator makes every process panic): a
+`engines.adapters.bytewax_run.Guard` records the first error (naming the
+step), and from then on the process's operators pass nothing on, so the run
+ends normally and the driver raises that `DataflowError`.
 
 Bytewax exchanges records with plain pickle: in its processes, a record of a
 class from a user's workload file (sent by value) falls back to cloudpickle
@@ -105,9 +106,12 @@ from multiprocessing.connection import wait
 
 import cloudpickle
 
-from engines.adapters import LOG_DIR, AdapterEngine, log_dir, pickle_by_value_fallback
+from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, pickle_by_value_fallback
+from engines.adapters.bytewax_run import Guard, Run, bytewax_id
+from engines.adapters.bytewax_streams import Emitter, translate_stream
 from engines.api import DataflowError, Session, Step
-from engines.plan import Pipe, Plan, narrow, source_items, split, step_error
+from engines.plan import Pipe, Plan, narrow, source_items, split
+from engines.support import Support
 from engines.tracing import Stamps, span, worker_lane
 
 BATCH_SIZE = 10_000  # items per batch the source emits: the map-side combine covers a batch
@@ -129,11 +133,11 @@ class BytewaxEngine(AdapterEngine):
     architecture = "data parallel"
     description = "Bytewax dataflows: N worker processes running cluster_main"
     supports = {
-        "dataflow": "native; streams natively (window state in a keyed stateful operator)",
-        "tasks": "unsupported: a Bytewax program is a dataflow of operators; "
-                 "there is no call to run one function on a worker",
-        "actors": "unsupported: Bytewax has no addressable objects; its state lives "
-                  "in keyed operators and only the stream reaches it",
+        "dataflow": Support.native(streams="streams natively (window state in a keyed stateful operator)"),
+        "tasks": Support.unsupported("a Bytewax program is a dataflow of operators; "
+                                     "there is no call to run one function on a worker"),
+        "actors": Support.unsupported("Bytewax has no addressable objects; its state lives "
+                                      "in keyed operators and only the stream reaches it"),
     }
     requires = ("bytewax",)
     extra = "bytewax"
@@ -158,21 +162,16 @@ class BytewaxEngine(AdapterEngine):
         return BytewaxSession(workers, self.supports, self.settings(workers, **options))
 
 
-class BytewaxSession(Session):
+class BytewaxSession(AdapterSession):
     engine = "bytewax"
 
     def __init__(self, workers, supports, settings):
         super().__init__(workers, supports, settings)
-        logs = log_dir(settings[LOG_DIR], "bytewax")
-        self.settings[LOG_DIR] = str(logs)
-        self._log = str(logs / "bytewax-workers.log")
+        self._log = str(self.logs / "bytewax-workers.log")
         self._procs: list = []
         self.stamps = Stamps()   # the processes' step stamps, kept while a trace records
-        try:
+        with self.opening():
             self._start_processes()
-        except BaseException:
-            self.close()
-            raise
 
     def _start_processes(self) -> None:
         """Start the N processes and wait until each has imported bytewax. Mutates ``_procs``."""
@@ -311,6 +310,7 @@ class BytewaxSession(Session):
 
     def close(self) -> None:
         self._stop_processes()
+        super().close()
 
 
 def _free_ports(n: int) -> list[int]:
@@ -343,7 +343,7 @@ def _serve(conn, log_path: str) -> None:
         if job is None:
             return
         payload, addresses, proc_id, tick, tracing = job
-        run = _Run(tracing)
+        run = Run(tracing)
         try:
             job_flow = cloudpickle.loads(payload)
             if tick is None and not isinstance(job_flow, Plan):   # a Bytewax flow written by hand
@@ -351,7 +351,6 @@ def _serve(conn, log_path: str) -> None:
             elif tick is None:
                 flow = _translate(job_flow, run)
             else:
-                from engines.adapters.bytewax_streams import Emitter, translate_stream
                 flow = translate_stream(job_flow, run, tick, Emitter(conn))
         except Exception as e:  # every process fails alike, before any of them starts
             conn.send(("error", e if isinstance(e, DataflowError) else DataflowError(f"{type(e).__name__}: {e}")))
@@ -366,54 +365,6 @@ def _serve(conn, log_path: str) -> None:
         conn.send_bytes(pickle.dumps(reply, protocol=5))
 
 
-class _Run:
-    """One run's state in one process: the first error, what the sinks gathered, and -- while a
-    trace records -- the stamps ``(bytewax step id, kind, start, end)`` of every call of a step."""
-
-    def __init__(self, tracing: bool = False):
-        self.error: DataflowError | None = None
-        self.sinks: dict[str, list] = {}
-        self.stamps: list[tuple] | None = [] if tracing else None
-
-    def timed(self, name: str, kind: str, fn, *args):
-        """``fn(*args)``, stamped as ``name`` while a trace records."""
-        stamps = self.stamps
-        if stamps is None:
-            return fn(*args)
-        start = time.time()
-        try:
-            return fn(*args)
-        finally:
-            stamps.append((name, kind, start, time.time()))
-
-
-class _Guard:
-    """A step as bytewax calls it: the first error is kept and from then on nothing passes.
-
-    ``fallback(*args)`` is what the operator gets instead of a result (no items by default).
-    While a trace records, each call is stamped as ``name`` (the bytewax step id) of ``kind``.
-    """
-
-    def __init__(self, run: _Run, step: Step, fn, fallback=lambda *args: (), name: str | None = None,
-                 kind: str = "compute"):
-        self.run, self.step, self.fn, self.fallback = run, step, fn, fallback
-        self.name, self.kind = name or _sid(step.name), kind
-
-    def __call__(self, *args):
-        run = self.run
-        if run.error is None:
-            stamps = run.stamps
-            start = time.time() if stamps is not None else 0.0
-            try:
-                return self.fn(*args)
-            except Exception as e:
-                run.error = step_error(e, (self.step,))
-            finally:
-                if stamps is not None:
-                    stamps.append((self.name, self.kind, start, time.time()))
-        return self.fallback(*args)
-
-
 def _split(ops: tuple[Step, ...], step: Step, side: int | None, batch: list) -> list:
     """The map side of a keyed step over one batch: the fused narrow steps, the combine of a reduce,
     the cut into `BUCKETS` (`engines.plan.split`). One item per bucket that got any pairs:
@@ -422,12 +373,7 @@ def _split(ops: tuple[Step, ...], step: Step, side: int | None, batch: list) -> 
     return [(str(b), pairs if side is None else (side, pairs)) for b, pairs in enumerate(buckets) if pairs]
 
 
-def _sid(name: str, part: str = "") -> str:
-    """A bytewax step id for archbench step ``name`` (bytewax ids may not contain dots)."""
-    return name.replace(".", "_") + (f"__{part}" if part else "")
-
-
-def _translate(plan: Plan, run: _Run):
+def _translate(plan: Plan, run: Run):
     """The bytewax flow for ``plan``; its sinks fill ``run.sinks``.
 
     A bytewax stream per stage; a pipe's narrow steps run fused in one
@@ -438,39 +384,39 @@ def _translate(plan: Plan, run: _Run):
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow as BytewaxFlow
 
-    bx = BytewaxFlow(_sid(plan.name) or "flow")
+    bx = BytewaxFlow(bytewax_id(plan.name) or "flow")
     streams: dict = {}
 
     def routed(pipe: Pipe, step: Step, part: str, side: int | None = None):
-        sid = _sid(step.name, part)
-        split_side = _Guard(run, step, partial(_split, pipe.ops, step, side), name=sid)
+        sid = bytewax_id(step.name, part)
+        split_side = Guard(run, step, partial(_split, pipe.ops, step, side), name=sid)
         return op.flat_map_batch(sid, streams[pipe.stage], split_side)
 
     for stage in plan.stages:
         name, step = stage.name, stage.step
         if stage.op == "read":
-            streams[name] = op.input(_sid(name), bx, _Partitions(step, run))
+            streams[name] = op.input(bytewax_id(name), bx, _Partitions(step, run))
         elif stage.op == "narrow":
             pipe = stage.inputs[0]
-            computed = _Guard(run, step, partial(narrow, ops=pipe.ops))
-            streams[name] = op.flat_map_batch(_sid(name), streams[pipe.stage], computed)
+            computed = Guard(run, step, partial(narrow, ops=pipe.ops))
+            streams[name] = op.flat_map_batch(bytewax_id(name), streams[pipe.stage], computed)
         elif stage.op == "reduce_by_key":
             combined = routed(stage.inputs[0], step, "combine")
-            reduced = op.stateful_batch(_sid(name), combined, partial(_Reduce, step, run))
-            streams[name] = op.key_rm(_sid(name, "unroute"), reduced)
+            reduced = op.stateful_batch(bytewax_id(name), combined, partial(_Reduce, step, run))
+            streams[name] = op.key_rm(bytewax_id(name, "unroute"), reduced)
         elif stage.op == "join":
             sides = [routed(pipe, step, f"{side}_route", i)
                      for i, (side, pipe) in enumerate(zip(("left", "right"), stage.inputs))]
-            merged = op.merge(_sid(name, "sides"), *sides)
-            joined = op.stateful_batch(_sid(name), merged, partial(_Join, step, run))
-            streams[name] = op.key_rm(_sid(name, "unroute"), joined)
+            merged = op.merge(bytewax_id(name, "sides"), *sides)
+            joined = op.stateful_batch(bytewax_id(name), merged, partial(_Join, step, run))
+            streams[name] = op.key_rm(bytewax_id(name, "unroute"), joined)
         elif stage.op == "collect":
             pipe = stage.inputs[0]
             stream = streams[pipe.stage]
             if pipe.ops:
-                sid = _sid(name, "steps")
-                stream = op.flat_map_batch(sid, stream, _Guard(run, step, partial(narrow, ops=pipe.ops), name=sid))
-            op.output(_sid(name), stream, _Collect(name, run))
+                sid = bytewax_id(name, "steps")
+                stream = op.flat_map_batch(sid, stream, Guard(run, step, partial(narrow, ops=pipe.ops), name=sid))
+            op.output(bytewax_id(name), stream, _Collect(name, run))
         else:
             raise DataflowError(f"stage {name!r}: a {stage.op} runs as a stream (engines.adapters.bytewax_streams)")
     return bx
@@ -479,7 +425,7 @@ def _translate(plan: Plan, run: _Run):
 BUCKETS = 128  # route keys of a keyed step: each holds a dict of the keys that hash to it
 
 
-def _Reduce(step: Step, run: _Run, resume_state):
+def _Reduce(step: Step, run: Run, resume_state):
     """The state of one bucket of a reduce: ``{key: combined value}``, emitted when the input ends."""
     from bytewax.operators import StatefulBatchLogic
 
@@ -488,7 +434,7 @@ def _Reduce(step: Step, run: _Run, resume_state):
             self.acc: dict = {}
 
         def on_batch(self, lists):
-            _Guard(run, step, self._fold)(lists)
+            Guard(run, step, self._fold)(lists)
             return (), StatefulBatchLogic.RETAIN
 
         def _fold(self, lists):
@@ -497,7 +443,7 @@ def _Reduce(step: Step, run: _Run, resume_state):
                 acc[key] = fn(acc[key], value) if key in acc else value
 
         def on_eof(self):
-            return run.timed(_sid(step.name), "compute", list, self.acc.items()), StatefulBatchLogic.DISCARD
+            return run.timed(bytewax_id(step.name), "compute", list, self.acc.items()), StatefulBatchLogic.DISCARD
 
         def snapshot(self):
             return self.acc
@@ -505,7 +451,7 @@ def _Reduce(step: Step, run: _Run, resume_state):
     return Reduce()
 
 
-def _Join(step: Step, run: _Run, resume_state):
+def _Join(step: Step, run: Run, resume_state):
     """The state of one bucket of a join: each side's values per key; every pair emitted when the input ends."""
     from bytewax.operators import StatefulBatchLogic
 
@@ -514,7 +460,7 @@ def _Join(step: Step, run: _Run, resume_state):
             self.sides: tuple[dict, dict] = ({}, {})
 
         def on_batch(self, labelled):
-            run.timed(_sid(step.name), "compute", self._keep, labelled)
+            run.timed(bytewax_id(step.name), "compute", self._keep, labelled)
             return (), StatefulBatchLogic.RETAIN
 
         def _keep(self, labelled):
@@ -524,7 +470,7 @@ def _Join(step: Step, run: _Run, resume_state):
                     side.setdefault(key, []).append(value)
 
         def on_eof(self):
-            return run.timed(_sid(step.name), "compute", self._pairs), StatefulBatchLogic.DISCARD
+            return run.timed(bytewax_id(step.name), "compute", self._pairs), StatefulBatchLogic.DISCARD
 
         def _pairs(self) -> list:
             left, right = self.sides
@@ -539,7 +485,7 @@ def _Join(step: Step, run: _Run, resume_state):
 # the source and the sink (imported lazily: bytewax is only needed in the worker processes)
 
 
-def _Partitions(step: Step, run: _Run):
+def _Partitions(step: Step, run: Run):
     from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
     class Partition(StatefulSourcePartition):
@@ -547,7 +493,7 @@ def _Partitions(step: Step, run: _Run):
             self.recipe, self.items = recipe, None
 
         def next_batch(self):
-            batch = _Guard(run, step, self._take, kind="io")()
+            batch = Guard(run, step, self._take, kind="io")()
             if not batch:
                 raise StopIteration
             return batch
@@ -570,7 +516,7 @@ def _Partitions(step: Step, run: _Run):
     return Partitions()
 
 
-def _Collect(sink: str, run: _Run):
+def _Collect(sink: str, run: Run):
     from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
     class Part(StatelessSinkPartition):

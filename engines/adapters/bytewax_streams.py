@@ -62,7 +62,7 @@ import time
 from datetime import datetime, timezone
 from functools import partial
 
-from engines.adapters.bytewax import _Guard, _Run, _sid
+from engines.adapters.bytewax_run import Guard, Run, bytewax_id
 from engines.api import Step
 from engines.eventtime import Tap, Windows, next_tick, window_closes
 from engines.plan import Pipe, Plan, narrow_call, stable_hash
@@ -92,7 +92,7 @@ class Emitter:
             self.conn.send_bytes(data)
 
 
-def translate_stream(plan: Plan, run: _Run, tick: float, emit: Emitter):
+def translate_stream(plan: Plan, run: Run, tick: float, emit: Emitter):
     """The Bytewax flow for the streaming ``plan``; window results go to ``emit``, other sinks to ``run.sinks``.
 
     A pipe's narrow steps are one ``flat_map_batch`` each; a step that two
@@ -103,7 +103,7 @@ def translate_stream(plan: Plan, run: _Run, tick: float, emit: Emitter):
 
     source, window = plan.source, plan.window
     src = source.step.arg
-    bx = BytewaxFlow(_sid(plan.name) or "flow")
+    bx = BytewaxFlow(bytewax_id(plan.name) or "flow")
     streams: dict = {}      # stage name -> its bytewax stream
     steps: dict = {}        # narrow step name -> its bytewax stream
 
@@ -111,7 +111,7 @@ def translate_stream(plan: Plan, run: _Run, tick: float, emit: Emitter):
         stream = streams[pipe.stage]
         for step in pipe.ops:
             if step.name not in steps:
-                steps[step.name] = op.flat_map_batch(_sid(step.name), stream, _Guard(run, step, partial(_apply, step)))
+                steps[step.name] = op.flat_map_batch(bytewax_id(step.name), stream, Guard(run, step, partial(_apply, step)))
             stream = steps[step.name]
         return stream
 
@@ -119,15 +119,15 @@ def translate_stream(plan: Plan, run: _Run, tick: float, emit: Emitter):
         name, step = stage.name, stage.step
         if stage.op == "stream":
             lateness = window.step.arg.lateness if window else 0.0
-            streams[name] = op.input(_sid(name), bx, _Sources(step, run, lateness, tick, emit))
+            streams[name] = op.input(bytewax_id(name), bx, _Sources(step, run, lateness, tick, emit))
         elif stage.op == "window":
-            routed = op.flat_map_batch(_sid(name, "route"), piped(stage.inputs[0]),
-                                       _Guard(run, step, _Route(step), name=_sid(name, "route")))
-            windows = op.stateful_batch(_sid(name), routed,
+            routed = op.flat_map_batch(bytewax_id(name, "route"), piped(stage.inputs[0]),
+                                       Guard(run, step, _Route(step), name=bytewax_id(name, "route")))
+            windows = op.stateful_batch(bytewax_id(name), routed,
                                         partial(_WindowLogic, step, run, len(src.sources), src.duration))
-            streams[name] = op.key_rm(_sid(name, "unroute"), windows)
+            streams[name] = op.key_rm(bytewax_id(name, "unroute"), windows)
         elif stage.op == "collect":
-            op.output(_sid(step.name), piped(stage.inputs[0]), _Collect(name, run, emit))
+            op.output(bytewax_id(step.name), piped(stage.inputs[0]), _Collect(name, run, emit))
     return bx
 
 
@@ -182,7 +182,7 @@ class _Route:
         parts.clear()
 
 
-def _WindowLogic(step: Step, run: _Run, sources: int, duration: float, resume_state):
+def _WindowLogic(step: Step, run: Run, sources: int, duration: float, resume_state):
     """The open windows of one bucket: partials merged, marks heard, due windows emitted."""
     from bytewax.operators import StatefulBatchLogic
 
@@ -191,7 +191,7 @@ def _WindowLogic(step: Step, run: _Run, sources: int, duration: float, resume_st
             self.windows = Windows(sources, step.arg.size, step.arg.lateness, step.fn)
 
         def on_batch(self, items):
-            return _Guard(run, step, self._take)(items), StatefulBatchLogic.RETAIN
+            return Guard(run, step, self._take)(items), StatefulBatchLogic.RETAIN
 
         def _take(self, items) -> list:
             windows = self.windows
@@ -208,7 +208,7 @@ def _WindowLogic(step: Step, run: _Run, sources: int, duration: float, resume_st
                     for key, start, value in self.windows.due()]
 
         def on_eof(self):
-            return _Guard(run, step, self._due)(), StatefulBatchLogic.DISCARD
+            return Guard(run, step, self._due)(), StatefulBatchLogic.DISCARD
 
         def snapshot(self):
             return None
@@ -216,7 +216,7 @@ def _WindowLogic(step: Step, run: _Run, sources: int, duration: float, resume_st
     return WindowLogic()
 
 
-def _Sources(step: Step, run: _Run, lateness: float, tick: float, emit: Emitter):
+def _Sources(step: Step, run: Run, lateness: float, tick: float, emit: Emitter):
     """One partition per source; its clock starts at its first wake-up, then it wakes every ``tick`` s."""
     from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
@@ -233,7 +233,7 @@ def _Sources(step: Step, run: _Run, lateness: float, tick: float, emit: Emitter)
         def next_batch(self):
             if self.ended or run.error is not None:
                 raise StopIteration
-            return _Guard(run, step, self._take, kind="io")()
+            return Guard(run, step, self._take, kind="io")()
 
         def _take(self) -> list:
             i = self.index
@@ -264,7 +264,7 @@ def _Sources(step: Step, run: _Run, lateness: float, tick: float, emit: Emitter)
     return Sources()
 
 
-def _Collect(sink: str, run: _Run, emit: Emitter):
+def _Collect(sink: str, run: Run, emit: Emitter):
     from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
     class Part(StatelessSinkPartition):

@@ -57,11 +57,10 @@ How it fits together:
 
 from __future__ import annotations
 
-import traceback
-
 from engines import get_engine
 from engines.adapters import AdapterEngine
 from engines.api import ArchbenchError, DataflowError, Session, UnsupportedModel, describe_function
+from engines.common import remote_traceback
 from engines.plan import Plan
 from engines.plan import source_items
 
@@ -192,9 +191,8 @@ def partition_columns(source, index: int, columns: dict[str, type]) -> list[list
     try:
         rows = list(source_items(source))
     except Exception as e:
-        remote = "".join(traceback.format_exception(e)).rstrip()
         raise DataflowError(f"partition {index} of a frame ({describe_function(source)}) raised "
-                            f"{type(e).__name__}: {e}\n\nTraceback on the worker:\n{remote}") from None
+                            f"{remote_traceback(e)}") from None
     if not rows:
         return [[] for _ in columns]
     data = []

@@ -90,10 +90,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cloudpickle
 
-from engines.adapters import LOG_DIR, AdapterEngine, by_value_modules, log_dir, logs_to_file
-from engines.api import ActorError, ActorRef, Actors, Future, Session, TaskError, Tasks
-from engines.common import HeldFuture, Whole, gather_held, invoke, task_error, task_name
+from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, by_value_modules
+from engines.api import ActorError, ActorRef, Actors, Future, Session, Tasks
+from engines.common import HeldFuture, Whole, dependent_error, gather_held, invoke, task_error, task_name
 from engines.plan import OnTasks, Plan, evaluate
+from engines.support import Support
 from engines.tracing import Trace, send, span, worker_lane
 
 _LOG_ENV = "ARCHBENCH_DASK_WORKER_LOG"   # tells a worker (via `dask_setup`) where its output goes
@@ -105,10 +106,10 @@ class DaskEngine(AdapterEngine):
     architecture = "task parallel"
     description = "Dask distributed: a LocalCluster of N worker processes, or a running scheduler"
     supports = {
-        "dataflow": "emulated: compiled to a graph of Dask futures (split, getitem and merge tasks "
-                    "per shuffle: the graph dask.bag builds); streams as micro-batches",
-        "tasks": "native",
-        "actors": "native",
+        "dataflow": Support.emulated("compiled to a graph of Dask futures (split, getitem and merge tasks "
+                                     "per shuffle: the graph dask.bag builds)", streams="streams as micro-batches"),
+        "tasks": Support.native(),
+        "actors": Support.native(),
     }
     requires = ("dask", "distributed")
     extra = "dask"
@@ -135,20 +136,18 @@ class DaskEngine(AdapterEngine):
         return DaskSession(workers, self.supports, self.settings(workers, **options))
 
 
-class DaskSession(Session):
+class DaskSession(AdapterSession):
     engine = "dask"
 
     def __init__(self, workers, supports, settings):
-        super().__init__(workers, supports, settings)
         from distributed import Client, LocalCluster
 
-        logs = log_dir(settings[LOG_DIR], "dask")
-        self.settings[LOG_DIR] = str(logs)
-        self._restore_logging = logs_to_file("distributed", logs / "dask-driver.log")
+        super().__init__(workers, supports, settings, logger="distributed")
+        logs = self.logs
         self._cluster = None
         self._lanes: dict[str, tuple[str, int | None]] = {}   # worker address -> (its lane, its pid)
         self._trace_from: tuple[float, int] | None = None       # while recording: (time, task stream cursor)
-        try:
+        with self.opening():
             if settings["address"]:
                 self.client = Client(settings["address"])
             else:
@@ -165,9 +164,6 @@ class DaskSession(Session):
             self._pids = sorted(self.client.run(os.getpid).values()) if self._cluster else []
             self.settings["scheduler"] = self.client.scheduler.address
             self.settings["cluster_workers"] = len(self.client.scheduler_info()["workers"])
-        except BaseException:
-            self.close()
-            raise
 
     @property
     def worker_pids(self) -> list[int]:
@@ -223,9 +219,7 @@ class DaskSession(Session):
             client.close()
         if cluster is not None:
             cluster.close()
-        if self._restore_logging is not None:
-            self._restore_logging()
-            self._restore_logging = None
+        super().close()
 
 
 def dask_setup(worker) -> None:
@@ -401,10 +395,20 @@ def _run_task(name: str, fn, args: tuple, kwargs: dict, by_value: bool, wrap: bo
     except Exception as e:
         if not wrap:
             raise
-        raise task_error(name, e) from None
+        raise task_error(name, e, worker=_worker_address()) from None
     if whole and type(result) is list:
         result = Whole(result)
     return _ByValue(result) if by_value else result
+
+
+def _worker_address() -> str | None:
+    """The address of the Dask worker this runs on (None outside one)."""
+    from distributed import get_worker
+
+    try:
+        return get_worker().address
+    except ValueError:
+        return None
 
 
 class DaskFuture(HeldFuture):
@@ -435,11 +439,7 @@ class DaskFuture(HeldFuture):
         self._set_error(self._named(error))
 
     def _named(self, error: BaseException) -> BaseException:
-        if self._raw or (isinstance(error, TaskError) and str(error).startswith(f"task {self.name} ")):
-            return error
-        if isinstance(error, TaskError):  # Dask fails the dependents of a failed task with its error
-            return task_error(self.name, TaskError(f"dependency failed: {str(error).splitlines()[0]}"))
-        return task_error(self.name, error)
+        return error if self._raw else dependent_error(self.name, error)
 
     def _pull(self, timeout):
         return _unwrap(self._dask.result(timeout))
@@ -582,18 +582,18 @@ class DaskActors(Actors):
         self._futures: list = []                 # Dask futures that keep the actors alive
 
     def spawn(self, cls, *args, name=None, **kwargs) -> ActorRef:
-        if name is not None and name in self._named:
-            raise ActorError(f"an actor named {name!r} exists already")
-        actor_id = task_name(cls)
-        future = self.session.client.submit(_Host, actor_id, *_sendable(cls, args, kwargs)[:3], actor=True,
-                                            key=f"actor-{actor_id}-{_token}")
-        try:
-            proxy = future.result()
-        except Exception as e:
-            raise ActorError(f"{cls.__name__} actor {actor_id}: __init__ raised {type(e).__name__}: {e}") from e
-        self._futures.append(future)
-        ref = DaskRef(actor_id, cls.__name__, future.key, proxy._address, proxy, self.session.latencies)
-        return self.register(name, ref)
+        def start() -> DaskRef:
+            actor_id = task_name(cls)
+            future = self.session.client.submit(_Host, actor_id, *_sendable(cls, args, kwargs)[:3], actor=True,
+                                                key=f"actor-{actor_id}-{_token}")
+            try:
+                proxy = future.result()
+            except Exception as e:
+                raise ActorError(f"{cls.__name__} actor {actor_id}: __init__ raised {type(e).__name__}: {e}") from e
+            self._futures.append(future)
+            return DaskRef(actor_id, cls.__name__, future.key, proxy._address, proxy, self.session.latencies)
+
+        return self.register(name, start)
 
     def close(self) -> None:
         for future in self._futures:

@@ -47,6 +47,7 @@ from __future__ import annotations
 from engines.adapters.columnar import ColumnarEngine, ColumnarSession, check_frame, partition_columns
 from engines.adapters import by_value_modules
 from engines.adapters.dask import DaskEngine, _ByValue, _unwrap
+from engines.support import Support
 
 #: a frame's column types as pandas names them
 _DTYPES = {str: "str", int: "int64", float: "float64"}
@@ -58,11 +59,12 @@ class DaskDFEngine(ColumnarEngine):
     architecture = DaskEngine.architecture
     description = "dask.dataframe on the dask engine's cluster: the idiomatic variant of dask"
     supports = {
-        "dataflow": "native: dataframe programs, for workloads with a columnar form (run_columnar): pandas "
-                    "partitions, group-by by tree reduction, p2p-shuffled join; other workloads are unsupported "
-                    "-- their generic translation is engine dask",
-        "tasks": "unsupported: a dataframe variant runs only dataframe programs; Dask's tasks are engine dask",
-        "actors": "unsupported: a dataframe variant runs only dataframe programs; Dask's actors are engine dask",
+        "dataflow": Support.native("dataframe programs, for workloads with a columnar form (run_columnar): pandas "
+                                   "partitions, group-by by tree reduction, p2p-shuffled join; other workloads are "
+                                   "unsupported -- their generic translation is engine dask"),
+        "tasks": Support.unsupported("a dataframe variant runs only dataframe programs; Dask's tasks are engine dask"),
+        "actors": Support.unsupported("a dataframe variant runs only dataframe programs; Dask's actors are "
+                                      "engine dask"),
     }
     requires = ("dask", "distributed", "pandas", "pyarrow")
     extra = "dask"

@@ -84,7 +84,6 @@ or ``address="auto"``; its workers must have archbench installed.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
@@ -92,11 +91,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from engines.adapters import (LOG_DIR, AdapterEngine, driver_path, environ, log_dir, logs_to_file,
-                              send_by_value_too)
-from engines.api import ActorError, ActorRef, Actors, DataflowError, Future, Session, TaskError, Tasks
-from engines.common import HeldFuture, Whole, gather_held, in_one_piece, invoke, task_error, task_name
+from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, driver_path, environ, send_by_value_too
+from engines.api import ActorError, ActorRef, Actors, DataflowError, Future, Session, Tasks
+from engines.common import (HeldFuture, Whole, dependent_error, gather_held, in_one_piece, invoke, task_error,
+                             task_name)
 from engines.plan import Plan, Runner, evaluate, merge_join, merge_reduce, narrow, split
+from engines.support import Support
 from engines.tracing import Trace, span, worker_lane
 
 _SOCKET_ROOM = 40  # Ray puts unix sockets under its temp dir; their paths must stay under 108 bytes
@@ -109,10 +109,10 @@ class RayEngine(AdapterEngine):
     architecture = "actors"
     description = "Ray tasks and actors, a local cluster (num_cpus=N) or a running one"
     supports = {
-        "dataflow": "emulated: Ray tasks; each split task returns one ObjectRef per bucket, "
-                    "passed to the merge tasks; streams as micro-batches",
-        "tasks": "native",
-        "actors": "native",
+        "dataflow": Support.emulated("Ray tasks; each split task returns one ObjectRef per bucket, "
+                                     "passed to the merge tasks", streams="streams as micro-batches"),
+        "tasks": Support.native(),
+        "actors": Support.native(),
     }
     requires = ("ray",)
     extra = "ray"
@@ -138,29 +138,26 @@ class RayEngine(AdapterEngine):
         return RaySession(workers, self.supports, self.settings(workers, **options))
 
 
-class RaySession(Session):
+class RaySession(AdapterSession):
     engine = "ray"
 
     def __init__(self, workers, supports, settings):
-        super().__init__(workers, supports, settings)
         import ray
 
-        logs = log_dir(settings[LOG_DIR], "ray")
-        self.settings[LOG_DIR] = str(logs)
+        super().__init__(workers, supports, settings, logger="ray", level=logging.WARNING)
+        logs = self.logs
         local = settings["address"] == "local"
         auth = {}
         if local and "RAY_AUTH_MODE" not in os.environ:
             auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_AUTH_TOKEN_PATH": None}
-        self._undo = contextlib.ExitStack()  # what close() puts back, last first
         self._lanes: dict[bytes, str] = {}    # Ray worker id -> its lane, in order of first appearance
         self._trace_t0: float | None = None
-        if auth:  # at the very end: Ray forgets our token mode once the environment is restored
-            self._undo.callback(_reload_auth_settings)
+        if auth:  # close runs it after the environment is restored: Ray then forgets our token mode
+            self.undo.callback(_reload_auth_settings)
         # kept until close: the cluster's processes copy it at start, the driver's Ray reads the token
-        self._undo.enter_context(environ(PYTHONPATH=driver_path(), **auth))
-        self._undo.callback(logs_to_file("ray", logs / "ray-driver.log", logging.WARNING))
-        self._undo.callback(_shutdown)
-        try:
+        self.undo.enter_context(environ(PYTHONPATH=driver_path(), **auth))
+        self.undo.callback(_shutdown)
+        with self.opening():
             if auth:
                 _reload_auth_settings()
             kwargs = dict(log_to_driver=False, logging_level=logging.WARNING, namespace=f"archbench-{os.getpid()}")
@@ -176,9 +173,6 @@ class RaySession(Session):
             self._host = ray.remote(_Host)
             # start the worker processes now (start-up is timed apart from the run)
             ray.get([self._run.remote("warm-up", os.getpid) for _ in range(workers)])
-        except BaseException:
-            self.close()
-            raise
 
     def _by_value(self) -> None:
         """Ray pickles with its own copy of cloudpickle: tell it the modules sent by value too."""
@@ -251,8 +245,6 @@ class RaySession(Session):
                     rows.append(span(lane, f"{what} {name}", "exchange", *phases[phase], pid))
         return rows
 
-    def close(self) -> None:
-        self._undo.close()
 
 
 _RUNNING, _FINISHED, _FAILED = 8, 11, 12   # Ray's TaskStatus numbers
@@ -371,7 +363,9 @@ def _run_task(task: str, fn, /, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except Exception as e:
-        raise task_error(task, e) from None
+        import ray
+
+        raise task_error(task, e, worker=ray.get_runtime_context().get_worker_id()) from None
 
 
 def _named(fn):
@@ -439,13 +433,7 @@ class RayTasks(Tasks):
             if error is None:
                 future._done()
                 return
-            error = _cause(error)
-            if isinstance(error, TaskError) and not str(error).startswith(f"task {name} "):
-                # Ray fails the dependents of a failed task with its error
-                error = task_error(name, TaskError(f"dependency failed: {str(error).splitlines()[0]}"))
-            elif not isinstance(error, TaskError):
-                error = task_error(name, error)
-            future._set_error(error)
+            future._set_error(dependent_error(name, _cause(error)))
 
         token.future().add_done_callback(landed)
         return future
@@ -520,13 +508,14 @@ class RayActors(Actors):
         self._refs: list[RayRef] = []
 
     def spawn(self, cls, *args, name=None, **kwargs) -> ActorRef:
-        if name is not None and name in self._named:
-            raise ActorError(f"an actor named {name!r} exists already")
-        actor_id = task_name(cls)
-        handle = self.session._host.options(name=None).remote(actor_id, cls, args, kwargs)
-        ref = RayRef(actor_id, cls.__name__, handle, self.session.latencies)
-        self._refs.append(ref)
-        return self.register(name, ref)
+        def start() -> RayRef:
+            actor_id = task_name(cls)
+            handle = self.session._host.options(name=None).remote(actor_id, cls, args, kwargs)
+            ref = RayRef(actor_id, cls.__name__, handle, self.session.latencies)
+            self._refs.append(ref)
+            return ref
+
+        return self.register(name, start)
 
     def close(self) -> None:
         import ray

@@ -108,11 +108,12 @@ from functools import partial
 
 import cloudpickle
 
-from engines.adapters import (LOG_DIR, AdapterEngine, by_value_modules, driver_path, environ, java_available, log_dir,
-                              pickle_by_value_fallback, send_by_value_too)
+from engines.adapters import (LOG_DIR, AdapterEngine, AdapterSession, by_value_modules, driver_path, environ,
+                              java_available, pickle_by_value_fallback, send_by_value_too)
 from engines.api import ArchbenchError, CountOne, DataflowError, NotAPair, Session, Step, Tasks
 from engines.plan import (Pipe, Plan, checked_pairs, combine, count_keys, counting, narrow_call, source_items,
                           step_error)
+from engines.support import Support
 from engines.tracing import Trace, send, span, worker_lane
 
 _LOG4J = """\
@@ -133,10 +134,10 @@ class SparkEngine(AdapterEngine):
     architecture = "data parallel"
     description = "Apache Spark (PySpark RDDs), local[N] or a spark:// master"
     supports = {
-        "dataflow": "native; streams as micro-batches of RDD jobs",
-        "tasks": "emulated: each submit is a one-partition Spark job; dependencies resolved on the driver",
-        "actors": "unsupported: Spark executors run short-lived tasks of a job; "
-                  "no object outlives its task to keep state or receive messages",
+        "dataflow": Support.native(streams="streams as micro-batches of RDD jobs"),
+        "tasks": Support.emulated("each submit is a one-partition Spark job; dependencies resolved on the driver"),
+        "actors": Support.unsupported("Spark executors run short-lived tasks of a job; "
+                                      "no object outlives its task to keep state or receive messages"),
     }
     requires = ("pyspark",)
     extra = "spark"
@@ -177,33 +178,30 @@ class SparkEngine(AdapterEngine):
         return SparkRDDSession(workers, self.supports, self.settings(workers, **options))
 
 
-class SparkRDDSession(Session):
+class SparkRDDSession(AdapterSession):
     engine = "spark"
 
     def __init__(self, workers, supports, settings):
-        super().__init__(workers, supports, settings)
         master = settings["master"]
         if master.startswith("sc://"):
             raise ArchbenchError(f"spark master {master!r} is Spark Connect, which serves DataFrames only; "
                                  "this adapter runs RDDs -- give a spark://host:port master (or local[N])")
+        super().__init__(workers, supports, settings)   # Spark's own logs: log4j, set up by _start_context
         self._closed = False
-        logs = log_dir(settings[LOG_DIR], "spark")
-        self.settings[LOG_DIR] = str(logs)
+        logs = self.logs
         self._events = None             # the event log's folder, where Spark writes it
         if self.settings.get("spark.eventLog.enabled") == "true":
             self._events = logs / _EVENTS
             self._events.mkdir(exist_ok=True)
             self.settings["spark.eventLog.dir"] = self._events.as_uri()
         self._recording: _Recording | None = None
-        self.sc = _start_context(self.settings, logs)
-        self.settings["default_parallelism"] = self.sc.defaultParallelism   # a cluster's task slots
-        try:
+        self._jobs = ThreadPoolExecutor(2 * workers, thread_name_prefix="spark-task-job")  # threads made on use
+        self.sc = None
+        with self.opening():
+            self.sc = _start_context(self.settings, logs)
+            self.settings["default_parallelism"] = self.sc.defaultParallelism   # a cluster's task slots
             # start the Python workers now (start-up is timed apart from the run)
             self.sc.parallelize(range(workers), workers).map(lambda _: os.getpid()).collect()
-        except BaseException:
-            _stop_context(self.sc)
-            raise
-        self._jobs = ThreadPoolExecutor(2 * workers, thread_name_prefix="spark-task-job")
 
     # ------------------------------------------------------------- dataflow
 
@@ -362,7 +360,9 @@ class SparkRDDSession(Session):
             return
         self._closed = True
         self._jobs.shutdown(wait=True, cancel_futures=True)
-        _stop_context(self.sc)
+        if self.sc is not None:     # None: its start failed (and let go of the JVM it tried)
+            _stop_context(self.sc)
+        super().close()
 
 
 class _Guard:

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 from engines.adapters.columnar import ColumnarEngine, ColumnarSession, check_frame, partition_columns
 from engines.adapters.spark import SparkEngine, _by_value, raised_on_worker
+from engines.support import Support
 
 #: a frame's column types as Spark SQL and Arrow name them
 _SQL = {str: "STRING", int: "BIGINT", float: "DOUBLE"}
@@ -71,11 +72,11 @@ class SparkDFEngine(ColumnarEngine):
     architecture = SparkEngine.architecture
     description = "Spark SQL DataFrames on the spark engine's JVM: the idiomatic variant of spark"
     supports = {
-        "dataflow": "native: DataFrame programs, for workloads with a columnar form (run_columnar): Spark SQL "
-                    "group-by, join, explode; other workloads are unsupported -- their generic translation is "
-                    "engine spark",
-        "tasks": "unsupported: a DataFrame variant runs only DataFrame programs; Spark's task emulation "
-                 "is engine spark",
+        "dataflow": Support.native("DataFrame programs, for workloads with a columnar form (run_columnar): Spark "
+                                   "SQL group-by, join, explode; other workloads are unsupported -- their generic "
+                                   "translation is engine spark"),
+        "tasks": Support.unsupported("a DataFrame variant runs only DataFrame programs; Spark's task emulation "
+                                     "is engine spark"),
         "actors": SparkEngine.supports["actors"],
     }
     requires = ("pyspark", "pyarrow")

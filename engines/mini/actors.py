@@ -129,15 +129,17 @@ from engines.mini.cluster import DRIVER, Host, InProcessHost
 from engines.mini.messaging import MiniActorRef, Reply, Sender, _local, _senders, deliver_directly, pack, \
     remote_error, unpack
 from engines.mini.supervisor import Driver
+from engines.support import Support
 from engines.mini.trace import Recording
 
 log = logging.getLogger("archbench.mini")
 
 SUPPORTS = {
-    "dataflow": "emulated: operator actors (one per step per worker) push record batches downstream, "
-                "as Flink runs a job; streams as micro-batches of such jobs",
-    "tasks": "emulated: a pool of stateless worker actors, one per worker; dependencies are resolved on the driver",
-    "actors": "native",
+    "dataflow": Support.emulated("operator actors (one per step per worker) push record batches downstream, "
+                                 "as Flink runs a job", streams="streams as micro-batches of such jobs"),
+    "tasks": Support.emulated("a pool of stateless worker actors, one per worker; dependencies are resolved "
+                              "on the driver"),
+    "actors": Support.native(),
 }
 
 
@@ -365,24 +367,14 @@ class MiniActors(Actors):
         super().__init__(session)
         self.driver: Driver = session.driver
         self.mine: list[MiniActorRef] = []
-        self.names: dict[str, MiniActorRef] = {}
         self.closed = False
 
     def spawn(self, cls, *args, name=None, worker=None, max_restarts=None, **kwargs) -> MiniActorRef:
         if self.closed:
             raise ActorError("this actors() context has closed; spawn inside an open `with session.actors()`")
-        if name is not None and name in self.names:
-            raise ActorError(f"an actor named {name!r} exists already ({self.names[name]!r}); names are unique")
-        ref = self.driver.spawn(cls, args, kwargs, worker, max_restarts)
+        ref = self.register(name, lambda: self.driver.spawn(cls, args, kwargs, worker, max_restarts))
         self.mine.append(ref)
-        if name is not None:
-            self.names[name] = ref
         return ref
-
-    def get(self, name: str) -> MiniActorRef:
-        if name not in self.names:
-            raise ActorError(f"no actor named {name!r}; named actors: {sorted(self.names)}")
-        return self.names[name]
 
     def gather(self, futures) -> list:
         futures = list(futures)
@@ -393,7 +385,7 @@ class MiniActors(Actors):
         if not self.closed:
             self.closed = True
             self.driver.retire(self.mine, "its actors() context has closed")
-            self.names.clear()
+            self._named.clear()
 
 
 # ================================================================ engine and session

@@ -98,13 +98,14 @@ from engines.mini.cluster import DRIVER, ClusterError, Host, InProcessHost
 from engines.mini.recovery import KEYED, SnapshotStore, kept_sinks, needed_after
 from engines.mini.trace import Recording, Tracer
 from engines.mini.streams import DEFAULT_TICK, StreamStart, start_stream
+from engines.support import Support
 
 CHUNK = 50_000          # items per message: bounds a frame and lets the receiver unpickle while we pickle
 
 SUPPORTS = {
-    "dataflow": "native; streams natively (windows kept open on the workers as events flow)",
-    "tasks": "unsupported: mini-data runs dataflows only; the task model on the same workers is mini-tasks",
-    "actors": "unsupported: mini-data runs dataflows only; actors on the same workers are mini-actors",
+    "dataflow": Support.native(streams="streams natively (windows kept open on the workers as events flow)"),
+    "tasks": Support.unsupported("mini-data runs dataflows only; the task model on the same workers is mini-tasks"),
+    "actors": Support.unsupported("mini-data runs dataflows only; actors on the same workers are mini-actors"),
 }
 
 

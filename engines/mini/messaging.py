@@ -31,11 +31,11 @@ import pickle
 import queue
 import threading
 import time
-import traceback
 
 import cloudpickle
 
 from engines.api import ActorError, ActorRef, Future
+from engines.common import remote_traceback
 from engines.mini.cluster import DRIVER, ClusterError
 
 log = logging.getLogger("archbench.mini")
@@ -112,8 +112,7 @@ def unpack(payload: bytes, what: str):
 
 
 def remote_error(message: str, error: BaseException) -> ActorError:
-    remote = "".join(traceback.format_exception(error)).rstrip()
-    return ActorError(f"{message} {type(error).__name__}: {error}\n\nTraceback on the worker:\n{remote}")
+    return ActorError(f"{message} {remote_traceback(error)}")
 
 
 class _Once:

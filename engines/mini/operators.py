@@ -49,7 +49,7 @@ import threading
 from itertools import islice
 
 from engines.api import ActorError, DataflowError, Step, TaskError, Tasks
-from engines.common import after, dependencies, resolve, task_error, task_name
+from engines.common import run_retried, task_error, task_name
 from engines.mini.messaging import Reply, to_driver
 from engines.plan import Pipe, Plan, merge_join, merge_reduce, narrow, source_items, split, step_error
 
@@ -260,12 +260,7 @@ class ActorTasks(Tasks):
     def submit(self, fn, *args, retries: int = 0, **kwargs) -> Reply:
         future = Reply(task_name(fn), self.driver, self.session.latencies)
 
-        def launch(attempts_left: int) -> None:
-            try:
-                a, k = resolve(args, kwargs)
-            except Exception as e:
-                future._set_error(task_error(future.name, e))
-                return
+        def attempt(a, k, landed) -> None:
             with self.lock:
                 i = min(range(len(self.pool)), key=self.load.__getitem__)
                 self.load[i] += 1
@@ -274,25 +269,20 @@ class ActorTasks(Tasks):
             except ActorError as e:
                 with self.lock:
                     self.load[i] -= 1
-                future._set_error(TaskError(f"task {future.name} could not be sent: {e}"))
+                future._set_error(TaskError(f"task {future.name} could not be sent: {e}", task=future.name))
                 return
-            call._add_done_callback(lambda c: land(c, i, attempts_left))
+            call._add_done_callback(lambda c: land(c, i, landed))
 
-        def land(call, i: int, attempts_left: int) -> None:
+        def land(call, i: int, landed) -> None:
             with self.lock:
                 self.load[i] -= 1
             try:
                 ok, value = call.result()
             except ActorError as e:             # its worker died: the runner was restarted elsewhere
-                ok, value = False, TaskError(f"task {future.name} was lost: {e}")
-            if ok:
-                future._set_result(value)
-            elif attempts_left > 0:
-                launch(attempts_left - 1)
-            else:
-                future._set_error(value)
+                ok, value = False, TaskError(f"task {future.name} was lost: {e}", task=future.name)
+            landed(ok, value)
 
-        after(dependencies(args, kwargs), lambda: launch(retries))
+        run_retried(future, args, kwargs, retries, attempt)
         return future
 
     def gather(self, futures) -> list:

@@ -166,6 +166,7 @@ from collections import OrderedDict
 import cloudpickle
 
 from engines.api import TaskError
+from engines.common import first_line
 
 BANDWIDTH = 200e6       # bytes/s assumed for a transfer between workers (pickle + loopback + unpickle)
 INLINE = 16 * 1024      # bytes: a result this small rides in its report when the driver holds its Future
@@ -219,7 +220,7 @@ def submit(state, key, fid, args, kwargs, slots, retries) -> None:
     for d in deps:
         if d not in status:
             raise TaskError(f"task {key} depends on {d}, which was released when its tasks() context "
-                            "closed; submit the dependency again in this context")
+                            "closed; submit the dependency again in this context", task=key)
     specs[key] = (fid, args, kwargs, deps, retries, slots)
     _use_function(state, fid, +1)
     state["held"].add(key)
@@ -245,7 +246,7 @@ def want(state, key) -> None:
     status = state["status"].get(key)
     if status is None:
         state["outcomes"].append((key, TaskError(f"task {key} was released when its tasks() context closed; "
-                                                 "ask for results inside the with block"), None))
+                                                 "ask for results inside the with block", task=key), None))
         return
     if key in state["wanted"] or status == "erred":
         return
@@ -655,10 +656,8 @@ def _fail(state, key, error) -> None:
 
 def _downstream(key, failed, error) -> TaskError:
     """The error of ``key``, which cannot run because its input ``failed`` raised ``error``."""
-    first = str(error).splitlines()[0] if str(error) else type(error).__name__
-    err = TaskError(f"task {key} did not run: dependency {failed} failed: {first}")
-    err.original = getattr(error, "original", None)
-    return err
+    return TaskError(f"task {key} did not run: dependency {failed} failed: {first_line(error)}",
+                     task=key, dependency=failed, original=getattr(error, "original", None))
 
 
 def _copied(state, w, key, nbytes) -> None:

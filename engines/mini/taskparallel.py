@@ -60,14 +60,15 @@ from engines.mini import scheduler
 from engines.mini.cluster import DRIVER, ClusterError, Host, InProcessHost
 from engines.mini.taskworker import MAX_ROWS, SLICE, TaskWorker
 from engines.plan import OnTasks, Plan, evaluate
+from engines.support import Support
 from engines.mini.trace import Recording
 
 REPLY_TIMEOUT = 30.0     # s to wait for a worker's trace or stats
 
 SUPPORTS = {
-    "dataflow": "emulated: compiled to a task graph; streams as micro-batches of such graphs",
-    "tasks": "native",
-    "actors": "unsupported: mini-tasks runs task graphs; stateful actors on the same workers are mini-actors",
+    "dataflow": Support.emulated("compiled to a task graph", streams="streams as micro-batches of such graphs"),
+    "tasks": Support.native(),
+    "actors": Support.unsupported("mini-tasks runs task graphs; stateful actors on the same workers are mini-actors"),
 }
 
 
@@ -167,9 +168,8 @@ class MiniTasksSession(Recording, Session):
             try:
                 return evaluate(plan, OnTasks(tasks), buckets=self.workers)
             except TaskError as e:
-                original = getattr(e, "original", None)
-                if isinstance(original, DataflowError):
-                    raise DataflowError(str(original)) from None
+                if isinstance(e.original, DataflowError):
+                    raise DataflowError(str(e.original)) from None
                 raise DataflowError(f"flow {plan.name!r} on mini-tasks: {e}") from None
 
     # -- submitting and waiting
@@ -203,7 +203,7 @@ class MiniTasksSession(Recording, Session):
     def _dep(self, future: Future, key: str) -> str:
         if not isinstance(future, MiniFuture) or future._session is not self:
             raise TaskError(f"task {key}: the Future {future.name} comes from another session; "
-                            "pass its value (.result()) instead")
+                            "pass its value (.result()) instead", task=key)
         return future.name
 
     def _wait(self, futures, timeout) -> None:
@@ -242,7 +242,8 @@ class MiniTasksSession(Recording, Session):
             outcomes = self._take_outcomes()
         for future in closing:
             future._set_error(TaskError(f"task {future.name} was released when its tasks() context closed, "
-                                        "before its result was asked for; call result() inside the with block"))
+                                        "before its result was asked for; call result() inside the with block",
+                                        task=future.name))
         self._settle(outcomes)
         self._kick()
 
@@ -286,7 +287,7 @@ class MiniTasksSession(Recording, Session):
                 value = pickle.loads(payload)
             except Exception as e:
                 future._set_error(TaskError(f"the result of task {key} could not be unpickled on the driver: "
-                                            f"{type(e).__name__}: {e}"))
+                                            f"{type(e).__name__}: {e}", task=key))
                 continue
             future._set_result(value)
 
@@ -328,7 +329,8 @@ class MiniTasksSession(Recording, Session):
             except Exception as e:
                 if m[0] != "run":
                     raise
-                error = TaskError(f"task {m[1]} could not be sent to worker {w}: {type(e).__name__}: {e}")
+                error = TaskError(f"task {m[1]} could not be sent to worker {w}: {type(e).__name__}: {e}",
+                                  task=m[1], worker=w)
                 with self._lock:
                     scheduler.report(self._state, w, [("erred", m[1], error)])
                     outcomes = self._take_outcomes()

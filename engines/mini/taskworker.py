@@ -294,13 +294,7 @@ class TaskWorker:
         return size
 
     def _error(self, key, error: BaseException) -> TaskError:
-        err = task_error(key, error)
-        try:
-            pickle.dumps(error, protocol=5)
-            err.original = error                 # the exception itself, where it can travel
-        except Exception:
-            err.original = None
-        return err
+        return task_error(key, error, worker=self.me)
 
     def _payload(self, key, value):
         """``value`` pickled for the driver, or the TaskError saying why it cannot be."""
@@ -311,7 +305,7 @@ class TaskWorker:
                 data = cloudpickle.dumps(value, protocol=5)
         except Exception as e:
             return TaskError(f"task {key} returned a {type(value).__name__} that cannot be pickled "
-                             f"to the driver: {type(e).__name__}: {e}")
+                             f"to the driver: {type(e).__name__}: {e}", task=key, worker=self.me)
         self._row(DRIVER, len(data), key, "result", 1)
         return pickle.PickleBuffer(data) if len(data) >= OUT_OF_BAND else data
 
@@ -432,7 +426,8 @@ class TaskWorker:
             for t in self.waiters.pop(key, ()):
                 if self.tasks.pop(t, None) is not None:
                     self.report.append(("erred", t, TaskError(
-                        f"task {t} did not run: the result of {key} cannot be sent between workers: {why}")))
+                        f"task {t} did not run: the result of {key} cannot be sent between workers: {why}",
+                        task=t, worker=self.me)))
 
     def _on_lost(self, source, m) -> None:
         """Peer ``m[1]`` died: what we were fetching from it will never come. Mutates."""
