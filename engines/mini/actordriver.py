@@ -76,7 +76,7 @@ class Driver(Endpoint):
 
     # -- what the session asks
     def live(self) -> list[int]:
-        with self.cond:
+        with self.lock:
             return messaging.live_workers(self.state)
 
     def spawn(self, cls: type, args: tuple, kwargs: dict, worker: int | None, max_restarts: int | None) -> MiniActorRef:

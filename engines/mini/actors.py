@@ -51,7 +51,6 @@ the driver -- and the trace of the workers' sends shows it::
 
 from __future__ import annotations
 
-import logging
 import secrets
 
 from engines import Engine
@@ -62,8 +61,6 @@ from engines.mini.cluster import Host, InProcessHost
 from engines.mini.endpoint import MiniActorRef
 from engines.streaming import run_microbatches
 from engines.mini.trace import Recording
-
-log = logging.getLogger("archbench.mini")
 
 SUPPORTS = {
     "dataflow": "emulated: operator actors (one per step per worker) push record batches downstream, "

@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 
-from engines.api import ActorError, Future
+from engines.api import ActorError
 from engines.common import invoke
 from engines.mini import messaging
 from engines.mini.cluster import DRIVER
@@ -138,7 +138,6 @@ class ActorHost(Endpoint):
                              "its mailbox until the method that waits for it returns; call the method "
                              "directly (self.method()), or tell")
         self.flush()
-        Future._fetch(future, timeout)
 
 
 class InProcessActorHost(InProcess, ActorHost):

@@ -198,7 +198,8 @@ class Reply(Future):
         self.owner = owner
 
     def _fetch(self, timeout):
-        self.owner.wait(self, timeout)
+        self.owner.wait(self, timeout)          # send what its call may still be queued with (in-process: run it)
+        super()._fetch(timeout)
 
 
 # ================================================================ the shell
@@ -218,7 +219,8 @@ class Endpoint:
                  linger: float, trace_cap: int, latencies=None):
         self.me, self.token = me, token
         self.state = messaging.new_state(me, workers, window=window)
-        self.cond = threading.Condition(threading.Lock())   # guards ``state``; never taken twice by one thread
+        self.lock = threading.Lock()                        # guards ``state``; never taken twice by one thread
+        self.cond = threading.Condition(self.lock)          # senders waiting for credit or a route wait on it
         self.flush_lock = threading.Lock()                  # one flush at a time: frames to a peer stay in order
         self.send_timeout, self.batch, self.latencies = send_timeout, batch, latencies
         self.events = Events(me, trace_cap)
@@ -231,7 +233,7 @@ class Endpoint:
     # -- running verbs
     def apply(self, verb, *args):
         """``verb(state, *args)`` under the lock; then settle, wake and send what it left. Its result."""
-        with self.cond:
+        with self.lock:
             result = verb(self.state, *args)
             effects = self._effects()
         if effects is not None:
@@ -296,7 +298,7 @@ class Endpoint:
         now = time.monotonic()
         deadline = now + self.send_timeout if deadline is None else deadline
         if now > deadline:
-            with self.cond:
+            with self.lock:
                 raise messaging.why_waiting(self.state, ref.actor_id, ref.cls_name, ref.home, self.send_timeout)
         self.flush()                            # what we queued may be what the actor needs to make progress
         with self.cond:
@@ -314,7 +316,7 @@ class Endpoint:
     def flush(self) -> None:
         """Send everything queued, one frame per destination (``("batch", [...])`` for more than one)."""
         with self.flush_lock:
-            with self.cond:
+            with self.lock:
                 out, kinds = messaging.take_outbox(self.state)
             for dest, messages in out.items():
                 try:
@@ -324,9 +326,8 @@ class Endpoint:
                 self.events.sent(dest, nbytes, kinds[dest])
 
     def wait(self, future: Reply, timeout) -> None:
-        """A caller waits for ``future``: flush first (its call may still be queued here)."""
+        """A caller is about to wait for ``future``: flush (its call may still be queued here)."""
         self.flush()
-        Future._fetch(future, timeout)
 
     # -- receiving
     def read(self, source, message) -> bool:
@@ -343,7 +344,7 @@ class Endpoint:
         """Apply a message (or a batch) to the state under one lock; then act on it. Any thread."""
         messages = message[1] if message[0] == "batch" else (message,)
         others = None
-        with self.cond:
+        with self.lock:
             state = self.state
             for m in messages:
                 if not messaging.receive(state, source, m):
@@ -394,7 +395,7 @@ class InProcess:
         super().__init__(*args, **{**options, "window": 0, "linger": 0})
 
     def blocked(self, ref, flow, deadline):
-        with self.cond:
+        with self.lock:
             raise messaging.why_waiting(self.state, ref.actor_id, ref.cls_name, ref.home, self.send_timeout)
 
     def queued(self) -> None:
