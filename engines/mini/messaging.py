@@ -73,15 +73,19 @@ State (``state[name]``; *w* a worker id, *actor* an actor id such as ``"Counter-
 
     me        w | "driver"                        whose state this is
     window    int                                 credit per sender and actor (0: no flow control)
+    clock     () -> float                         stamps arrivals in mailboxes (``time.time``)
     where     {actor: (w | None, incarnation, why)}   routes (the driver: every actor it spawned);
                                                   None: stopped or dead, ``why`` says how
     credit    {actor: [incarnation, admitted, credited]}   in flight = admitted - credited
-    calls     {cid: (waiter, actor, class name, method, w)}   asked, not answered (waiter: the shell's Future)
+    calls     {cid: (waiter, actor, class name, method, w)}   asked, not answered (waiter: the shell's Future);
+                                                  next_cid: the next call id
     lost      {w: why}
     closed    "" | why                            the session has closed: nothing more is sent
     hosted    {actor: {"aid", "cls", "inc", "recipe", "mailbox": deque, "handled": {sender: n},
                        "credited": {sender: n}, "idle": bool, "closed": bool}}   actors hosted here
-    retired   {actor: why}                        stopped here; late messages are refused with that
+                                                  (recipe None: not spawned yet, its mail waits)
+    retired   {actor: why}                        stopped here; late messages are refused with that;
+                                                  warned {actor, ...}: a refused tell was logged
     workers, recipes {actor: (class name, recipe | None, max_restarts)}, restarts {actor: n},
     turn, spawned                                 the driver's placement and supervision
     outbox    {dest: [message, ...]}; kinds {dest: {kind: n}}; queued   to send (kinds: for the trace)
