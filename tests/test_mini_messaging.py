@@ -53,11 +53,12 @@ def cluster(window=4):
         """Worker ``w``'s shell: build what was spawned, handle every mailbox that has mail."""
         state = procs[w]
         while state["wake"]:
-            hosted = state["wake"].pop(0)
+            hosted, item = state["wake"].pop(0)
             if hosted["aid"] not in objects[w]:
                 cls, args, kwargs = pickle.loads(hosted["recipe"])
                 objects[w][hosted["aid"]] = cls(*args, **kwargs)
-            item = m.next_message(state, hosted)
+            if item is None:
+                item = m.next_message(state, hosted)
             while item is not None:
                 source, (_, aid, cid, method, payload), _ = item
                 args, kwargs = pickle.loads(payload)
@@ -107,7 +108,7 @@ def test_a_message_to_an_actor_of_the_same_worker_goes_straight_into_its_mailbox
     wire()
     run(0)
     send(procs[0], aid, home, "add", 1, waiter="mine")
-    assert procs[0]["outbox"] == {} and [h["aid"] for h in procs[0]["wake"]] == [aid]   # woken, not sent
+    assert procs[0]["outbox"] == {} and [(h["aid"], item[1][3]) for h, item in procs[0]["wake"]] == [(aid, "add")]
     run(0)
     assert settled(procs[0]) == {"mine": 1}
 

@@ -7,7 +7,7 @@ shell that runs user code. Two forms around the same state:
 - `ActorHost` (a worker process). Each actor has its own thread, which
   builds it and then takes its mailbox one message at a time; when the
   mailbox is empty it flushes (the replies leave together) and sleeps on
-  its **bell**, a lock that the next delivery releases. So a slow actor
+  its **bell**, a queue through which the next message is handed to it. So a slow actor
   does not stall its neighbours, and a method may wait for another actor's
   reply (``other.call(...).result()``) while the worker keeps receiving.
   The cluster's reader threads only *route* -- a message goes into a
@@ -23,6 +23,7 @@ shell that runs user code. Two forms around the same state:
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -44,7 +45,7 @@ class ActorHost(Endpoint):
         super().__init__(ctx.me, token, window=window, send_timeout=send_timeout, batch=batch, linger=linger,
                          trace_cap=trace_cap)
         self.ctx = ctx
-        self.bells: dict = {}                   # actor -> the lock its thread sleeps on while idle
+        self.bells: dict = {}                   # actor -> the SimpleQueue its thread sleeps on while idle
         self.register()
         if direct:
             ctx.on_read(self.read)
@@ -63,17 +64,16 @@ class ActorHost(Endpoint):
         return self.ctx.send(dest, message)
 
     # -- running actors
-    def woken(self, hosted: list) -> None:
-        """Start a thread for an actor spawned here; ring the bell of one that got mail while idle."""
-        for actor in hosted:
+    def woken(self, wake: list) -> None:
+        """Start a thread for an actor spawned here; hand an idle one its message (None: it stops)."""
+        for actor, item in wake:
             bell = self.bells.get(actor["aid"])
             if bell is None:
-                bell = self.bells[actor["aid"]] = threading.Lock()
-                bell.acquire()
+                bell = self.bells[actor["aid"]] = queue.SimpleQueue()
                 threading.Thread(target=self._serve, args=(actor, bell), daemon=True,
                                  name=f"actor {actor['aid']}").start()
             else:
-                bell.release()                  # it idles exactly once per wake-up: never released twice
+                bell.put(item)
 
     def _serve(self, actor: dict, bell) -> None:
         """An actor's thread: build it, then handle its mailbox one message at a time until retired."""
@@ -87,8 +87,7 @@ class ActorHost(Endpoint):
             if actor["closed"]:
                 break
             self.flush()                        # replies and tells leave together when the mailbox is empty
-            bell.acquire()
-            item = self.apply(messaging.next_message, actor)
+            item = bell.get()
         self.bells.pop(actor["aid"], None)
         self.flush()
 
@@ -97,7 +96,7 @@ class ActorHost(Endpoint):
         aid, cls_name, start = actor["aid"], actor["cls"], time.time()
         obj = error = None
         try:
-            cls, args, kwargs = unpack(actor["recipe"], f"the class or arguments of {cls_name}")
+            cls, args, kwargs = unpack(actor["recipe"], "the class or arguments of {}", cls_name)
             obj = cls(*args, **kwargs)
         except ActorError as e:
             error = ActorError(f"{cls_name} actor {aid} could not start: {e}")
@@ -115,7 +114,7 @@ class ActorHost(Endpoint):
         try:
             if error is not None:
                 raise error
-            args, kwargs = unpack(payload, f"the arguments of {cls_name}.{method}()")
+            args, kwargs = unpack(payload, "the arguments of {}.{}()", cls_name, method)
             value, ok = invoke(obj, aid, method, args, kwargs), True
         except ActorError as e:
             value, ok = e, False
@@ -125,7 +124,7 @@ class ActorHost(Endpoint):
         reply = None
         if cid is not None:
             try:
-                reply = pack(value, f"the reply of {cls_name}.{method}()")
+                reply = pack(value, "the reply of {}.{}()", cls_name, method)
             except ActorError as e:
                 ok, reply = False, pack(e, "an error")
         elif not ok:
@@ -146,7 +145,7 @@ class InProcessActorHost(InProcess, ActorHost):
     def __init__(self, ctx, token: str, **options):
         super().__init__(ctx, token, **options)
         self.built: dict = {}                   # actor -> (object, error), as `build` made them
-        self.ready: deque = deque()             # woken actors not run yet
+        self.ready: deque = deque()             # (actor, item | None) woken, not run yet
         self.running = False
 
     def register(self) -> None:
@@ -156,20 +155,21 @@ class InProcessActorHost(InProcess, ActorHost):
         self.receive(source, message)
         self.flush()
 
-    def woken(self, hosted: list) -> None:
+    def woken(self, wake: list) -> None:
         """Run each woken actor until its mailbox is empty; one woken by a running actor runs after it."""
-        self.ready.extend(hosted)
+        self.ready.extend(wake)
         if self.running:
             return
         self.running, before = True, run_as(self, None)
         try:
             while self.ready:
-                actor = self.ready.popleft()
+                actor, item = self.ready.popleft()
                 aid = actor["aid"]
                 if aid not in self.built:
                     self.built[aid] = self.build(actor)
                 run_as(self, aid)
-                item = self.apply(messaging.next_message, actor)
+                if item is None:
+                    item = self.apply(messaging.next_message, actor)
                 while item is not None:
                     item = self.run(actor, *self.built[aid], item)
                 if actor["closed"]:

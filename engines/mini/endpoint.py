@@ -118,8 +118,11 @@ def to_driver(message: tuple) -> None:
     endpoint.apply(messaging.post, DRIVER, message, message[0])
 
 
-def pack(obj, what: str, *, code: bool = False) -> bytes:
-    """Pickle ``obj`` for a message (cloudpickle when ``code`` or when pickle refuses); errors teach."""
+def pack(obj, what: str, *names, code: bool = False) -> bytes:
+    """Pickle ``obj`` for a message (cloudpickle when ``code`` or when pickle refuses); errors teach.
+
+    ``what`` names it in an error, formatted with ``names`` only then (it costs nothing per message).
+    """
     try:
         if not code:
             try:
@@ -128,6 +131,7 @@ def pack(obj, what: str, *, code: bool = False) -> bytes:
                 pass
         return cloudpickle.dumps(obj, protocol=5)
     except Exception as e:
+        what = what.format(*names)
         raise ActorError(f"{what} could not be pickled ({type(e).__name__}: {e}); an actor gets a copy of "
                          "each argument and its caller a copy of each reply, so send plain data or refs") from None
 
@@ -141,10 +145,12 @@ def pack_recipe(obj, what: str) -> bytes:
                          "actor from a copy, so pass a class and plain arguments (or refs)") from None
 
 
-def unpack(payload: bytes, what: str):
+def unpack(payload: bytes, what: str, *names):
+    """Unpickle a payload; ``what`` (formatted with ``names``) names it in the error."""
     try:
         return pickle.loads(payload)
     except Exception as e:
+        what = what.format(*names)
         raise ActorError(f"{what} could not be unpickled here ({type(e).__name__}: {e}); is its class "
                          "importable by the workers (defined in a module, not only in a notebook cell)?") from None
 
@@ -233,12 +239,14 @@ class Endpoint:
     # -- running verbs
     def apply(self, verb, *args):
         """``verb(state, *args)`` under the lock; then settle, wake and send what it left. Its result."""
+        state = self.state
         with self.lock:
-            result = verb(self.state, *args)
-            effects = self._effects()
+            result = verb(state, *args)
+            effects = self._effects() if state["wake"] or state["outcomes"] or state["unblocked"] or state["log"] \
+                else None
         if effects is not None:
             self._act(effects)
-        if self.state["queued"]:
+        if state["queued"]:
             self.queued()
         return result
 
@@ -248,8 +256,6 @@ class Endpoint:
         if state["unblocked"]:
             state["unblocked"] = False
             self.cond.notify_all()
-        if not (state["outcomes"] or state["wake"] or state["log"]):
-            return None
         effects = state["outcomes"], state["wake"], state["log"]
         state["outcomes"], state["wake"], state["log"] = [], [], []
         return effects
@@ -259,7 +265,7 @@ class Endpoint:
         for waiter, ok, value, cls_name, method in outcomes:
             if type(value) is bytes:
                 try:
-                    value = unpack(value, f"the reply of {cls_name}.{method}()")
+                    value = unpack(value, "the reply of {}.{}()", cls_name, method)
                 except ActorError as e:
                     ok, value = False, e
             waiter._set_result(value) if ok else waiter._set_error(value)
@@ -277,7 +283,7 @@ class Endpoint:
         """
         code = self.me == DRIVER and not (_PLAIN.issuperset(map(type, args))
                                           and (not kwargs or _PLAIN.issuperset(map(type, kwargs.values()))))
-        payload = pack((args, kwargs), f"the arguments of {ref.cls_name}.{method}()", code=code)
+        payload = pack((args, kwargs), "the arguments of {}.{}()", ref.cls_name, method, code=code)
         deadline = None
         while True:
             future = Reply(f"{ref.actor_id}.{method}", self, None if internal else self.latencies) if reply else None
@@ -342,22 +348,26 @@ class Endpoint:
 
     def receive(self, source, message) -> None:
         """Apply a message (or a batch) to the state under one lock; then act on it. Any thread."""
-        messages = message[1] if message[0] == "batch" else (message,)
-        others = None
+        kind, state, others = message[0], self.state, None
         with self.lock:
-            state = self.state
-            for m in messages:
-                if not messaging.receive(state, source, m):
-                    others = others or []
-                    others.append(m)
-            effects = self._effects()
+            if kind != "batch":
+                if not messaging.receive(state, source, message):
+                    others = [message]
+            else:
+                for m in message[1]:
+                    if not messaging.receive(state, source, m):
+                        others = others or []
+                        others.append(m)
+            effects = self._effects() if state["wake"] or state["outcomes"] or state["unblocked"] or state["log"] \
+                else None
         if effects is not None:
             self._act(effects)
-        if self.state["queued"]:
+        if state["queued"]:
             self.queued()
-        for m in others or ():
-            self.other(source, m)
-        if message[0] == "lost":
+        if others:
+            for m in others:
+                self.other(source, m)
+        if kind == "lost":
             self.lost(message[1], message[2])
 
     def other(self, source, message) -> None:
@@ -367,8 +377,8 @@ class Endpoint:
         """After ``worker``'s loss is applied: send what it left (restarts, new routes) at once."""
         self.flush()
 
-    def woken(self, hosted: list) -> None:
-        """Actors spawned here, or idle ones that got mail (a worker's)."""
+    def woken(self, wake: list) -> None:
+        """``[(actor, item | None)]``: actors spawned here, or idle ones handed a message (a worker's)."""
 
     # -- to implement
     def transmit(self, dest, message) -> int:

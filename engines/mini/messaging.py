@@ -9,8 +9,8 @@ actors message each other directly, worker to worker -- has one ``state``
 (`new_state`); the verbs below read and change it. Nothing here does I/O,
 starts a thread or runs user code: a verb leaves messages for other
 processes in ``state["outbox"]``, outcomes of calls for the caller's
-Futures in ``state["outcomes"]``, and mailboxes that have mail for an idle
-actor in ``state["wake"]``; the shells (`engines.mini.endpoint`, around
+Futures in ``state["outcomes"]``, and actors to start, or to hand a
+message to, in ``state["wake"]``; the shells (`engines.mini.endpoint`, around
 this state in every process; `engines.mini.actorworker` and
 `engines.mini.actordriver`) send them, settle them and run the actors.
 Payloads are bytes pickled by the shell: here they are only carried.
@@ -27,7 +27,10 @@ mailbox at once, without leaving the process.
 
 **Mailboxes and ordering.** Each actor hosted here has a mailbox, a FIFO
 of ``(sender, message, arrival time)``; its shell takes one item at a time
-(`next_message`), runs the method, and reports (`handled`). Messages from
+(`next_message`), runs the method, and reports (`handled`, which gives the
+next item). An idle actor (its mailbox ran empty) is handed a new message
+directly, with its wake-up; a busy one finds it in the mailbox when it is
+done -- the same order either way. Messages from
 one sender to one actor keep their order: they leave in order, travel one
 connection (a FIFO), are delivered in the order read and wait in one
 mailbox. Nothing is promised between different senders. A message that
@@ -90,7 +93,8 @@ State (``state[name]``; *w* a worker id, *actor* an actor id such as ``"Counter-
     turn, spawned                                 the driver's placement and supervision
     outbox    {dest: [message, ...]}; kinds {dest: {kind: n}}; queued   to send (kinds: for the trace)
     outcomes  [(waiter, ok, payload | ActorError, class name, method)]   for the shell to settle
-    wake      [hosted, ...]                       actors to start (spawned) or to wake (mail, was idle)
+    wake      [(hosted, item | None), ...]        actors to start (spawned: None), to hand ``item``
+                                                  (it was idle), or to stop (idle and retired: None)
     unblocked bool                                credit or a route changed: a waiting sender may go on
     log       [sentence, ...]                     warnings for the shell to log
 
@@ -111,7 +115,7 @@ its destination, in order (the shells do this with sockets)::
 The driver places a ``Counter`` (round robin: worker 0) and keeps its
 recipe. The spawn and two messages leave together; on worker 0 the spawn
 makes a mailbox and asks the shell to start the actor (``wake``), and the
-messages wait in it, in order::
+messages wait in it, in order, until it is built::
 
     >>> spawn(driver, "Counter", b"<Counter, args>", None, 3)
     ('Counter-1', 0)
@@ -119,8 +123,8 @@ messages wait in it, in order::
     (True, True)
     >>> wire()
     >>> counter = w0["hosted"]["Counter-1"]
-    >>> [h["aid"] for h in w0["wake"]], [(m[2], m[3], m[4]) for _, m, _ in counter["mailbox"]]
-    (['Counter-1'], [(None, 'add', b'<2>'), (1, 'add', b'<3>')])
+    >>> [(h["aid"], item) for h, item in w0["wake"]], [(m[2], m[3], m[4]) for _, m, _ in counter["mailbox"]]
+    ([('Counter-1', None)], [(None, 'add', b'<2>'), (1, 'add', b'<3>')])
 
 The shell takes one message at a time, runs it and reports. The second is
 a call (``cid`` 1): its reply goes back, and after ``window // 2 = 2``
@@ -376,11 +380,11 @@ def start(state, aid, cls_name: str, inc: int, recipe) -> None:
     """``spawn``: host incarnation ``inc`` here; the shell builds it from ``recipe`` (``wake``). Mutates."""
     hosted = _mailbox(state, aid)
     hosted.update(cls=cls_name, inc=inc, recipe=recipe)
-    state["wake"].append(hosted)
+    state["wake"].append((hosted, None))
 
 
 def deliver(state, source, message) -> None:
-    """``msg``: put it in its actor's mailbox (wake the actor if idle), or refuse it if retired. Mutates."""
+    """``msg``: hand it to its actor if idle (``wake``), else put it in its mailbox; refuse it if retired. Mutates."""
     aid = message[1]
     hosted = state["hosted"].get(aid)
     if hosted is None:
@@ -389,14 +393,15 @@ def deliver(state, source, message) -> None:
             _refuse(state, source, message, why)
             return
         hosted = _mailbox(state, aid)       # it overtook its actor's spawn: it waits for it
-    hosted["mailbox"].append((source, message, state["clock"]()))
-    if hosted["idle"]:
+    if hosted["idle"]:                      # the mailbox is empty: nothing can come before it
         hosted["idle"] = False
-        state["wake"].append(hosted)
+        state["wake"].append((hosted, (source, message, state["clock"]())))
+    else:
+        hosted["mailbox"].append((source, message, state["clock"]()))
 
 
 def next_message(state, hosted):
-    """The next ``(sender, message, arrived)`` for the actor, or None: then it idles until woken. Mutates.
+    """The next ``(sender, message, arrived)`` for the actor, or None: then it idles until handed one. Mutates.
 
     After a retirement it gets what came before, then None, and ``closed``.
     """
@@ -437,10 +442,11 @@ def stop(state, aid, why: str) -> None:
         hosted["closed"] = True
         _refuse_all(state, hosted, why)
         return
-    hosted["mailbox"].append(None)
-    if hosted["idle"]:
-        hosted["idle"] = False
-        state["wake"].append(hosted)
+    if hosted["idle"]:                      # its mailbox is empty: it stops now
+        hosted["idle"], hosted["closed"] = False, True
+        state["wake"].append((hosted, None))
+    else:
+        hosted["mailbox"].append(None)      # a marker: it stops after what came before
 
 
 def _mailbox(state, aid) -> dict:
