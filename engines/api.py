@@ -77,13 +77,18 @@ class Future:
     hears that the task ended. (A task-parallel engine that leaves the value
     on its worker settles the Future with a stand-in for it then --
     `engines.common.HeldFuture` -- or stamps the latency itself.)
+
+    ``_new_event`` makes the one-shot event a Future waits on (``is_set``,
+    ``set``, ``wait``): a subclass made by the thousand may give a cheaper one.
     """
+
+    _new_event = threading.Event
 
     def __init__(self, name: str, log: LatencyLog | None = None):
         self.name = name
         self._log = log
         self._t_submit = time.perf_counter()
-        self._event = threading.Event()
+        self._event = self._new_event()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[["Future"], None]] = []
         self._value = None

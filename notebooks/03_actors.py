@@ -19,8 +19,9 @@
 # 4. explain supervision: what happens to an actor whose host dies;
 # 5. run the same actor program on archbench's `mini-actors` and on Ray, and compare their timelines.
 #
-# **The textbook** is the docstring of `engines/mini/actors.py` and `engines/mini/supervisor.py`; the
-# contract is in `engines/api.py` (`Actors`, `ActorRef`).
+# **The textbook** is the docstring of `engines/mini/messaging.py` (the actor runtime as plain data: mailboxes,
+# credit, supervision, with a worked example) and of `engines/mini/actors.py` (the modules around it, in
+# reading order); the contract is in `engines/api.py` (`Actors`, `ActorRef`).
 
 # %%
 import os
@@ -136,7 +137,7 @@ lessons.show(*traces, titles=titles, shared_axis=False)
 # ## 3. Supervision: the host dies, the actor comes back fresh
 #
 # We kill the worker process that hosts a counter while it handles a long call. The call in flight fails, naming the actor, the
-# method and the cause; the supervisor restarts the actor on a live worker — with **fresh** state:
+# method and the cause; the driver, which supervises, restarts the actor on a live worker — with **fresh** state:
 # the constructor runs again. State that must survive a crash has to be saved somewhere else.
 
 # %%

@@ -179,7 +179,7 @@ def test_a_flood_of_tells_is_slowed_and_memory_stays_bounded(tmp_path):
                 sent[0] += 1
 
         def window_full():
-            _, admitted, credited = session.driver.credit[gate.actor_id]
+            _, admitted, credited = session.driver.state["credit"][gate.actor_id]
             return admitted - credited >= 1000
 
         sender = threading.Thread(target=flood, daemon=True)
@@ -225,7 +225,7 @@ def test_restarts_are_limited_and_a_dead_actor_says_why():
         mortal = actors.spawn(Counter, worker=1, max_restarts=0)
         assert mortal.call("pid").result() == session.worker_pids[1]
         os.kill(session.worker_pids[1], signal.SIGKILL)
-        wait_until(lambda: session.driver.where[mortal.actor_id][0] is None)
+        wait_until(lambda: session.driver.state["where"][mortal.actor_id][0] is None)
         with pytest.raises(ActorError, match=r"Counter-1 is stopped: its host worker 1 .*SIGKILL.*max_restarts=0"):
             mortal.call("add").result()
         with pytest.raises(ActorError, match=r"cannot spawn Counter on worker 1: it is lost.*live workers: \[0\]"):
@@ -286,10 +286,10 @@ def test_a_failing_step_is_named_and_the_session_goes_on(mini):
 
 
 def test_a_reply_is_a_whole_future():
-    """A call's Future is built without threading.Event (see messaging.Reply): it must still have
+    """A call's Future is built without threading.Event (see endpoint.Reply): it must still have
     every attribute an engines.api.Future has, or a change to Future would break it unnoticed."""
     from engines.api import Future
-    from engines.mini.messaging import Reply
+    from engines.mini.endpoint import Reply
 
     reply = Reply("x.add", owner=None)
     assert set(vars(Future("x.add"))) <= set(vars(reply))

@@ -24,6 +24,16 @@ The modes (each a runtime for the cluster, a driver loop and an engine):
 - ``mini-tasks`` and ``mini-actors`` -- a scheduler dispatching tasks to the
   same workers, and actors hosted in them.
 
+``mini-actors``, in order: `engines.mini.messaging` -- the actor runtime's
+state as plain data and verbs (routes, mailboxes and the order per sender,
+credit, calls, supervision), no I/O, with a worked example: read it first;
+`engines.mini.endpoint` -- the thin shell every process has around that
+state (a lock, pickled payloads, batched frames, the ref and the call
+Future); `engines.mini.actorworker` -- a worker: a thread per actor, or
+actors in turn in one process; `engines.mini.actordriver` -- the driver's
+side; `engines.mini.actors` -- the engine and session;
+`engines.mini.operators` -- dataflows and tasks on actors.
+
 A new mode is a class ``Runtime(ctx, **options)`` with ``handle(source,
 message)`` (see `engines.mini.cluster` for ``ctx``), started with
 ``Host(workers, "module:Runtime")`` or ``InProcessHost(workers, Runtime)``,

@@ -50,13 +50,25 @@ is a worker id or `DRIVER`). ``ctx`` -- this worker, or an in-process
 stand-in -- offers ``ctx.me``, ``ctx.n``, ``ctx.send(dest, message, code=False)``
 (bytes written; ``code=True`` pickles with cloudpickle),
 ``ctx.queue(dest, message)`` + ``ctx.flush(dest=None)`` (batching: queued
-messages leave together in one frame), and ``ctx.later(seconds, message)``
+messages leave together in one frame), ``ctx.later(seconds, message)``
 (a timer: the runtime is handed ``message``, from itself, once ``seconds``
-have passed -- how a worker paces a stream without a thread of its own). Messages are tuples whose first item
-names them; ``("stop",)`` and ``("mesh", ...)`` belong to the cluster, and a
+have passed -- how a worker paces a stream without a thread of its own) and
+``ctx.on_read(handler)`` (the delivery hook, below). Messages are tuples
+whose first item names them; ``("stop",)`` and ``("mesh", ...)`` belong to the cluster, and a
 runtime receives ``("lost", k, why)`` when peer ``k`` dies. A message that
 cannot be unpickled, or a runtime that raises, is reported to the host as
 ``("runtime-error", k, text)`` -- promptly, never as a silent hang.
+
+The delivery hook. A runtime that only routes what it receives -- into
+its own queues, never running user code on the way -- may take messages
+on the thread that read them and save the hop through the worker's inbox
+and main thread: ``ctx.on_read(handler)`` has ``handler(source, message)``
+called on that thread for every message read from a connection (and for
+the ``("lost", k, why)`` of a peer); it returns True if it took the
+message, False to have it queued for ``handle`` as usual. Set it in the
+runtime's constructor: nothing is sent to a runtime before every worker
+has built its own. `Host` offers the same for the driver,
+``host.on_read(handler)``, instead of `Host.recv`.
 
 `InProcessHost` runs the same runtimes as plain objects in one process,
 with one FIFO of messages (each still pickled and unpickled, as on the
@@ -66,7 +78,7 @@ State of a `Host`: ``n``; ``local: list[int]`` (its workers' ids);
 ``procs: {id: Popen}``; ``conns: {id: Conn}`` (to its workers);
 ``table: {id: ((host, port), pid)}`` (every worker's mesh address);
 ``peers: {process id: Conn}`` (other processes); ``events: Queue`` of
-``(source, message)``; ``lost: {member: sentence}``; ``arrived: {barrier
+``(source, message)``; ``reader``: the delivery hook or None; ``lost: {member: sentence}``; ``arrived: {barrier
 tag: {process, ...}}``.
 
 Worked example -- two workers running a runtime that echoes to the driver::
@@ -122,6 +134,7 @@ class WorkerProcess:
         self.spec = spec
         self.me, self.n = spec["wid"], spec["n"]
         self.inbox: queue.Queue = queue.Queue()
+        self.reader = None                    # the runtime's delivery hook (`on_read`), if it set one
         self.timers: list = []                # heap of (due, seq, message): the runtime's `later` calls
         self._seq = itertools.count()
         self.peers: dict = {}                 # worker id -> Conn
@@ -147,7 +160,7 @@ class WorkerProcess:
         rejoined = hello[1] in self.peers          # a fresh worker in place of a lost one
         self._add_peer(hello[1], conn)
         if rejoined:
-            self.inbox.put((hello[1], ("joined", hello[1])))   # before the host hears it: ahead of any run
+            self._arrive(hello[1], ("joined", hello[1]))   # before the host hears it: ahead of any run
             self.host.send(("joined", self.me, hello[1]))
         self._read(hello[1], conn)
 
@@ -178,7 +191,7 @@ class WorkerProcess:
         clean, why = False, ""
         try:
             for message in conn.messages(on_error=undecodable):
-                self.inbox.put((source, message))
+                self._arrive(source, message)
             clean = True
         except (OSError, WireError) as e:
             why = str(e)
@@ -188,7 +201,13 @@ class WorkerProcess:
             else:
                 self._exit(f"lost the driver ({why})")
         elif not clean and not self.stopping:
-            self.inbox.put((source, ("lost", source, f"connection lost: {why}")))
+            self._arrive(source, ("lost", source, f"connection lost: {why}"))
+
+    def _arrive(self, source, message) -> None:
+        """A message read (on a reader thread): to the runtime's hook if it takes it, else to the inbox."""
+        reader = self.reader
+        if reader is None or not reader(source, message):
+            self.inbox.put((source, message))
 
     def _heartbeat(self) -> None:
         every, timeout = self.spec["heartbeat"], self.spec["timeout"]
@@ -227,6 +246,10 @@ class WorkerProcess:
         if dest is not None:
             return 0 if dest == self.me else (self.host if dest == DRIVER else self.peers[dest]).flush()
         return sum(conn.flush() for conn in [self.host, *self.peers.values()])
+
+    def on_read(self, handler) -> None:
+        """Have ``handler(source, message)`` called on the reader threads (see "The delivery hook")."""
+        self.reader = handler
 
     def later(self, seconds: float, message) -> None:
         """Hand ``message`` to the runtime, from this worker, ``seconds`` from now (main thread only)."""
@@ -323,6 +346,7 @@ class Host:
         self.table: dict = {}
         self.peers: dict = {}
         self.events: queue.Queue = queue.Queue()
+        self.reader = None                    # the driver's delivery hook (`on_read`), if it set one
         self.lost: dict = {}
         self.incarnation: dict = {}           # worker id -> how many times it was replaced
         self.joined: set = set()              # (worker, replacement) pairs that have met again
@@ -442,8 +466,8 @@ class Host:
     # -- running
     def _read(self, source, conn) -> None:
         def undecodable(error):
-            self.events.put((source, ("runtime-error", source, f"the driver cannot unpickle a message from "
-                                                               f"{conn.peer}: {type(error).__name__}: {error}")))
+            self._arrive(source, ("runtime-error", source, f"the driver cannot unpickle a message from "
+                                                           f"{conn.peer}: {type(error).__name__}: {error}"))
         clean, why = False, "connection lost"
         try:
             for message in conn.messages(on_error=undecodable):
@@ -457,7 +481,7 @@ class Host:
                             self.arrived.setdefault(message[1], set()).add(source)
                         self._joined.notify_all()
                 else:
-                    self.events.put((source, message))
+                    self._arrive(source, message)
             clean = True
         except (OSError, WireError) as e:
             why = f"connection lost ({e})"
@@ -481,7 +505,17 @@ class Host:
             self.lost[source] = why = f"{self.name(source)} {why}"
             notice = ("lost", source, why, self.incarnation.get(source, 0))
             self._joined.notify_all()
-        self.events.put((source, notice))
+        self._arrive(source, notice)
+
+    def on_read(self, handler) -> None:
+        """Have ``handler(source, message)`` called on the threads that read the workers' messages (and
+        post ``lost`` notices); what it does not take (returns False) goes to `recv` as usual."""
+        self.reader = handler
+
+    def _arrive(self, source, message) -> None:
+        reader = self.reader
+        if reader is None or not reader(source, message):
+            self.events.put((source, message))
 
     # -- replacing a lost worker
     @property
@@ -706,6 +740,9 @@ class _InProcessCtx:
             self.host.mail.append((self.me, self.me, message))
         else:
             self.pending.append((dest, message, code))
+
+    def on_read(self, handler) -> None:
+        """One thread reads and handles here: every message goes to ``handle``, and a hook has nothing to save."""
 
     def later(self, seconds: float, message) -> None:
         heapq.heappush(self.host.timers, (time.monotonic() + seconds, next(self.host._seq), self.me, message))

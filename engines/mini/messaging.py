@@ -1,512 +1,546 @@
-"""Messaging for mini-actors: what every process that sends to actors has.
+"""mini-actors' messaging as plain data: routes, credit, calls, mailboxes and restarts, and the verbs on them.
 
-The driver and every worker are each a `Sender`: they route refs by a
-location table, keep the calls waiting for replies, and count credit (the
-flow control described in `engines.mini.actors`). Here too: the ref
-(`MiniActorRef`), pickled payloads whose errors teach, the call Future
-(`Reply`), the linger timer that bounds how long a queued message waits,
-and delivery on the threads that read the connections.
+This module is the actor architecture -- Ray's, Akka's, in miniature. An
+**actor** is an object that lives in one worker process and keeps its
+state between messages. Nobody calls its methods: senders put
+**messages** in its **mailbox**, and it handles them one at a time, in
+order. Every process that sends -- the driver and each worker, since
+actors message each other directly, worker to worker -- has one ``state``
+(`new_state`); the verbs below read and change it. Nothing here does I/O,
+starts a thread or runs user code: a verb leaves messages for other
+processes in ``state["outbox"]``, outcomes of calls for the caller's
+Futures in ``state["outcomes"]``, and actors to start, or to hand a
+message to, in ``state["wake"]``; the shells (`engines.mini.endpoint`, around
+this state in every process; `engines.mini.actorworker` and
+`engines.mini.actordriver`) send them, settle them and run the actors.
+Payloads are bytes pickled by the shell: here they are only carried.
 
-State of a `Sender` (guarded by ``cond``)::
+Policy
+------
 
-    where  = {actor: (worker | None, incarnation, why)}  # None: stopped or dead, ``why`` says how
-    calls  = {cid: (Reply, actor, class name, method, worker)}   # asked, not answered yet
-    credit = {actor: [incarnation, admitted, credited]}  # flow control: in flight = admitted - credited
-    lost   = {worker: why}
-    outbox = {destination: [message, ...]}               # queued, not sent yet (guarded by ``out_lock``)
+**Routing.** A ref is plain data: the actor's id, its class name and
+``home``, the worker it was spawned on. A message goes to the worker that
+``where`` names for the actor, or else to ``home``. ``where`` changes only
+when supervision moves an actor: the driver then tells every worker
+(``moved``). A message to an actor of this same worker is put in its
+mailbox at once, without leaving the process.
 
-    >>> pack(([1, "a"], {}), "the arguments of X.f()") == pickle.dumps(([1, "a"], {}), protocol=5)
+**Mailboxes and ordering.** Each actor hosted here has a mailbox, a FIFO
+of ``(sender, message, arrival time)``; its shell takes one item at a time
+(`next_message`), runs the method, and reports (`handled`, which gives the
+next item). An idle actor (its mailbox ran empty) is handed a new message
+directly, with its wake-up; a busy one finds it in the mailbox when it is
+done -- the same order either way. Messages from
+one sender to one actor keep their order: they leave in order, travel one
+connection (a FIFO), are delivered in the order read and wait in one
+mailbox. Nothing is promised between different senders. A message that
+overtakes its actor's ``spawn`` waits in a mailbox made for it.
+
+**Back-pressure** (credit-based flow control, per sender process and
+actor). A sender may have at most ``window`` messages to one actor that the
+actor has not handled yet: `send` says ``False`` (wait) beyond that. The
+hosting worker counts the messages it handles from each sender and, every
+``window // 2`` of them, sends that sender a ``credit`` (the running
+count). So a flood of tells is slowed to the actor's pace, and a mailbox
+holds at most ``window`` messages per sending process. Credit counts one
+incarnation of an actor: a restarted actor starts with a full window.
+``window=0`` turns flow control off (the in-process form, where nobody
+could wait for credit). The engine's own messages (``flow=False``) never
+wait.
+
+**Supervision** (the driver's state only). When a worker is lost, every
+call in flight to it fails, naming the actor, the method and how the host
+died. Each actor it hosted is restarted -- a new incarnation, built from
+the same recipe (class and arguments, pickled once at spawn) on the next
+live worker, so its state is fresh -- while it has restarts left
+(``max_restarts``), or else marked stopped with the reason; every live
+worker is told where it went. A worker that learns of a move fails its own
+calls to the old place. Tells in flight are lost (at-most-once, as in Ray
+and Akka).
+
+Messages (``cid`` a call id, None for a tell)::
+
+    to a worker   ("spawn", actor, class name, incarnation, recipe)   ("retire", actor, why)
+                  ("msg", actor, cid, method, payload of (args, kwargs))
+                  ("moved", [(actor, (worker | None, incarnation, why)), ...])   ("lost", worker, why)
+    to a sender   ("reply", cid, ok, payload of the value or error | the ActorError of a refusal)
+                  ("credit", actor, incarnation, handled so far)
+
+The cluster also hands a process ``("lost", worker, why)``; the shells add
+their own kinds (``batch``, ``trace``, ``flow``).
+
+State (``state[name]``; *w* a worker id, *actor* an actor id such as ``"Counter-1"``)
+-------------------------------------------------------------------------------------
+
+::
+
+    me        w | "driver"                        whose state this is
+    window    int                                 credit per sender and actor (0: no flow control)
+    clock     () -> float                         stamps arrivals in mailboxes (``time.time``)
+    where     {actor: (w | None, incarnation, why)}   routes (the driver: every actor it spawned);
+                                                  None: stopped or dead, ``why`` says how
+    credit    {actor: [incarnation, admitted, credited]}   in flight = admitted - credited
+    calls     {cid: (waiter, actor, class name, method, w)}   asked, not answered (waiter: the shell's Future);
+                                                  next_cid: the next call id
+    lost      {w: why}
+    closed    "" | why                            the session has closed: nothing more is sent
+    hosted    {actor: {"aid", "cls", "inc", "recipe", "mailbox": deque, "handled": {sender: n},
+                       "credited": {sender: n}, "idle": bool, "closed": bool}}   actors hosted here
+                                                  (recipe None: not spawned yet, its mail waits)
+    retired   {actor: why}                        stopped here; late messages are refused with that;
+                                                  warned {actor, ...}: a refused tell was logged
+    workers, recipes {actor: (class name, recipe | None, max_restarts)}, restarts {actor: n},
+    turn, spawned                                 the driver's placement and supervision
+    outbox    {dest: [message, ...]}; kinds {dest: {kind: n}}; queued   to send (kinds: for the trace)
+    outcomes  [(waiter, ok, payload | ActorError, class name, method)]   for the shell to settle
+    wake      [(hosted, item | None), ...]        actors to start (spawned: None), to hand ``item``
+                                                  (it was idle), or to stop (idle and retired: None)
+    unblocked bool                                credit or a route changed: a waiting sender may go on
+    log       [sentence, ...]                     warnings for the shell to log
+
+Worked example
+--------------
+
+A driver and two workers, and a ``wire`` that carries what each queued to
+its destination, in order (the shells do this with sockets)::
+
+    >>> procs = {p: new_state(p, [0, 1], window=4, clock=lambda: 0.0) for p in ("driver", 0, 1)}
+    >>> driver, w0 = procs["driver"], procs[0]
+    >>> def wire():
+    ...     for state in procs.values():
+    ...         for dest, messages in take_outbox(state)[0].items():
+    ...             for message in messages:
+    ...                 receive(procs[dest], state["me"], message)
+
+The driver places a ``Counter`` (round robin: worker 0) and keeps its
+recipe. The spawn and two messages leave together; on worker 0 the spawn
+makes a mailbox and asks the shell to start the actor (``wake``), and the
+messages wait in it, in order, until it is built::
+
+    >>> spawn(driver, "Counter", b"<Counter, args>", None, 3)
+    ('Counter-1', 0)
+    >>> send(driver, "Counter-1", "Counter", 0, "add", b"<2>"), send(driver, "Counter-1", "Counter", 0, "add", b"<3>", "f")
+    (True, True)
+    >>> wire()
+    >>> counter = w0["hosted"]["Counter-1"]
+    >>> [(h["aid"], item) for h, item in w0["wake"]], [(m[2], m[3], m[4]) for _, m, _ in counter["mailbox"]]
+    ([('Counter-1', None)], [(None, 'add', b'<2>'), (1, 'add', b'<3>')])
+
+The shell takes one message at a time, runs it and reports. The second is
+a call (``cid`` 1): its reply goes back, and after ``window // 2 = 2``
+messages from the driver so does a credit. The driver's Future ``"f"`` is
+settled with the reply::
+
+    >>> source, message, _ = next_message(w0, counter)
+    >>> handled(w0, counter, source, message[2], True, None)[1][3]     # the next message in the mailbox
+    'add'
+    >>> handled(w0, counter, source, 1, True, b"<5>") is None          # the mailbox is empty: it idles
     True
-    >>> pack(threading.Lock(), "the reply of X.f()")
-    Traceback (most recent call last):
-    ...
-    engines.api.ActorError: the reply of X.f() could not be pickled (TypeError: cannot pickle '_thread.lock' object); an actor gets a copy of each argument and its caller a copy of each reply, so send plain data or refs
+    >>> w0["outbox"]
+    {'driver': [('reply', 1, True, b'<5>'), ('credit', 'Counter-1', 0, 2)]}
+    >>> wire()
+    >>> driver["outcomes"], driver["credit"]
+    ([('f', True, b'<5>', 'Counter', 'add')], {'Counter-1': [0, 2, 2]})
+
+Back-pressure: with the actor busy (nothing handled), the driver may have
+only ``window = 4`` messages in flight to it; the fifth must wait::
+
+    >>> [send(driver, "Counter-1", "Counter", 0, "add", b"<1>") for _ in range(5)]
+    [True, True, True, True, False]
+
+Worker 0 dies while a call is in flight. The call fails naming the actor,
+the method and the cause; the actor is restarted on worker 1 from its
+recipe as incarnation 1 (fresh state), and worker 1 learns the new route::
+
+    >>> driver["outcomes"] = []
+    >>> _ = take_outbox(driver)
+    >>> send(driver, "Counter-1", "Counter", 0, "add", b"<1>", "g")
+    False
+    >>> credited(driver, "Counter-1", 0, 6); send(driver, "Counter-1", "Counter", 0, "add", b"<1>", "g")
+    True
+    >>> receive(driver, 0, ("lost", 0, "worker 0 (pid 42) was killed by SIGKILL"))
+    True
+    >>> print(driver["outcomes"][0][2])
+    Counter actor Counter-1: add() was lost in flight: its host worker 0 (pid 42) was killed by SIGKILL. The actor was restarted on worker 1 with fresh state (restart 1 of 3); call again to reach it.
+    >>> driver["outbox"][1]
+    [('spawn', 'Counter-1', 'Counter', 1, b'<Counter, args>'), ('moved', [('Counter-1', (1, 1, 'restarted on worker 1 with fresh state (restart 1 of 3)'))])]
+    >>> send(driver, "Counter-1", "Counter", 0, "add", b"<1>"), driver["credit"]["Counter-1"]
+    (True, [1, 1, 0])
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
-import pickle
-import queue
-import threading
 import time
+from collections import deque
 
-import cloudpickle
+from engines.api import ActorError
 
-from engines.api import ActorError, ActorRef, Future
-from engines.common import remote_traceback
-from engines.mini.cluster import DRIVER, ClusterError
+DRIVER = "driver"          # the same as engines.mini.cluster.DRIVER
 
-log = logging.getLogger("archbench.mini")
 
-_local = threading.local()        # .sender: the Sender of the actor this thread runs
-_senders: dict = {}               # session token -> the Sender of this process
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
-MINE = ("batch", "msg", "spawn", "retire", "moved", "reply", "credit", "trace", "lost", "flow", "runtime-error")
+def new_state(me, workers=(), *, window: int = 1024, clock=time.time) -> dict:
+    """The messaging state of process ``me`` in a cluster of ``workers``; ``clock`` stamps arrivals."""
+    return {
+        "me": me, "window": window, "clock": clock,
+        "where": {}, "credit": {}, "calls": {}, "next_cid": 1, "lost": {}, "closed": "",
+        "hosted": {}, "retired": {}, "warned": set(),
+        "workers": list(workers), "recipes": {}, "restarts": {}, "turn": 0, "spawned": 0,
+        "outbox": {}, "kinds": {}, "queued": 0, "outcomes": [], "wake": [], "unblocked": False, "log": [],
+    }
 
 
-# ================================================================ refs and payloads
-
-
-class MiniActorRef(ActorRef):
-    """The address of a mini actor: plain data, so it pickles into messages and other actors.
-
-    ``call``/``tell`` go through the `Sender` of the process they run in --
-    the actor's host worker when used inside an actor, the driver outside.
-    """
-
-    def __init__(self, actor_id: str, cls_name: str, token: str, home: int):
-        super().__init__(actor_id, cls_name)
-        self.token, self.home = token, home
-
-    def call(self, method: str, *args, **kwargs) -> Future:
-        return sender_for(self).send(self, method, args, kwargs, reply=True)
-
-    def tell(self, method: str, *args, **kwargs) -> None:
-        sender_for(self).send(self, method, args, kwargs, reply=False)
-
-    def __reduce__(self):
-        return MiniActorRef, (self.actor_id, self.cls_name, self.token, self.home)
-
-    def __eq__(self, other):
-        return isinstance(other, MiniActorRef) and (other.actor_id, other.token) == (self.actor_id, self.token)
-
-    def __hash__(self):
-        return hash((self.actor_id, self.token))
-
-
-def sender_for(ref: MiniActorRef) -> "Sender":
-    """The Sender that messages ``ref`` from this thread: the running actor's host, else this process's."""
-    sender = getattr(_local, "sender", None)
-    if sender is not None and sender.token == ref.token:
-        return sender
-    sender = _senders.get(ref.token)
-    if sender is None:
-        raise ActorError(f"{ref.cls_name} actor {ref.actor_id}: its mini-actors session is not running in "
-                         "this process (it has closed, or the ref was sent outside its cluster); "
-                         "spawn the actor again in a running session")
-    return sender
-
-
-def pack(obj, what: str, *, code: bool = False) -> bytes:
-    """Pickle ``obj`` for a message (cloudpickle when ``code`` or when pickle refuses); errors teach."""
-    try:
-        if not code:
-            try:
-                return pickle.dumps(obj, protocol=5)
-            except Exception:
-                pass
-        return cloudpickle.dumps(obj, protocol=5)
-    except Exception as e:
-        raise ActorError(f"{what} could not be pickled ({type(e).__name__}: {e}); an actor gets a copy of "
-                         "each argument and its caller a copy of each reply, so send plain data or refs") from None
-
-
-def unpack(payload: bytes, what: str):
-    try:
-        return pickle.loads(payload)
-    except Exception as e:
-        raise ActorError(f"{what} could not be unpickled here ({type(e).__name__}: {e}); is its class "
-                         "importable by the workers (defined in a module, not only in a notebook cell)?") from None
-
-
-def remote_error(message: str, error: BaseException) -> ActorError:
-    return ActorError(f"{message} {remote_traceback(error)}")
-
-
-class _Once:
-    """A one-shot event made of one lock (held until set): what a Future needs of ``threading.Event``.
-
-    An Event is a Condition and two locks -- about ten times the cost of
-    the rest of a call's bookkeeping here -- and its wake-up goes through a
-    waiter list. One lock is made in a fraction of that and wakes its waiter directly.
-    """
-
-    __slots__ = ("_lock", "_set")
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self._set = False
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:                      # Future._settle calls it once, under its own lock
-        if not self._set:
-            self._set = True
-            self._lock.release()
-
-    def wait(self, timeout=None) -> bool:
-        if self._set:
-            return True
-        if self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
-            self._lock.release()                # let the next waiter through
-        return self._set
-
-
-class Reply(Future):
-    """The Future of a call; waiting for it first flushes what its sender has queued.
-
-    It is an `engines.api.Future` built with a one-lock event (`_Once`)
-    instead of a ``threading.Event``: the attributes below are the ones
-    ``Future.__init__`` sets.
-    """
-
-    def __init__(self, name: str, owner: "Sender", log=None):
-        self.name, self._log, self.owner = name, log, owner
-        self._t_submit = time.perf_counter()
-        self._event = _Once()
-        self._lock = threading.Lock()
-        self._callbacks = []
-        self._value = self._error = None
-
-    def _fetch(self, timeout):
-        self.owner.wait(self, timeout)
-
-
-# ================================================================ senders
-
-
-class Sender:
-    """What every process that messages actors has: locations, calls awaiting replies, credit.
-
-    Subclasses say how a frame leaves (`transmit`) and how a caller waits for a reply (`wait`).
-    """
-
-    def __init__(self, me, token: str, *, window: int, send_timeout: float, threads: bool,
-                 batch: int, linger: float, trace_cap: int, latencies=None):
-        self.me, self.token, self.threads = me, token, threads
-        self.window = window if threads else 0          # in one thread, nobody could wait for credit
-        self.send_timeout, self.batch, self.latencies = send_timeout, batch, latencies
-        self.cond = threading.Condition(threading.Lock())   # never taken twice by one thread
-        self.where: dict = {}
-        self.calls: dict = {}
-        self.credit: dict = {}
-        self.lost: dict = {}
-        self.ids = itertools.count(1)
-        self.events: list = []                  # trace events as tuples; rows are made by take_trace
-        self.trace_cap, self.overflow = trace_cap, {}
-        self.outbox: dict = {}                  # dest -> [message, ...] queued, not sent yet
-        self.kinds: dict = {}                   # dest -> {kind: count} of those, for the trace
-        self.queued = 0
-        self.out_lock, self.flush_lock = threading.Lock(), threading.Lock()
-        self.linger = _Linger(self, linger) if threads and linger else None
-        self.closed = False
-
-    # -- sending
-    def send(self, ref: MiniActorRef, method: str, args, kwargs, reply: bool, internal: bool = False):
-        """Queue one message for ``ref``'s actor; a Reply for a call. May wait for credit or a new location.
-
-        ``internal`` (the engine's own messages, possibly sent from a reader
-        thread): never waits for credit, and its latency is not recorded.
-        """
-        code = self.me == DRIVER and not (_PLAIN.issuperset(map(type, args))
-                                          and (not kwargs or _PLAIN.issuperset(map(type, kwargs.values()))))
-        payload = pack((args, kwargs), f"the arguments of {ref.cls_name}.{method}()", code=code)
-        try:
-            dest, cid, future = self._admit(ref, method, reply, not internal)
-        except ActorError as e:
-            if not reply:
-                raise
-            future = Reply(f"{ref.actor_id}.{method}", self)       # a call fails its Future, as on the worker
-            future._set_error(e)
-            return future
-        self.post(dest, ("msg", ref.actor_id, cid, method, payload), "call" if reply else "tell")
-        return future
-
-    def _admit(self, ref: MiniActorRef, method: str, reply: bool, flow: bool):
-        """Where the message goes, once it may; registers a call atomically with the choice. Mutates the state."""
-        deadline = time.monotonic() + self.send_timeout
-        while True:
-            with self.cond:
-                dest = self._place(ref, flow)
-                if dest is not None:
-                    if flow and self.window:
-                        self.credit[ref.actor_id][1] += 1
-                    if not reply:
-                        return dest, None, None
-                    cid = next(self.ids)
-                    future = Reply(f"{ref.actor_id}.{method}", self, self.latencies if flow else None)
-                    self.calls[cid] = (future, ref.actor_id, ref.cls_name, method, dest)
-                    return dest, cid, future
-                if not self.threads or time.monotonic() > deadline:
-                    raise self._stuck(ref)
-            self.flush()                        # what we queued may be what the actor needs to make progress
-            with self.cond:
-                self.cond.wait_for(lambda: self._place(ref, flow, probe=True) is not None,
-                                   timeout=min(1.0, max(0.0, deadline - time.monotonic())))
-
-    def _place(self, ref: MiniActorRef, flow: bool, probe: bool = False):
-        """The worker to send to now, or None to wait (host being replaced, or out of credit)."""
-        aid = ref.actor_id
-        worker, inc, why = self.where.get(aid) or (ref.home, 0, "")
-        if self.closed:
-            worker, why = None, "its mini-actors session has closed"
-        if worker is None:
-            if probe:
-                return "stopped"                # stop waiting: the caller raises
-            raise ActorError(f"{ref.cls_name} actor {aid} is stopped: {why}")
-        if worker in self.lost:
-            return None
-        if flow and self.window:
-            entry = self.credit.get(aid)
-            if entry is None or entry[0] != inc:
-                entry = self.credit[aid] = [inc, 0, 0]
-            if entry[1] - entry[2] >= self.window:
-                return None
-        return worker
-
-    def _stuck(self, ref: MiniActorRef) -> ActorError:
-        worker, _, _ = self.where.get(ref.actor_id) or (ref.home, 0, "")
-        if worker in self.lost:
-            return ActorError(f"{ref.cls_name} actor {ref.actor_id}: its host {self.lost[worker]}, and no new "
-                              f"location was announced within {self.send_timeout:.0f} s")
-        return ActorError(f"back-pressure: {ref.cls_name} actor {ref.actor_id} has not handled {self.window} "
-                          f"messages from {_name(self.me)} in {self.send_timeout:.0f} s; is it stuck, or are two "
-                          "actors flooding each other (then one must call and wait)? A bigger window "
-                          "(mailbox=...) only delays this")
-
-    # -- receiving
-    def on_reply(self, cid, ok: bool, payload) -> None:
-        entry = self.calls.pop(cid, None)
-        if entry is None:
-            return                              # failed already (its host was lost) or cancelled
-        future, aid, cls_name, method, _ = entry
-        try:
-            value = unpack(payload, f"the reply of {cls_name}.{method}()")
-        except ActorError as e:
-            ok, value = False, e
-        future._set_result(value) if ok else future._set_error(value)
-
-    def on_credit(self, aid, inc, handled: int) -> None:
-        with self.cond:
-            entry = self.credit.get(aid)
-            if entry is not None and entry[0] == inc and handled > entry[2]:
-                entry[2] = handled
-                self.cond.notify_all()
-
-    def on_lost(self, worker, why: str) -> None:
-        """Fail the calls in flight to ``worker``; the driver also restarts its actors (`supervise`)."""
-        with self.cond:
-            if worker in self.lost:
-                return
-            self.lost[worker] = why
-            failed = [self.calls.pop(cid) for cid, c in list(self.calls.items()) if c[4] == worker]
-            self.supervise(worker, why)
-            self.cond.notify_all()
-        for future, aid, cls_name, method, _ in failed:
-            future._set_error(ActorError(f"{cls_name} actor {aid}: {method}() was lost in flight: its host "
-                                         f"{why}. {self.after_loss(aid)}"))
-        self.flush()
-
-    def on_moved(self, moves) -> None:
-        """New locations from the driver; calls sent to an old one fail (that incarnation is gone)."""
-        with self.cond:
-            failed = []
-            for aid, place in moves:
-                self.where[aid] = place
-                failed += [self.calls.pop(cid) for cid, c in list(self.calls.items())
-                           if c[1] == aid and c[4] != place[0]]
-            self.cond.notify_all()
-        for future, aid, cls_name, method, worker in failed:
-            future._set_error(ActorError(f"{cls_name} actor {aid}: {method}() was lost in flight: its host "
-                                         f"{_name(worker)} was lost. {self.after_loss(aid)}"))
-
-    def supervise(self, worker, why: str) -> None:
-        """Called with ``cond`` held when ``worker`` is lost. Workers leave it to the driver."""
-
-    def after_loss(self, aid) -> str:
-        return "The driver restarts it elsewhere if it has restarts left; call again to reach it."
-
-    # -- trace
-    def sent(self, to, nbytes: int, kinds: dict) -> None:
-        """Record a frame sent (``kinds``: messages in it by kind); past ``trace_cap`` events, only totals."""
-        if "trace" in kinds:
-            return                              # fetching the trace is not part of what it shows
-        if len(self.events) < self.trace_cap:
-            self.events.append(("send", time.time(), to, nbytes, kinds))
-        else:
-            total = self.overflow.setdefault(to, {})
-            for kind, n in kinds.items():
-                total[kind] = total.get(kind, 0) + n
-            total[None] = total.get(None, 0) + nbytes
-
-    def span(self, aid: str, method: str, sender, arrived: float, start: float, end: float) -> None:
-        if len(self.events) < self.trace_cap:
-            self.events.append(("span", aid, method, sender, arrived, start, end))
-
-    def take_trace(self) -> list[dict]:
-        """The events since the last call as rows of `engines.mini.trace` (kept as tuples until now: cheaper)."""
-        events, overflow, self.events, self.overflow = self.events, self.overflow, [], {}
-        rows, me = [], self.me
-        for event in events:
-            if event[0] == "span":
-                _, aid, method, sender, arrived, start, end = event
-                rows.append({"event": "span", "worker": me, "step": aid, "what": "message", "method": method,
-                             "sender": sender, "wait": start - arrived, "start": start, "end": end})
-            else:
-                _, at, to, nbytes, kinds = event
-                rows.append({"event": "send", "worker": me, "to": to, "bytes": nbytes, "items": sum(kinds.values()),
-                             "step": "actors", "what": "+".join(sorted(kinds)), "time": at})
-        now = time.time()
-        for to, kinds in overflow.items():
-            nbytes = kinds.pop(None)
-            rows.append({"event": "send", "worker": me, "to": to, "bytes": nbytes, "items": sum(kinds.values()),
-                         "step": "actors", "what": "+".join(sorted(kinds)) + " (beyond trace_cap)", "time": now})
-        return rows
-
-    # -- batching
-    def post(self, dest, message, kind: str) -> None:
-        """Queue ``message`` for ``dest``; it leaves with the next flush (see "Batching")."""
-        if dest == self.me and self.threads:
-            self.transmit(dest, message)        # to ourselves: routed at once, here (never inside a flush)
-            return
-        with self.out_lock:
-            queued = self.enqueue(dest, message, kind)
-        if queued >= self.batch:
-            self.flush()
-        elif self.linger is not None:
-            self.linger.arm()
-
-    def enqueue(self, dest, message, kind: str) -> int:
-        """Add to the outbox (``out_lock`` held); how many messages are queued. Mutates the outbox."""
-        self.outbox.setdefault(dest, []).append(message)
-        kinds = self.kinds.setdefault(dest, {})
-        kinds[kind] = kinds.get(kind, 0) + 1
-        self.queued += 1
-        return self.queued
-
-    def flush(self) -> None:
-        """Send everything queued, one ``("batch", [...])`` frame per destination."""
-        with self.flush_lock:                   # one flush at a time: batches to a destination stay in order
-            with self.out_lock:
-                out, kinds, self.outbox, self.kinds, self.queued = self.outbox, self.kinds, {}, {}, 0
-            for dest, messages in out.items():
-                try:
-                    nbytes = self.transmit(dest, messages[0] if len(messages) == 1 else ("batch", messages))
-                except (OSError, ClusterError):
-                    continue                    # that process is gone: its loss fails the calls it had
-                if dest != self.me:
-                    self.sent(dest, nbytes, kinds[dest])
-
-    # -- to implement
-    def transmit(self, dest, message) -> int:
-        """Send one message now; the bytes written."""
-        raise NotImplementedError
-
-    def wait(self, future: Reply, timeout) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()              # senders waiting for credit stop waiting
-        if self.linger is not None:
-            self.linger.close()
-        if _senders.get(self.token) is self:
-            del _senders[self.token]
-
-
-def _name(who) -> str:
+def name(who) -> str:
+    """A process as error messages name it: ``the driver`` or ``worker 1``."""
     return "the driver" if who == DRIVER else f"worker {who}"
 
 
-class _Linger:
-    """Flushes what a process queued within about ``delay`` s, even if nobody waits for it.
+def live_workers(state) -> list:
+    return [w for w in state["workers"] if w not in state["lost"]]
 
-    While messages keep coming it polls every ``delay`` s (flushing only if
-    something is still queued); after a quiet spell (`IDLE` polls with the
-    outbox empty) it sleeps until `arm` wakes it. So a busy sender never
-    pays a wake-up per message.
+
+# ================================================================ sending (every process)
+
+
+def send(state, aid, cls_name: str, home, method: str, payload, waiter=None, flow: bool = True) -> bool:
+    """Queue ``("msg", aid, cid, method, payload)`` for the actor; False if it must wait. Mutates.
+
+    A call (``waiter`` given: the shell's Future, settled through
+    ``outcomes``) is registered under a new ``cid``. False: its host is lost
+    and no new route is known yet, or (``flow``) the sender is out of
+    credit. Raises ActorError when the actor is stopped.
     """
-
-    IDLE = 200
-
-    def __init__(self, sender: "Sender", delay: float):
-        self.sender, self.delay = sender, delay
-        self.active, self.closed = False, False
-        self.wake = threading.Event()
-        threading.Thread(target=self._run, daemon=True, name="mini-actors linger").start()
-
-    def arm(self) -> None:
-        """Something was queued (the caller queued it before calling)."""
-        if not self.active:
-            self.active = True
-            self.wake.set()
-
-    def _run(self) -> None:
-        sender = self.sender
-        while not self.closed:
-            self.wake.wait()
-            self.wake.clear()
-            quiet = 0
-            while self.active and not self.closed:
-                time.sleep(self.delay)
-                if sender.queued:
-                    quiet = 0
-                    try:
-                        sender.flush()
-                    except Exception:
-                        log.exception("mini-actors: a timed flush failed")
-                elif (quiet := quiet + 1) >= self.IDLE:
-                    self.active = False
-                    if sender.queued:           # queued while we were deciding: stay awake
-                        self.active = True
-
-    def close(self) -> None:
-        self.closed = True
-        self.wake.set()
-
-
-class _Direct(queue.Queue):
-    """An inbox that hands our messages to ``handle`` on the thread that read them.
-
-    The cluster delivers every message through a queue to one main thread:
-    a thread hop per message. A mini-actors runtime never runs user code
-    on the delivering thread -- it only routes (into a mailbox, a Future,
-    a credit count) -- so it can take messages where they are read.
-    Anything else (``("stop",)``) still goes through the queue.
-
-    It stands in for a hook the cluster does not offer (yet): it swaps the
-    worker's ``inbox`` and the host's ``events`` queue, and if either is no
-    longer a ``queue.Queue``, `deliver_directly` says so and the runtime
-    falls back to the cluster's own delivery (``direct_receive=False``).
-    """
-
-    def __init__(self, handle):
-        super().__init__()
-        self.handle = handle
-
-    def put(self, item, block=True, timeout=None):
-        source, message = item
-        if type(message) is tuple and message and message[0] in MINE:
-            try:
-                self.handle(source, message)
-            except Exception:
-                log.exception("mini-actors: routing %s from %s failed", message[0], source)
-            return
-        super().put(item, block, timeout)
-
-
-def deliver_directly(owner, attribute: str, handle) -> bool:
-    """Replace ``owner.<attribute>`` (a queue of ``(source, message)``) by a `_Direct`; False if it is not one."""
-    old = getattr(owner, attribute, None)
-    if not isinstance(old, queue.Queue):
+    worker, inc = _route(state, aid, cls_name, home)
+    if worker in state["lost"]:
         return False
-    direct = _Direct(handle)
-    setattr(owner, attribute, direct)
-    while True:                                 # anything that arrived before the switch
-        try:
-            direct.put(old.get_nowait())
-        except queue.Empty:
-            return True
+    if flow and state["window"]:
+        entry = state["credit"].get(aid)
+        if entry is None or entry[0] != inc:
+            entry = state["credit"][aid] = [inc, 0, 0]
+        if entry[1] - entry[2] >= state["window"]:
+            return False
+        entry[1] += 1
+    cid = None if waiter is None else expect(state, waiter, aid, cls_name, method, worker)
+    post(state, worker, ("msg", aid, cid, method, payload), "tell" if cid is None else "call")
+    return True
 
 
-def to_driver(message: tuple) -> None:
-    """Send ``message`` to the driver from inside an actor's method (the engine's own operator actors use it)."""
-    sender = getattr(_local, "sender", None)
-    if sender is None or sender.me == DRIVER:
-        raise ActorError("to_driver is for methods of actors running in a mini-actors worker")
-    sender.post(DRIVER, message, message[0])
+def can_send(state, aid, cls_name: str, home, flow: bool = True) -> bool:
+    """Would `send` go on now (queue, or raise that the actor is stopped)? What a waiting sender waits for."""
+    try:
+        worker, inc = _route(state, aid, cls_name, home)
+    except ActorError:
+        return True
+    if worker in state["lost"]:
+        return False
+    entry = state["credit"].get(aid) if flow and state["window"] else None
+    return entry is None or entry[0] != inc or entry[1] - entry[2] < state["window"]
+
+
+def why_waiting(state, aid, cls_name: str, home, seconds: float) -> ActorError:
+    """The error of a sender that has waited ``seconds`` in vain: a lost host, or back-pressure."""
+    worker = (state["where"].get(aid) or (home,))[0]
+    if worker in state["lost"]:
+        return ActorError(f"{cls_name} actor {aid}: its host {state['lost'][worker]}, and no new "
+                          f"location was announced within {seconds:.0f} s")
+    return ActorError(f"back-pressure: {cls_name} actor {aid} has not handled {state['window']} messages from "
+                      f"{name(state['me'])} in {seconds:.0f} s; is it stuck, or are two actors flooding each "
+                      "other (then one must call and wait)? A bigger window (mailbox=...) only delays this")
+
+
+def expect(state, waiter, aid, cls_name: str, method: str, worker) -> int:
+    """Register a call to ``worker`` whose reply settles ``waiter``; its cid. Mutates ``calls``."""
+    cid = state["next_cid"]
+    state["next_cid"] = cid + 1
+    state["calls"][cid] = (waiter, aid, cls_name, method, worker)
+    return cid
+
+
+def post(state, dest, message, kind: str) -> None:
+    """Queue ``message`` for process ``dest``; one for this process is received here and now. Mutates."""
+    if dest == state["me"]:
+        receive(state, dest, message)
+        return
+    out = state["outbox"].get(dest)
+    if out is None:
+        out = state["outbox"][dest] = []
+        state["kinds"][dest] = {}
+    out.append(message)
+    kinds = state["kinds"][dest]
+    kinds[kind] = kinds.get(kind, 0) + 1
+    state["queued"] += 1
+
+
+def take_outbox(state) -> tuple[dict, dict]:
+    """What is queued, ``({dest: [message, ...]}, {dest: {kind: n}})``, leaving the outbox empty. Mutates."""
+    out, kinds = state["outbox"], state["kinds"]
+    state["outbox"], state["kinds"], state["queued"] = {}, {}, 0
+    return out, kinds
+
+
+def _route(state, aid, cls_name, home):
+    """``(worker, incarnation)`` of the actor; raises ActorError if it is stopped."""
+    worker, inc, why = state["where"].get(aid) or (home, 0, "")
+    if state["closed"]:
+        worker, why = None, state["closed"]
+    if worker is None:
+        raise ActorError(f"{cls_name} actor {aid} is stopped: {why}")
+    return worker, inc
+
+
+# ================================================================ receiving (every process)
+
+
+def receive(state, source, message) -> bool:
+    """Apply one message from ``source`` (not a batch); False if it is not one of messaging's. Mutates."""
+    kind = message[0]
+    if kind == "msg":
+        deliver(state, source, message)
+    elif kind == "reply":
+        replied(state, message[1], message[2], message[3])
+    elif kind == "credit":
+        credited(state, message[1], message[2], message[3])
+    elif kind == "spawn":
+        start(state, *message[1:])
+    elif kind == "retire":
+        stop(state, message[1], message[2])
+    elif kind == "moved":
+        moved(state, message[1])
+    elif kind == "lost":
+        lose_worker(state, message[1], message[2])
+    else:
+        return False
+    return True
+
+
+def replied(state, cid, ok: bool, payload) -> None:
+    """The answer to call ``cid`` came: leave it for its waiter. Mutates ``calls``, ``outcomes``."""
+    entry = state["calls"].pop(cid, None)
+    if entry is not None:                   # else failed already (its host was lost)
+        waiter, _, cls_name, method, _ = entry
+        state["outcomes"].append((waiter, ok, payload, cls_name, method))
+
+
+def credited(state, aid, inc: int, handled: int) -> None:
+    """Incarnation ``inc`` of the actor has handled ``handled`` of our messages. Mutates ``credit``."""
+    entry = state["credit"].get(aid)
+    if entry is not None and entry[0] == inc and handled > entry[2]:
+        entry[2] = handled
+        state["unblocked"] = True
+
+
+def lose_worker(state, worker, why: str) -> None:
+    """``worker`` is gone: its calls fail; the driver restarts its actors (see Supervision). Mutates."""
+    if worker in state["lost"]:
+        return
+    state["lost"][worker] = why
+    state["unblocked"] = True
+    if state["me"] == DRIVER:
+        _supervise(state, worker, why)
+    for cid in [cid for cid, call in state["calls"].items() if call[4] == worker]:
+        _fail(state, cid, f"its host {why}")
+
+
+def moved(state, moves) -> None:
+    """New routes from the driver; calls sent to an actor's old place fail (that incarnation is gone). Mutates."""
+    calls = state["calls"]
+    for aid, place in moves:
+        state["where"][aid] = place
+        for cid in [cid for cid, call in calls.items() if call[1] == aid and call[4] != place[0]]:
+            _fail(state, cid, f"its host {name(calls[cid][4])} was lost")
+    state["unblocked"] = True
+
+
+def close(state, why: str) -> None:
+    """Nothing more is sent; every call still waiting fails. Mutates."""
+    state["closed"] = why
+    state["unblocked"] = True
+    for cid in list(state["calls"]):
+        waiter, aid, cls_name, method, _ = state["calls"].pop(cid)
+        error = ActorError(f"{cls_name} actor {aid}: {method}() got no reply before its mini-actors session closed")
+        state["outcomes"].append((waiter, False, error, cls_name, method))
+
+
+def _fail(state, cid, how: str) -> None:
+    waiter, aid, cls_name, method, _ = state["calls"].pop(cid)
+    error = ActorError(f"{cls_name} actor {aid}: {method}() was lost in flight: {how}. {_after_loss(state, aid)}")
+    state["outcomes"].append((waiter, False, error, cls_name, method))
+
+
+def _after_loss(state, aid) -> str:
+    if state["me"] != DRIVER:
+        return "The driver restarts it elsewhere if it has restarts left; call again to reach it."
+    worker, _, why = state["where"].get(aid, (None, 0, ""))
+    return f"It is dead: {why}." if worker is None else f"The actor was {why}; call again to reach it."
+
+
+# ================================================================ hosting (a worker)
+
+
+def start(state, aid, cls_name: str, inc: int, recipe) -> None:
+    """``spawn``: host incarnation ``inc`` here; the shell builds it from ``recipe`` (``wake``). Mutates."""
+    hosted = _mailbox(state, aid)
+    hosted.update(cls=cls_name, inc=inc, recipe=recipe)
+    state["wake"].append((hosted, None))
+
+
+def deliver(state, source, message) -> None:
+    """``msg``: hand it to its actor if idle (``wake``), else put it in its mailbox; refuse it if retired. Mutates."""
+    aid = message[1]
+    hosted = state["hosted"].get(aid)
+    if hosted is None:
+        why = state["retired"].get(aid)
+        if why is not None:
+            _refuse(state, source, message, why)
+            return
+        hosted = _mailbox(state, aid)       # it overtook its actor's spawn: it waits for it
+    if hosted["idle"]:                      # the mailbox is empty: nothing can come before it
+        hosted["idle"] = False
+        state["wake"].append((hosted, (source, message, state["clock"]())))
+    else:
+        hosted["mailbox"].append((source, message, state["clock"]()))
+
+
+def next_message(state, hosted):
+    """The next ``(sender, message, arrived)`` for the actor, or None: then it idles until handed one. Mutates.
+
+    After a retirement it gets what came before, then None, and ``closed``.
+    """
+    mailbox = hosted["mailbox"]
+    while mailbox:
+        item = mailbox.popleft()
+        if item is not None:
+            return item
+        hosted["closed"] = True             # the retirement's marker: refuse what is left
+        _refuse_all(state, hosted, state["retired"].get(hosted["aid"], "it was retired"))
+    hosted["idle"] = True
+    return None
+
+
+def handled(state, hosted, source, cid, ok: bool, reply):
+    """One message from ``source`` ran: queue the reply of a call and the sender's credit when due.
+
+    Returns the next item of the mailbox, as `next_message`. Mutates.
+    """
+    if cid is not None:
+        post(state, source, ("reply", cid, ok, reply), "reply")
+    window = state["window"]
+    if window:
+        count = hosted["handled"][source] = hosted["handled"].get(source, 0) + 1
+        if count - hosted["credited"].get(source, 0) >= window // 2:
+            hosted["credited"][source] = count
+            post(state, source, ("credit", hosted["aid"], hosted["inc"], count), "credit")
+    return next_message(state, hosted)
+
+
+def stop(state, aid, why: str) -> None:
+    """``retire``: the actor handles what came before, then refuses everything, saying ``why``. Mutates."""
+    state["retired"][aid] = why
+    hosted = state["hosted"].pop(aid, None)
+    if hosted is None:
+        return
+    if hosted["recipe"] is None:            # never spawned here: what waited for it is refused now
+        hosted["closed"] = True
+        _refuse_all(state, hosted, why)
+        return
+    if hosted["idle"]:                      # its mailbox is empty: it stops now
+        hosted["idle"], hosted["closed"] = False, True
+        state["wake"].append((hosted, None))
+    else:
+        hosted["mailbox"].append(None)      # a marker: it stops after what came before
+
+
+def _mailbox(state, aid) -> dict:
+    hosted = state["hosted"].get(aid)
+    if hosted is None:
+        hosted = state["hosted"][aid] = {"aid": aid, "cls": aid.rsplit("-", 1)[0], "inc": 0, "recipe": None,
+                                         "mailbox": deque(), "handled": {}, "credited": {}, "idle": False,
+                                         "closed": False}
+    return hosted
+
+
+def _refuse(state, source, message, why: str) -> None:
+    _, aid, cid, method, _ = message
+    error = ActorError(f"{aid.rsplit('-', 1)[0]} actor {aid} is stopped: {why}; {method}() was not run")
+    if cid is not None:
+        post(state, source, ("reply", cid, False, error), "reply")
+    elif aid not in state["warned"]:        # once per actor: senders that do not know yet may send many
+        state["warned"].add(aid)
+        state["log"].append(f"tell {error} (further tells to it are dropped silently)")
+
+
+def _refuse_all(state, hosted, why: str) -> None:
+    mailbox = hosted["mailbox"]
+    while mailbox:
+        item = mailbox.popleft()
+        if item is not None:
+            _refuse(state, item[0], item[1], why)
+
+
+# ================================================================ placing and supervising (the driver)
+
+
+def spawn(state, cls_name: str, recipe, worker, max_restarts: int) -> tuple[str, int]:
+    """Place a new actor on ``worker`` (None: the next live one in turn); ``(actor id, worker)``. Mutates.
+
+    Raises ActorError when ``worker`` is lost or unknown, or no worker is left.
+    """
+    live = live_workers(state)
+    if worker is None:
+        if not live:
+            raise ActorError(f"cannot spawn {cls_name}: every worker is lost ({'; '.join(state['lost'].values())})")
+        worker = _next_worker(state, live)
+    elif worker not in live:
+        why = f"it is lost ({state['lost'][worker]})" if worker in state["lost"] else "there is no such worker"
+        raise ActorError(f"cannot spawn {cls_name} on worker {worker}: {why}; live workers: {live}")
+    state["spawned"] += 1
+    aid = f"{cls_name}-{state['spawned']}"
+    state["where"][aid] = (worker, 0, "")
+    state["recipes"][aid] = (cls_name, recipe if max_restarts > 0 else None, max_restarts)
+    state["restarts"][aid] = 0
+    post(state, worker, ("spawn", aid, cls_name, 0, recipe), "spawn")
+    return aid, worker
+
+
+def retire(state, aid, why: str) -> None:
+    """Stop an actor: it handles what was sent before, then refuses, saying ``why``. Mutates."""
+    worker = state["where"].get(aid, (None,))[0]
+    state["where"][aid] = (None, 0, why)
+    for table in (state["recipes"], state["restarts"], state["credit"]):   # a recipe may hold big arguments
+        table.pop(aid, None)
+    if worker is not None and worker not in state["lost"]:
+        post(state, worker, ("retire", aid, why), "retire")
+
+
+def ask_worker(state, worker, waiter, kind: str) -> None:
+    """Ask ``worker``'s runtime (not an actor) ``(kind, cid)``; its reply settles ``waiter``. Mutates."""
+    cid = expect(state, waiter, f"worker {worker}", "runtime", kind, worker)
+    post(state, worker, (kind, cid), kind)
+
+
+def _supervise(state, worker, why: str) -> None:
+    """Restart the actors of lost ``worker`` elsewhere, or mark them dead; tell the live workers."""
+    live, moves = live_workers(state), []
+    dropped = state["outbox"].pop(worker, ())
+    state["kinds"].pop(worker, None)
+    state["queued"] -= len(dropped)
+    for aid, (at, inc, _) in list(state["where"].items()):
+        if at != worker or aid not in state["recipes"]:
+            continue
+        cls_name, recipe, limit = state["recipes"][aid]
+        if state["restarts"][aid] < limit and live:
+            n = state["restarts"][aid] = state["restarts"][aid] + 1
+            new = _next_worker(state, live)
+            state["where"][aid] = (new, inc + 1, f"restarted on worker {new} with fresh state (restart {n} of {limit})")
+            post(state, new, ("spawn", aid, cls_name, inc + 1, recipe), "spawn")
+        else:
+            reason = f"max_restarts={limit} reached" if live else "no live worker is left"
+            state["where"][aid] = (None, inc + 1, f"its host {why}, and it was not restarted ({reason})")
+        moves.append((aid, state["where"][aid]))
+    for w in live if moves else ():
+        post(state, w, ("moved", moves), "moved")
+
+
+def _next_worker(state, live):
+    turn = state["turn"]
+    state["turn"] = turn + 1
+    return live[turn % len(live)]

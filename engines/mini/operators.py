@@ -50,7 +50,7 @@ from itertools import islice
 
 from engines.api import ActorError, DataflowError, Step, TaskError, Tasks
 from engines.common import run_retried, task_error, task_name
-from engines.mini.messaging import Reply, to_driver
+from engines.mini.endpoint import Reply, to_driver
 from engines.plan import Pipe, Plan, merge_join, merge_reduce, narrow, source_items, split, step_error
 
 BATCH = 20_000          # records per push: big enough to amortise a message, small enough to pipeline
@@ -226,11 +226,7 @@ def _share(group: dict, j: int, n: int) -> dict:
 
 def _next(driver, listener: queue.SimpleQueue):
     driver.flush()
-    if driver.threads:
-        return listener.get()
-    while listener.empty():
-        driver.pump_once()
-    return listener.get_nowait()
+    return driver.next_flow(listener)
 
 
 # ================================================================ tasks on a pool of actors

@@ -22,8 +22,9 @@ They are plain dicts -- one long-format table, like the harness's results
        "step": "reduce_by_key_4", "what": "part", "time": 1718.45}
 
 Times are ``time.time()`` seconds, comparable between the processes of one
-host. A worker keeps its rows in a `Tracer` and ships them to the driver
-when its job ends; sessions return them from ``session.trace()``.
+host. A worker keeps its rows in a `Tracer` (or, where every message
+counts, an `Events`: tuples until asked for) and ships them to the driver
+when asked; sessions return them from ``session.trace()``.
 
 The helpers below are the questions the tests and the timelines ask:
 when was each worker busy (`busy`), how long were two of them busy at once
@@ -77,6 +78,64 @@ class Tracer:
     def take(self) -> list[dict]:
         """The rows recorded so far, leaving the tracer empty."""
         rows, self.rows = self.rows, []
+        return rows
+
+
+class Events:
+    """The rows of a busy process, kept as tuples until asked for (cheaper per message than dicts).
+
+    Past ``cap`` events, only the bytes and items sent per destination are
+    kept (one row each, marked ``beyond trace_cap``). The mini-actors
+    processes record this way: a message span per message handled, a send
+    per frame.
+
+        >>> events = Events(0, cap=1)
+        >>> events.span("Counter-1", "add", "driver", 1.0, 1.5, 2.0)
+        >>> events.sent("driver", 120, {"reply": 2})
+        >>> [(r["event"], r["what"]) for r in events.take()]
+        [('span', 'message'), ('send', 'reply (beyond trace_cap)')]
+    """
+
+    def __init__(self, worker, cap: int):
+        self.worker, self.cap = worker, cap
+        self.events: list = []
+        self.overflow: dict = {}
+
+    def span(self, step: str, method: str, sender, arrived: float, start: float, end: float) -> None:
+        """A message from ``sender`` waited from ``arrived`` to ``start`` and ran until ``end``."""
+        if len(self.events) < self.cap:
+            self.events.append(("span", step, method, sender, arrived, start, end))
+
+    def sent(self, to, nbytes: int, kinds: dict) -> None:
+        """A frame of ``nbytes`` went to ``to`` (``kinds``: its messages by kind); fetching the trace is not recorded."""
+        if "trace" in kinds:
+            return
+        if len(self.events) < self.cap:
+            self.events.append(("send", time.time(), to, nbytes, kinds))
+            return
+        total = self.overflow.setdefault(to, {})
+        for kind, n in kinds.items():
+            total[kind] = total.get(kind, 0) + n
+        total[None] = total.get(None, 0) + nbytes
+
+    def take(self) -> list[dict]:
+        """The rows since the last call, leaving it empty."""
+        events, overflow, self.events, self.overflow = self.events, self.overflow, [], {}
+        rows, me = [], self.worker
+        for event in events:
+            if event[0] == "span":
+                _, step, method, sender, arrived, start, end = event
+                rows.append({"event": "span", "worker": me, "step": step, "what": "message", "method": method,
+                             "sender": sender, "wait": start - arrived, "start": start, "end": end})
+            else:
+                _, at, to, nbytes, kinds = event
+                rows.append({"event": "send", "worker": me, "to": to, "bytes": nbytes, "items": sum(kinds.values()),
+                             "step": "actors", "what": "+".join(sorted(kinds)), "time": at})
+        now = time.time()
+        for to, kinds in overflow.items():
+            nbytes = kinds.pop(None)
+            rows.append({"event": "send", "worker": me, "to": to, "bytes": nbytes, "items": sum(kinds.values()),
+                         "step": "actors", "what": "+".join(sorted(kinds)) + " (beyond trace_cap)", "time": now})
         return rows
 
 
