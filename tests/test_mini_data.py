@@ -6,7 +6,9 @@ the serial engine gives, in the in-process form and with real processes.
 Properties, read from the trace and from the operating system: two workers
 really are busy at once; a keyed reduction moves bytes worker to worker and
 the driver gets only results; a worker that dies fails the job promptly,
-naming it and its step; no process outlives its session or its driver.
+naming it and its step -- or, with recovery (the default), is replaced and the
+run resumes from the last snapshot, exactly; no process outlives its session
+or its driver.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import meet, process_running
+from conftest import meet, process_running, wait_until
 from engines import get_engine
 from engines.api import Dataflow, DataflowError
 from engines.mini.cluster import InProcessHost
@@ -292,4 +296,77 @@ def test_a_worker_dying_mid_stream_fails_it_promptly_naming_the_worker():
                                                 r"step 'stream_1\+.*explode.*' of flow 'crash-stream'"):
             session.dataflow(flow)
         assert time.monotonic() - started < 10
+    assert wait_gone(pids) == []
+
+
+# ---------------------------------------------------------------- recovery (engines.mini.recovery)
+
+
+def counted_read(folder: str, part: int) -> list[str]:
+    """A partition that notes each time it is read (a line in ``folder/reads``)."""
+    with open(os.path.join(folder, "reads"), "a") as f:
+        f.write(f"{part}\n")
+    return [f"w{(part * 7 + j) % 13}" for j in range(200)]
+
+
+def held_until_released(folder: str, kv):
+    """A step that, the first time it runs on a worker, says so (a file named after its pid) and
+    waits while ``folder/hold`` exists -- so the test can kill a worker in it, then let the others go."""
+    marker = os.path.join(folder, f"in-step-{os.getpid()}")
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        while os.path.exists(os.path.join(folder, "hold")):
+            time.sleep(0.01)
+    return (kv[0][:1], kv[1])
+
+
+def two_epoch_flow(folder: str, parts: int = 6) -> Dataflow:
+    flow = Dataflow("two-epochs")
+    counts = flow.read([functools.partial(counted_read, folder, p) for p in range(parts)]).count_by_key(name="counts")
+    counts.collect("counts_out")
+    counts.map(functools.partial(held_until_released, folder), name="held") \
+        .reduce_by_key(operator.add, name="by_initial").collect("by_initial_out")
+    return flow
+
+
+@pytest.mark.parametrize("interval, reads", [(None, 12), (0.0, 6)], ids=["no-snapshots", "snapshot-every-epoch"])
+def test_a_worker_killed_mid_run_is_replaced_and_the_run_resumes_exactly(tmp_path, serial, interval, reads):
+    """Killed in the second stage: with a snapshot of epoch 1 only that stage runs again (each partition
+    read once); without one, the whole input is read again. The answer is exact either way."""
+    folder = str(tmp_path)
+    want = canonical(serial.dataflow(two_epoch_flow(folder)))
+    os.remove(os.path.join(folder, "reads"))
+    for marker in Path(folder).glob("in-step-*"):
+        marker.unlink()
+    Path(folder, "hold").touch()
+    with get_engine("mini-data").start(workers=2, snapshot_interval_s=interval) as session:
+        pids = session.worker_pids
+        victim = pids[1]
+        result: dict = {}
+        runner = threading.Thread(target=lambda: result.update(out=session.dataflow(two_epoch_flow(folder))))
+        runner.start()
+        meet_markers = [os.path.join(folder, f"in-step-{pid}") for pid in pids]
+        wait_until(lambda: all(os.path.exists(m) for m in meet_markers), 60, "both workers in the held step")
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: session.worker_pids[1] != victim, 60, "a replacement for worker 1")
+        os.remove(os.path.join(folder, "hold"))
+        runner.join(120)
+        assert canonical(result["out"]) == want
+        assert sorted(open(os.path.join(folder, "reads")).read().split()) == sorted([str(p) for p in range(6)] * (reads // 6))
+        assert canonical(session.dataflow(two_epoch_flow(folder))) == want     # the session goes on
+        new_pids = session.worker_pids
+    assert new_pids[0] == pids[0] and victim not in new_pids
+    assert wait_gone(pids + new_pids) == []
+
+
+def test_a_step_that_kills_every_worker_it_runs_on_stops_after_the_recoveries(serial):
+    flow = Dataflow("poison")
+    flow.read([[1, 2], [3, 4]]).map(lambda x: kill_on(x, 3), name="explode").reduce_by_key(max).collect("out")
+    with get_engine("mini-data").start(workers=2, max_recoveries=2) as session:
+        pids = session.worker_pids
+        with pytest.raises(DataflowError, match=r"worker 1 \(pid \d+\) was killed by SIGKILL while running "
+                                                r"step '.*explode.*' of flow 'poison', after 2 replacement"):
+            session.dataflow(flow)
+        with pytest.raises(DataflowError, match="session is broken"):
+            session.dataflow(flow)
     assert wait_gone(pids) == []

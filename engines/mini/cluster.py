@@ -541,7 +541,7 @@ class Host:
         self._wait(lambda: wid in self.lost, timeout, f"see worker {wid} gone", lost_ok=True)
         with self._joined:
             self.incarnation[wid] = self.incarnation.get(wid, 0) + 1
-            del self.lost[wid], self.conns[wid], self.pids[wid]
+            del self.lost[wid], self.conns[wid]      # its pid stays until the new one says hello
         self._spawn({**self._spec, "wid": wid})
         self._wait(lambda: wid in self.conns, timeout, f"start worker {wid} again")
         self.table[wid] = (self.conns[wid].address, self.pids[wid])

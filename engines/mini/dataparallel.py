@@ -21,6 +21,10 @@ need all the records of a key in one place.
 - **collect** sends a worker's items to the driver, which concatenates.
 - **Streams** (a ``stream`` source and a ``window``) run natively: the
   workers keep windows open as events flow (`engines.mini.streams`).
+- **A lost worker** is replaced by a fresh process, and every worker
+  resumes the run from the last epoch (the end of an exchange) that all
+  of them snapshotted -- from the start when none did; the answer is exact
+  (`engines.mini.recovery`). A stream that loses a worker fails.
 
 Why processes, not threads: Python runs the bytecode of one thread at a
 time (the GIL), so two worker *threads* share one core for the Python code
@@ -32,7 +36,8 @@ in whole buckets, never one at a time.
 The program. What one worker does is the generator `program`: it walks the
 flow's compiled stages (`engines.plan.compile`) and **yields** where it needs the cluster --
 ``("exchange", step, [buckets per side])`` (it is sent back the chunks
-every worker sent it) and ``("sink", name, items)``. `DataWorker` (the
+every worker sent it), ``("sink", name, items)`` and, after each exchange,
+``("epoch", e, state)`` (what a snapshot would keep). `DataWorker` (the
 cluster runtime) drives that generator from the messages it receives; the
 driver side is `drive`. Both run unchanged in worker processes or as
 objects in one process (`engines.mini.cluster.InProcessHost`), the
@@ -40,7 +45,7 @@ deterministic form for debugging and teaching.
 
 Messages (``run`` is a run id; ``side`` is 0, or 1 for a join's right input)::
 
-    driver -> worker   ("run", run, flow name, pickled plan)   ("cancel", run)
+    driver -> worker   ("run", run, flow name, pickled plan, recovery settings or None)   ("cancel", run)
                        (and a stream's messages: `engines.mini.streams`)
     worker -> worker   ("part", run, step, side, items)  ("end", run, step, side)
                        (a bucket goes in chunks of CHUNK items; the end marker rides in the
@@ -48,6 +53,8 @@ Messages (``run`` is a run id; ``side`` is 0, or 1 for a join's right input)::
     worker -> driver   ("at", run, worker, step)  ("sink", run, name, items)
                        ("finished", run, worker, trace rows)
                        ("failed", run, worker, error, None or (lost worker, why))
+                       ("snapped", run, worker, epoch)   its state at the end of that epoch is saved
+    cluster -> worker  ("lost", k, why)   ("joined", k): a fresh worker k took the lost one's place
 
 State of a `DataWorker` (plain dicts, keyed by run)::
 
@@ -59,6 +66,8 @@ State of a `DataWorker` (plain dicts, keyed by run)::
               {(run, "early"): [message, ...]}    # a stream's partials that came before its start
     ended   = {(run, step, side): {worker, ...}}  # whose end marker came
     over    = {run, ...}                      # finished or cancelled: late messages are dropped
+    recovery = {run: settings}                # where and how often a run snapshots (engines.mini.recovery)
+    lost    = {worker: why}                   # peers lost and not yet replaced
 
 Worked example -- word count on two workers, in one process::
 
@@ -91,13 +100,13 @@ from itertools import chain
 
 import cloudpickle
 
-from engines import Engine
 from engines.api import Dataflow, DataflowError, Session, Step
-from engines.plan import Pipe, Plan, Stage, compile, merge_join, merge_reduce, narrow, source_items, split
-from engines.mini.cluster import DRIVER, ClusterError, Host, InProcessHost
+from engines.mini.cluster import DRIVER, ClusterError, InProcessHost
+from engines.mini.engine import MiniEngine, MiniSession
 from engines.mini.recovery import KEYED, SnapshotStore, kept_sinks, needed_after
-from engines.mini.trace import Recording, Tracer
 from engines.mini.streams import DEFAULT_TICK, StreamStart, start_stream
+from engines.mini.trace import Tracer
+from engines.plan import Pipe, Plan, Stage, compile, merge_join, merge_reduce, narrow, source_items, split
 from engines.support import Support
 
 CHUNK = 50_000          # items per message: bounds a frame and lets the receiver unpickle while we pickle
@@ -489,7 +498,7 @@ def drive(plan: Plan, host, run, *, begin=None, on_windows=None,
                 continue
             _cancel(host, attempt)
             if not recovers or recoveries >= recovery["max"]:
-                raise _lost(plan, host, lost[0], lost[1], at)
+                raise _lost(plan, host, lost[0], lost[1], at, recoveries)
             recoveries += 1
             epoch = min(snapped.get(wid, 0) for wid in host.local)
             try:
@@ -527,8 +536,8 @@ def _cancel(host, run) -> None:
                 pass
 
 
-def _lost(plan: Plan, host, who, why: str, at: dict) -> DataflowError:
-    """The error for a member that died: which worker, how, and in which step.
+def _lost(plan: Plan, host, who, why: str, at: dict, recoveries: int = 0) -> DataflowError:
+    """The error for a member that died: which worker, how, in which step (and how often it was replaced).
 
     A peer may report the death before the host sees it; for a worker of
     this host, wait (briefly) for the host's own account -- it knows the
@@ -539,6 +548,10 @@ def _lost(plan: Plan, host, who, why: str, at: dict) -> DataflowError:
         host.recv(timeout=0.05)
     sentence = host.lost.get(who) or f"{host.name(who)} was lost ({why})"
     where = f"step {at[who]!r}" if who in at else ("its first step" if isinstance(who, int) else "the run")
+    if recoveries:
+        return DataflowError(f"mini-data: {sentence} while running {where} of flow {plan.name!r}, after "
+                             f"{recoveries} replacement(s) of lost workers, each lost again: the run stops "
+                             "(a step that kills its worker? the session is broken -- start a new one)")
     return DataflowError(f"mini-data: {sentence} while running {where} of flow {plan.name!r}; "
                          "the cluster has lost it -- start a new session")
 
@@ -546,33 +559,26 @@ def _lost(plan: Plan, host, who, why: str, at: dict) -> DataflowError:
 # ================================================================ engine and session
 
 
-class MiniDataEngine(Engine):
+class MiniDataEngine(MiniEngine):
     name = "mini-data"
     architecture = "data parallel"
     description = "archbench's own engine: identical worker processes exchange records by key over a mesh"
     supports = SUPPORTS
+    runtime, local_runtime = "engines.mini.dataparallel:DataWorker", DataWorker
 
-    def settings(self, workers: int, **options) -> dict:
-        return {"workers": workers, "processes": True, "start_method": "spawn (fresh interpreters)",
-                "transport": "TCP loopback, HMAC-SHA256 authenticated",
-                "serializer": "pickle protocol 5 (cloudpickle for code)", "chunk_items": CHUNK,
-                "heartbeat_s": 1.0, "heartbeat_timeout_s": 30.0, "stream_tick_s": DEFAULT_TICK,
+    def mode_settings(self) -> dict:
+        return {"serializer": "pickle protocol 5 (cloudpickle for code)", "chunk_items": CHUNK,
+                "stream_tick_s": DEFAULT_TICK,
                 # a lost worker is replaced and the run resumed from the last epoch snapshotted on every
                 # worker (engines.mini.recovery); no interval: no snapshots, a loss replays the whole input
-                "recovery": True, "snapshot_interval_s": None, "snapshot_dir": None, "max_recoveries": 3,
-                **options}
+                "recovery": True, "snapshot_interval_s": None, "snapshot_dir": None, "max_recoveries": 3}
 
     def start(self, workers: int = 2, **options) -> Session:
         settings = self.settings(workers, **options)
-        if settings["processes"]:
-            host = Host(workers, "engines.mini.dataparallel:DataWorker", heartbeat=settings["heartbeat_s"],
-                        timeout=settings["heartbeat_timeout_s"])
-        else:
-            host = InProcessHost(workers, DataWorker)
-        return MiniDataSession(workers, self.supports, settings, host)
+        return MiniDataSession(workers, self.supports, settings, self.start_host(settings))
 
 
-class MiniDataSession(Recording, Session):
+class MiniDataSession(MiniSession):
     """A mini-data cluster; ``processes=False`` gives the deterministic in-process form.
 
         >>> with MiniDataEngine().start(workers=2, processes=False) as s:
@@ -584,17 +590,12 @@ class MiniDataSession(Recording, Session):
     engine = "mini-data"
 
     def __init__(self, workers, supports, settings, host):
-        super().__init__(workers, supports, settings)
-        self.host = host
+        super().__init__(workers, supports, settings, host)
         self._runs = 0
         self._trace: list[dict] = []
         self._traced: list[dict] = []   # every run's rows while a trace is recording (trace_start)
         self._broken = ""
         self._snapshots = SnapshotStore(settings["snapshot_dir"]) if settings["recovery"] else None
-
-    @property
-    def worker_pids(self) -> list[int]:
-        return list(self.host.worker_pids)
 
     streams_natively = True
 
@@ -636,7 +637,7 @@ class MiniDataSession(Recording, Session):
 
     def close(self) -> None:
         try:
-            self.host.close()
+            super().close()
         finally:
             if self._snapshots is not None:
                 self._snapshots.close()
