@@ -16,15 +16,28 @@ The substrate (shared by every mode):
   the same runtimes as objects in one process: the deterministic form.
 - `engines.mini.trace` -- the event rows (spans, bytes sent) every runtime
   records, and the questions asked of them.
+- `engines.mini.engine` -- what the three engines share: settings, the
+  cluster a session starts, the session around it.
 
-The modes (each a runtime for the cluster, a driver loop and an engine):
+The modes, each a runtime for the cluster, a driver and an engine; read a
+mode's modules in the order given (the first is its architecture, as plain
+data and verbs or as one generator; the rest are the shells around it):
 
-- `engines.mini.dataparallel` -- ``mini-data``: every worker runs every step
-  on its partitions and trades records by key over the mesh.
-- ``mini-tasks`` and ``mini-actors`` -- a scheduler dispatching tasks to the
-  same workers, and actors hosted in them.
+``mini-data`` (data parallel): `engines.mini.dataparallel` -- every worker
+runs every stage of the compiled plan (`engines.plan.compile`) on its
+partitions and trades records by key over the mesh: `program` is the whole
+architecture as one generator, `DataWorker` drives it, `drive` is the
+driver; `engines.mini.recovery` -- snapshots at epoch boundaries and the
+resume after a lost worker; `engines.mini.streams` -- windows kept open on
+the workers while a stream's events flow.
 
-``mini-actors``, in order: `engines.mini.messaging` -- the actor runtime's
+``mini-tasks`` (task parallel): `engines.mini.scheduler` -- the task graph
+and where each task runs, as plain data and verbs, with a worked example:
+read it first; `engines.mini.taskworker` -- a worker: runs what is ready,
+keeps the results, serves them to its peers; `engines.mini.taskparallel`
+-- the driver's threads around the scheduler, the engine and session.
+
+``mini-actors`` (actors): `engines.mini.messaging` -- the actor runtime's
 state as plain data and verbs (routes, mailboxes and the order per sender,
 credit, calls, supervision), no I/O, with a worked example: read it first;
 `engines.mini.endpoint` -- the thin shell every process has around that

@@ -53,15 +53,13 @@ from __future__ import annotations
 
 import secrets
 
-from engines import Engine
 from engines.api import ActorError, Actors, Dataflow, Session, Tasks
 from engines.mini.actordriver import Driver, InProcessDriver
 from engines.mini.actorworker import InProcessActorHost
-from engines.mini.cluster import Host, InProcessHost
 from engines.mini.endpoint import MiniActorRef
+from engines.mini.engine import MiniEngine, MiniSession
 from engines.plan import Plan
 from engines.support import Support
-from engines.mini.trace import Recording
 
 SUPPORTS = {
     "dataflow": Support.emulated("operator actors (one per step per worker) push record batches downstream, "
@@ -111,31 +109,24 @@ class MiniActors(Actors):
 # ================================================================ engine and session
 
 
-class MiniActorsEngine(Engine):
+class MiniActorsEngine(MiniEngine):
     name = "mini-actors"
     architecture = "actors"
     description = "archbench's own engine: stateful actors with mailboxes in worker processes, messaging directly"
     supports = SUPPORTS
+    runtime, local_runtime = "engines.mini.actorworker:ActorHost", InProcessActorHost
 
-    def settings(self, workers: int, **options) -> dict:
-        return {"workers": workers, "processes": True, "start_method": "spawn (fresh interpreters)",
-                "transport": "TCP loopback, HMAC-SHA256 authenticated", "serializer": "pickle protocol 5 "
-                "(cloudpickle for classes and driver-side arguments that need it)",
+    def mode_settings(self) -> dict:
+        return {"serializer": "pickle protocol 5 (cloudpickle for classes and driver-side arguments that need it)",
                 "mailbox": 1024, "batch": 64, "linger_s": 0.002, "send_timeout_s": 60.0, "max_restarts": 3,
-                "direct_receive": True, "trace_cap": 100_000, "heartbeat_s": 1.0, "heartbeat_timeout_s": 30.0,
-                **options}
+                "direct_receive": True, "trace_cap": 100_000}
 
     def start(self, workers: int = 2, **options) -> Session:
         settings = self.settings(workers, **options)
         token = secrets.token_hex(8)
         runtime = {"token": token, "window": settings["mailbox"], "send_timeout": settings["send_timeout_s"],
                    "batch": settings["batch"], "linger": settings["linger_s"], "trace_cap": settings["trace_cap"]}
-        if settings["processes"]:
-            host = Host(workers, "engines.mini.actorworker:ActorHost", heartbeat=settings["heartbeat_s"],
-                        timeout=settings["heartbeat_timeout_s"],
-                        options={**runtime, "direct": settings["direct_receive"]})
-        else:
-            host = InProcessHost(workers, InProcessActorHost, options=runtime)
+        host = self.start_host(settings, {**runtime, "direct": settings["direct_receive"]}, runtime)
         try:
             driver = (Driver if settings["processes"] else InProcessDriver)(
                 host, token, max_restarts=settings["max_restarts"], direct=settings["direct_receive"],
@@ -147,7 +138,7 @@ class MiniActorsEngine(Engine):
         return MiniActorsSession(workers, self.supports, settings, host, driver)
 
 
-class MiniActorsSession(Recording, Session):
+class MiniActorsSession(MiniSession):
     """A mini-actors cluster; ``processes=False`` gives the deterministic in-process form.
 
         >>> with MiniActorsEngine().start(workers=2, processes=False) as s:
@@ -159,14 +150,10 @@ class MiniActorsSession(Recording, Session):
     engine = "mini-actors"
 
     def __init__(self, workers, supports, settings, host, driver: Driver):
-        super().__init__(workers, supports, settings)
-        self.host, self.driver = host, driver
+        super().__init__(workers, supports, settings, host)
+        self.driver = driver
         driver.latencies = self.latencies
         self._closed = False
-
-    @property
-    def worker_pids(self) -> list[int]:
-        return list(self.host.worker_pids)
 
     def actors(self) -> MiniActors:
         return MiniActors(self)
@@ -190,4 +177,4 @@ class MiniActorsSession(Recording, Session):
         try:
             self.driver.close()
         finally:
-            self.host.close()
+            super().close()

@@ -53,15 +53,14 @@ import traceback
 import weakref
 from collections import deque
 
-from engines import Engine
 from engines.api import DataflowError, Future, Session, TaskError, Tasks
 from engines.common import task_name
 from engines.mini import scheduler
-from engines.mini.cluster import DRIVER, ClusterError, Host, InProcessHost
+from engines.mini.cluster import DRIVER, ClusterError
+from engines.mini.engine import MiniEngine, MiniSession
 from engines.mini.taskworker import MAX_ROWS, SLICE, TaskWorker
 from engines.plan import OnTasks, Plan, evaluate
 from engines.support import Support
-from engines.mini.trace import Recording
 
 REPLY_TIMEOUT = 30.0     # s to wait for a worker's trace or stats
 
@@ -119,14 +118,13 @@ class MiniTasks(Tasks):
         self._keys = []
 
 
-class MiniTasksSession(Recording, Session):
+class MiniTasksSession(MiniSession):
     """A mini-tasks cluster and its scheduler; ``processes=False`` gives the deterministic in-process form."""
 
     engine = "mini-tasks"
 
     def __init__(self, workers, supports, settings, host, threaded: bool):
-        super().__init__(workers, supports, settings)
-        self.host = host
+        super().__init__(workers, supports, settings, host)
         self._state = scheduler.new_state(host.local)
         self._lock = threading.Lock()             # the scheduler state, futures and outbox
         self._send_lock = threading.Lock()        # one flush at a time keeps each worker's messages in order
@@ -148,10 +146,6 @@ class MiniTasksSession(Recording, Session):
                 thread = threading.Thread(target=target, daemon=True, name=f"mini-tasks {target.__name__}")
                 thread.start()
                 self._threads.append(thread)
-
-    @property
-    def worker_pids(self) -> list[int]:
-        return list(self.host.worker_pids)
 
     # -- the models
     def tasks(self) -> Tasks:
@@ -463,7 +457,7 @@ class MiniTasksSession(Recording, Session):
         self._closed = True
         with self._kick_cv:
             self._kick_cv.notify()
-        self.host.close()
+        super().close()
         for thread in self._threads:
             thread.join(timeout=5)
         self._break("the mini-tasks session is closed")
@@ -472,30 +466,24 @@ class MiniTasksSession(Recording, Session):
 # ================================================================ the engine
 
 
-class MiniTasksEngine(Engine):
+class MiniTasksEngine(MiniEngine):
     name = "mini-tasks"
     architecture = "task parallel"
     description = "archbench's own engine: a scheduler places a task graph; results move worker to worker"
     supports = SUPPORTS
+    runtime, local_runtime = "engines.mini.taskworker:TaskWorker", TaskWorker
 
-    def settings(self, workers: int, **options) -> dict:
-        return {"workers": workers, "processes": True, "start_method": "spawn (fresh interpreters)",
-                "transport": "TCP loopback, HMAC-SHA256 authenticated",
-                "serializer": "cloudpickle protocol 5, one pickle per batch; each function pickled once",
+    def mode_settings(self) -> dict:
+        return {"serializer": "cloudpickle protocol 5, one pickle per batch; each function pickled once",
                 "placement": "missing input bytes / bandwidth + queue x task time; chains placed ahead",
                 "bandwidth_assumed_MBps": scheduler.BANDWIDTH / 1e6, "short_task_ms": scheduler.SHORT * 1e3,
                 "fetch_latency_assumed_ms": scheduler.FETCH_LATENCY * 1e3,
-                "inline_result_bytes": scheduler.INLINE, "slice_ms": SLICE * 1e3,
-                "heartbeat_s": 1.0, "heartbeat_timeout_s": 30.0, **options}
+                "inline_result_bytes": scheduler.INLINE, "slice_ms": SLICE * 1e3}
 
     def start(self, workers: int = 2, **options) -> Session:
         settings = self.settings(workers, **options)
-        if settings["processes"]:
-            host = Host(workers, "engines.mini.taskworker:TaskWorker",
-                        options={"slice_s": settings["slice_ms"] / 1e3},
-                        heartbeat=settings["heartbeat_s"], timeout=settings["heartbeat_timeout_s"])
-        else:   # deterministic: one task per turn of the message loop; no clock in the decisions
-            host = InProcessHost(workers, TaskWorker, options={"slice_s": 0.0, "timed": False})
+        # in-process, deterministic: one task per turn of the message loop; no clock in the decisions
+        host = self.start_host(settings, {"slice_s": settings["slice_ms"] / 1e3}, {"slice_s": 0.0, "timed": False})
         return MiniTasksSession(workers, self.supports, settings, host, threaded=settings["processes"])
 
 
