@@ -260,6 +260,19 @@ class Session:
         """Process ids of the workers (empty where workers are not processes of ours)."""
         return []
 
+    def fault_targets(self) -> list[tuple[int, str]]:
+        """The processes a fault may kill (``archbench run --fault``): ``(pid, what it is)`` each.
+
+        Default: the `worker_pids`, as ``"<engine> worker <i>"``. An engine
+        whose worker is another kind of process (an executor, a worker under
+        a nanny) says so here; one with none says why in `fault_reason`.
+        """
+        return [(pid, f"{self.engine} worker {i}") for i, pid in enumerate(self.worker_pids)]
+
+    def fault_reason(self) -> str:
+        """Why there is no worker process to kill, when `fault_targets` is empty."""
+        return f"{self.engine}'s workers are not processes of their own: killing one would kill the driver"
+
     #: whether the engine runs a stream itself; when not, `dataflow` runs it as micro-batches
     streams_natively = False
 
