@@ -12,6 +12,8 @@ are timed apart, and the check is never inside a timed region::
              check against the reference             -> check_s, ok | wrong
     trace    (--trace) one more run, traced by the engine's own instruments and never part of
              a timed figure                          -> traces/<cell>.json, a row of purpose "traced"
+    fault    (--fault) one more run with a worker process killed part-way (`harness.faults`)
+                                                     -> a row of purpose "faulted"
 
 ``run`` is ``workload.runner(engine)``: the workload's ``run``, or its
 columnar form ``run_columnar`` on a columnar variant such as spark-df.
@@ -151,7 +153,62 @@ def run_cell(spec: dict) -> int:
             if spec.get("trace"):
                 phase("trace")
                 append_row(results, traced_repeat(spec, base, session, run, inputs, want, workload, units))
+            if spec.get("fault"):
+                phase("fault")
+                append_row(results, faulted_repeat(spec, base, session, run, inputs, want, workload, units))
     return 0
+
+
+def median_run(spec: dict, base: dict) -> float | None:
+    """The median run time of this cell's ok timed repeats (from the rows written), None without one."""
+    from harness.results import read_rows, timed
+
+    mine = sorted(r["run_s"] for r in timed(read_rows(Path(spec["out"])))
+                  if r["status"] == "ok" and (r["engine"], r["workload"], r["size"], r["workers"]) ==
+                  (base["engine"], base["workload"], base["size"], base["workers"]))
+    return mine[len(mine) // 2] if mine else None
+
+
+def faulted_repeat(spec: dict, base: dict, session, run, inputs, want, workload, units: int) -> dict:
+    """One more run, with the last of the engine's fault targets killed part-way (`harness.faults`)."""
+    from harness.faults import Killer, outcome, parse_fault
+
+    fault = parse_fault(spec["fault"])
+    row = new_row(**base, repeat=spec["fault_repeat"], purpose="faulted", units=units, fault=str(fault))
+    targets = session.fault_targets()
+    median = median_run(spec, base)
+    if not targets or median is None:
+        why = session.fault_reason() if not targets else "no timed repeat of this cell succeeded: no time to aim at"
+        row.update(status="unsupported", fault_outcome="unsupported", error=why)
+        return row
+    pid, what = targets[-1]
+    row.update(fault_pid=pid, fault_target=what)
+    killer = Killer(pid, fault.at * median)
+    got, ran = None, False
+    killer.start()
+    t0 = time.perf_counter()
+    try:
+        got = run(session, inputs)
+        ran = True
+    except Exception as e:
+        row["error"] = one_line(e)
+        traceback.print_exc()
+    row["run_s"] = time.perf_counter() - t0
+    killer.cancel()
+    row["fault_at_s"] = killer.killed_at
+    right = False
+    if ran:
+        try:
+            workload.check(got, want)
+            right = True
+        except AssertionError as e:
+            row["error"] = f"result differs from the reference: {e}"[:2000]
+    row["fault_outcome"] = outcome(ran=ran, right=right, hit=killer.killed_at is not None)
+    row["status"] = {"recovered": "ok", "wrong": "wrong", "missed": "ok"}.get(row["fault_outcome"], "failed")
+    if ran:                                   # what recovering cost (a failed run's time is its run_s)
+        row["recovery_s"] = row["run_s"] - median
+    print(f"FAULT {fault} on {what} (pid {pid}) at {killer.killed_at}: {row['fault_outcome']}", file=sys.stderr)
+    return row
 
 
 def traced_repeat(spec: dict, base: dict, session, run, inputs, want, workload, units: int) -> dict:
@@ -160,7 +217,6 @@ def traced_repeat(spec: dict, base: dict, session, run, inputs, want, workload, 
     The row says what tracing cost (``trace_overhead``: this run's time over the median of the
     timed repeats) and how the workers spent their time (``busy_fraction``, ``time_shares``).
     """
-    from harness.results import read_rows, timed
     from harness.traces import trace_name, utilisation, write_trace
 
     row = new_row(**base, repeat=spec["trace_repeat"], purpose="traced", units=units)
@@ -181,11 +237,9 @@ def traced_repeat(spec: dict, base: dict, session, run, inputs, want, workload, 
             workload.check(got, want)
         except AssertionError as e:
             row.update(status="wrong", error=f"result differs from the reference: {e}"[:2000])
-    mine = [r["run_s"] for r in timed(read_rows(Path(spec["out"])))
-            if r["status"] == "ok" and (r["engine"], r["workload"], r["size"], r["workers"]) ==
-            (base["engine"], base["workload"], base["size"], base["workers"])]
-    if mine:
-        row["trace_overhead"] = row["run_s"] / sorted(mine)[len(mine) // 2]
+    median = median_run(spec, base)
+    if median:
+        row["trace_overhead"] = row["run_s"] / median
     name = trace_name(base["workload"], base["size"], base["engine"], base["workers"])
     meta = {k: base[k] for k in ("engine", "architecture", "workload", "size", "workers")}
     meta.update(source=trace.source, missing=trace.missing, run_s=row["run_s"], status=row["status"])

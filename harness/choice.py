@@ -24,6 +24,7 @@ are ranked (`harness.stats.rank`):
     {"workloads": {W: {"winner": engine, "architecture": a, "ratio_to_next": x, "significant": bool,
                        "hypothesis": "confirmed" | "refuted" | "undecided", "expected": a | null,
                        "deciding": "...", "size": s, "workers": n, "judged_by": field, "ranking": [...]}},
+                       "faults": {engine: {"outcome": ..., "recovery_s": ...}}},   (with --fault)
      "traits": {T: {"architecture": a | null, "workloads": {W: a}}},
      "crossovers": ["sentences: where an engine's start-up is paid back, where a worker stops helping"]}
 """
@@ -120,7 +121,7 @@ def choices(rows: list[dict], manifest: dict) -> dict:
     """``choice.json``'s content from a run's timed rows and manifest."""
     from harness.results import timed
 
-    rows = timed(rows)
+    every, rows = rows, timed(rows)
     architecture_of = {name: e.get("architecture", "?") for name, e in manifest.get("engines", {}).items()}
     architecture_of.update({r["engine"]: r["architecture"] for r in rows if r.get("architecture")})
     declared = {w: manifest.get("workloads", {}).get(w) or _declared(w) for w in {r["workload"] for r in rows}}
@@ -129,6 +130,7 @@ def choices(rows: list[dict], manifest: dict) -> dict:
         found = verdict(workload, [r for r in rows if r["workload"] == workload], declared.get(workload, {}),
                         architecture_of)
         if found is not None:
+            found["faults"] = faults_of(every, workload, found["size"], found["workers"])
             out["workloads"][workload] = found
     for workload, v in out["workloads"].items():
         best_arch = next((r["architecture"] for r in v["ranking"] if r["architecture"] != "baseline"), None)
@@ -140,6 +142,28 @@ def choices(rows: list[dict], manifest: dict) -> dict:
         t["won"] = f"{votes.count(t['architecture'])} of {len(t['workloads'])} workloads" if votes else ""
     out["crossovers"] = crossovers(rows)
     return out
+
+
+def faults_of(rows: list[dict], workload: str, size: str, workers: int) -> dict:
+    """What a killed worker did on each engine (``--fault``), at the verdict's size and worker count:
+    ``{engine: {"outcome": ..., "recovery_s": ...}}``; empty without faulted repeats."""
+    return {r["engine"]: {"outcome": r.get("fault_outcome"), "recovery_s": r.get("recovery_s")}
+            for r in rows if r.get("purpose") == "faulted" and r["workload"] == workload
+            and r["size"] == size and int(r["workers"]) == workers}
+
+
+def fault_sentence(workload: str, v: dict) -> str | None:
+    """The fault evidence of one verdict, in a sentence: how the winner fared, and who recovered."""
+    faults = v.get("faults") or {}
+    if not faults:
+        return None
+    mine = faults.get(v["winner"])
+    recovered = [e for e, f in faults.items() if f["outcome"] == "recovered"]
+    lost = [e for e, f in faults.items() if f["outcome"] in ("failed", "hung", "wrong")]
+    head = (f"the winner, {v['winner']}, {mine['outcome']}" + (f" ({mine['recovery_s']:+.3g} s)"
+            if mine.get("recovery_s") is not None else "") if mine else f"the winner, {v['winner']}, was not faulted")
+    return (f"{workload}: with a worker killed mid-run {head}; recovered: {', '.join(recovered) or 'none'}; "
+            f"did not: {', '.join(lost) or 'none'}")
 
 
 def crossovers(rows: list[dict]) -> list[str]:
@@ -220,6 +244,10 @@ def choice_section(data: dict) -> list[str]:
             each = ", ".join(f"{w}: {a or '-'}" for w, a in t["workloads"].items())
             lines.append(f"| {trait} | {t['architecture'] or '-'} ({t['won']}) | {each} |")
         lines.append("")
+    sentences = [s for s in (fault_sentence(w, v) for w, v in data["workloads"].items()) if s]
+    if sentences:
+        lines += ["Recovery counts too: a winner that fails when a worker dies may not be the answer for a job "
+                  "that must finish (`--fault`, the *Faults* section):", ""] + [f"- {s}" for s in sentences] + [""]
     if data.get("crossovers"):
         lines += ["Where the answer changes, as the data shows it:", ""] + [f"- {c}" for c in data["crossovers"]] + [""]
     lines += ["What would change the answer: these verdicts hold for this machine, these sizes and worker "

@@ -154,7 +154,20 @@ def build_matrix(args, parser, stored: dict):
     options = _engine_options(args.engine_option or [], parser) or stored.get("options", {})
     return Matrix(engines=engines, workloads=workloads, sizes=sizes, workers=workers, repeat=repeat,
                   warmup=warmup, timeout=timeout, seed=pick("seed", 42), workload_files=files, options=options,
-                  quick=quick, trace=bool(args.trace or stored.get("trace")))
+                  quick=quick, trace=bool(args.trace or stored.get("trace")), fault=_fault(args, parser, stored))
+
+
+def _fault(args, parser, stored: dict) -> str | None:
+    """``--fault`` checked (`harness.faults.parse_fault`), as its canonical text; from the manifest on --resume."""
+    from harness.faults import parse_fault
+
+    text = getattr(args, "fault", None) or stored.get("fault")
+    if not text:
+        return None
+    try:
+        return str(parse_fault(text))
+    except ArchbenchError as e:
+        parser.error(str(e))
 
 
 def cmd_run(args, parser) -> int:
@@ -351,6 +364,11 @@ def make_parser() -> Parser:
     run.add_argument("--trace", action="store_true", help="after each cell's timed repeats, one more, untimed, "
                      "traced by the engine's own instruments: traces/<workload>-<size>-<engine>-w<N>.json "
                      "(Chrome trace JSON: open in ui.perfetto.dev) and timeline figures")
+    run.add_argument("--fault", metavar="kill-worker[@F]",
+                     help="after each cell's timed repeats, one more in which one worker process of the engine is "
+                     "killed (SIGKILL) when a fraction F (default 0.5) of the cell's median run time has passed: "
+                     "what each engine does -- recovered, failed, hung -- in report.md's fault table and "
+                     "recovery.png")
     run.add_argument("--no-plots", action="store_true", help="skip the plots and report at the end")
     plot = sub.add_parser("plot", help="draw PNG figures from a results folder")
     plot.add_argument("dir")

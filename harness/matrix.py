@@ -31,6 +31,7 @@ from pathlib import Path
 import psutil
 
 from engines import get_engine
+from harness.faults import CELL_MARK, kill_all, orphans
 from harness.results import append_row, cell_key, new_row, read_rows, timed
 from workloads import get_workload
 
@@ -52,6 +53,7 @@ class Matrix:
     options: dict[str, dict] = field(default_factory=dict)   # engine -> start() options
     quick: bool = False      # the quick matrix (`archbench run` with no --workloads): a first look
     trace: bool = False      # one more, untimed, traced repeat per cell (--trace)
+    fault: str | None = None # one more repeat per cell with a worker killed part-way (--fault, harness.faults)
 
     def cells(self) -> list[tuple[str, str, str, int]]:
         """(engine, workload, size, workers), grouped by workload so one workload's engines sit together."""
@@ -95,11 +97,14 @@ class Progress:
         for row in timed(rows):
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         traced = [r["status"] for r in rows if r.get("purpose") == "traced"]
-        status = ", ".join(f"{n} {s}" for s, n in counts.items()) or ("" if traced else "nothing to do")
+        faulted = [r["fault_outcome"] for r in rows if r.get("purpose") == "faulted"]
+        status = ", ".join(f"{n} {s}" for s, n in counts.items()) or ("" if traced or faulted else "nothing to do")
         status += f"{', ' if status else ''}traced {traced[0]}" if traced else ""
+        status += f"{', ' if status else ''}fault: {faulted[0]}" if faulted else ""
         runs = [r["run_s"] for r in timed(rows) if r["status"] == "ok" and r["run_s"] is not None]
         timing = f", run {statistics.median(runs):.3g} s (median)" if runs else ""
-        reason = next((r["error"] for r in rows if r["status"] != "ok" and r.get("error")), "")
+        reason = next((r["error"] for r in rows if r["status"] != "ok" and r.get("error")
+                       and r.get("purpose") != "faulted"), "")
         why = f" — {reason[:110]}" if reason else ""
         prefix = "\r\033[K" if self.live else ""
         self.stream.write(f"{prefix}[{self.done}/{self.total}] {self._elapsed()}  {self.cell}: {status}{timing}{why}\n")
@@ -124,14 +129,15 @@ def kill_tree(pid: int) -> None:
     psutil.wait_procs(victims, timeout=10)
 
 
-def watch(cmd: list[str], log_path: Path, timeout: float, on_phase) -> tuple[str, str | int]:
-    """Run ``cmd``, giving each announced phase ``timeout`` seconds.
+def watch(cmd: list[str], log_path: Path, timeout: float, on_phase, mark: str = "") -> tuple[str, str | int]:
+    """Run ``cmd``, giving each announced phase ``timeout`` seconds; ``mark`` goes in its environment
+    (and so in every process it starts) as ``ARCHBENCH_CELL``, to find what outlives it.
 
     Returns ``("exit", returncode)`` or ``("timeout", message)``.
     """
     with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
-                                start_new_session=True, bufsize=1)
+                                start_new_session=True, bufsize=1, env={**os.environ, CELL_MARK: mark})
         lines: queue.Queue = queue.Queue()
 
         def read():
@@ -191,8 +197,9 @@ def run_matrix(matrix: Matrix, out: Path, run_id: str, progress: Progress | None
         engine_name, workload_name, size, workers = cell
         progress.start(cell)
         todo = [r for r in range(matrix.repeat) if r not in done.get(cell, set())]
-        trace = matrix.trace and matrix.repeat not in done.get(cell, set())   # the traced repeat comes last
-        if not todo and not trace:
+        trace = matrix.trace and matrix.repeat not in done.get(cell, set())   # the traced repeat comes next
+        fault = bool(matrix.fault) and fault_repeat(matrix) not in done.get(cell, set())   # the faulted one last
+        if not todo and not trace and not fault:
             progress.finish([])
             continue
         engine, workload = get_engine(engine_name), get_workload(workload_name)
@@ -209,18 +216,27 @@ def run_matrix(matrix: Matrix, out: Path, run_id: str, progress: Progress | None
         if status:
             rows = [new_row(**base, repeat=r, status=status, error=reason) for r in todo]
         else:
-            rows = run_one(matrix, cell, todo, trace, base, out, run_id, progress)
+            rows = run_one(matrix, cell, todo, trace, fault, base, out, run_id, progress)
         for row in rows:
             append_row(results, row)
-        wanted = set(todo) | ({matrix.repeat} if trace and not status else set())
+        wanted = set(todo) | ({matrix.repeat} if trace and not status else set()) \
+            | ({fault_repeat(matrix)} if fault and not status else set())
         written = [r for r in read_rows(results) if cell_key(r) == cell and int(r["repeat"]) in wanted]
         progress.finish(written)
     return read_rows(results)
 
 
-def run_one(matrix: Matrix, cell: tuple, todo: list[int], trace: bool, base: dict, out: Path, run_id: str,
-            progress: Progress) -> list[dict]:
-    """Run one cell's repeats in a subprocess; the rows the parent must add (for repeats it did not record)."""
+def fault_repeat(matrix: Matrix) -> int:
+    """The repeat number of a cell's faulted repeat: after the timed ones and the traced one."""
+    return matrix.repeat + 1
+
+
+def run_one(matrix: Matrix, cell: tuple, todo: list[int], trace: bool, fault: bool, base: dict, out: Path,
+            run_id: str, progress: Progress) -> list[dict]:
+    """Run one cell's repeats in a subprocess; the rows the parent must add (for repeats it did not record).
+
+    After a faulted cell, no process it started may be left: any found is killed, and named in
+    ``orphans.jsonl``."""
     engine_name, workload_name, size, workers = cell
     log = out / "logs" / f"{workload_name}-{size}-{engine_name}-w{workers}.log"
     options = dict(matrix.options.get(engine_name, {}))
@@ -229,16 +245,35 @@ def run_one(matrix: Matrix, cell: tuple, todo: list[int], trace: bool, base: dic
         options = {**get_engine(engine_name).trace_options, **options}
     spec = dict(run_id=run_id, engine=engine_name, workload=workload_name, size=size, workers=workers,
                 seed=matrix.seed, repeats=todo, warmup=matrix.warmup, out=str(out), trace=trace,
-                trace_repeat=matrix.repeat,
+                trace_repeat=matrix.repeat, fault=matrix.fault if fault else None, fault_repeat=fault_repeat(matrix),
                 workload_files=matrix.workload_files, options=options)
-    how, detail = watch([sys.executable, "-m", "harness.cell", json.dumps(spec)], log, matrix.timeout, progress.phase)
+    mark = f"{run_id}:{engine_name}:{workload_name}:{size}:{workers}:{os.getpid()}"
+    how, detail = watch([sys.executable, "-m", "harness.cell", json.dumps(spec)], log, matrix.timeout,
+                        progress.phase, mark)
+    if fault:
+        left = orphans(mark)
+        if left:
+            append_row(out / "orphans.jsonl", {**base, "pids": [p.pid for p in left],
+                                               "names": [_name(p) for p in left]})
+            kill_all(left)
     recorded = {int(r["repeat"]) for r in read_rows(out / "results.jsonl") if cell_key(r) == cell}
-    missing = [(r, "timed") for r in todo if r not in recorded]
+    missing = [(r, "timed", {}) for r in todo if r not in recorded]
     if trace and matrix.repeat not in recorded:
-        missing.append((matrix.repeat, "traced"))
+        missing.append((matrix.repeat, "traced", {}))
+    if fault and fault_repeat(matrix) not in recorded:
+        outcome = "hung" if how == "timeout" else "failed"
+        missing.append((fault_repeat(matrix), "faulted", {"fault": matrix.fault, "fault_outcome": outcome}))
     if how == "timeout":
-        return [new_row(**base, repeat=r, purpose=p, status="timeout", error=str(detail)) for r, p in missing]
+        return [new_row(**base, repeat=r, purpose=p, status="timeout", error=str(detail), **extra)
+                for r, p, extra in missing]
     reason = last_line(log) or "no output"
     return [new_row(**base, repeat=r, purpose=p, status="failed",
                     error=f"cell exited with code {detail} before recording this repeat: {reason} "
-                          f"(see logs/{log.name})") for r, p in missing]
+                          f"(see logs/{log.name})", **extra) for r, p, extra in missing]
+
+
+def _name(proc) -> str:
+    try:
+        return " ".join(proc.cmdline())[:200] or proc.name()
+    except psutil.Error:
+        return "?"

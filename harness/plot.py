@@ -84,10 +84,13 @@ def plot_latency(rows: list[dict], path: Path) -> Path:
 def plot_run(out: Path) -> list[Path]:
     """Draw every figure of the run folder ``out``; their paths."""
     out = Path(out)
-    rows = timed(read_rows(out))
+    every = read_rows(out)
+    rows = timed(every)
     if not rows:
         raise ArchbenchError(f"{out} has no results.jsonl rows to plot; run `archbench run --out {out}` first")
     from harness.evidence import draw_evidence
+    from harness.faults import plot_recovery
 
+    recovery = plot_recovery(every, out / "recovery.png")
     return [plot_throughput(rows, out / "throughput.png"), plot_latency(rows, out / "latency.png"),
-            *draw_evidence(out, rows)[0]]
+            *draw_evidence(out, rows)[0], *([recovery] if recovery else [])]

@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from harness.faults import fault_section
 from harness.matrix import FULL_MATRIX
 from harness.results import cells, median_of, read_manifest, read_rows, status_of, timed
 
@@ -149,6 +150,7 @@ def write_report(out: Path) -> Path:
                    for _, g in groups}
         notes = [f"- {engine} ({workers} workers): {why}" for (engine, workers), why in reasons.items() if why]
         lines += [""] + (["Cells that did not run or did not pass:", ""] + notes + [""] if notes else [])
+    lines += fault_section(every)
     lines += timelines_section(out, every)
     lines += fairness_section(out)
     path = out / "report.md"

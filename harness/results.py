@@ -32,8 +32,9 @@ FIELDS = (
     "throughput", "latency_count", "latency_p50_s", "latency_p90_s", "latency_p99_s",
     "latency_max_s", "peak_rss_bytes", "cpu_s",
     "purpose", "trace_file", "trace_overhead", "busy_fraction", "time_shares",
+    "fault", "fault_outcome", "recovery_s", "fault_pid", "fault_target", "fault_at_s",
 )
-PURPOSES = ("timed", "traced")   # a traced repeat is never part of a timed figure
+PURPOSES = ("timed", "traced", "faulted")   # a traced or faulted repeat is never part of a timed figure
 
 PACKAGES = ("archbench", "cloudpickle", "psutil", "numpy", "pandas", "pyarrow", "matplotlib",
             "pyspark", "dask", "distributed", "ray", "bytewax", "pytest", "pytest-benchmark")
