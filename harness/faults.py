@@ -167,9 +167,15 @@ def signed_seconds(value) -> str:
     return "-" if value is None else f"{value:+.3g} s"
 
 
-def fault_section(rows: list[dict]) -> list[str]:
-    """The report's *Faults* section: one row per cell with a faulted repeat. Empty without one."""
+def fault_section(rows: list[dict], out=None) -> list[str]:
+    """The report's *Faults* section: one row per cell with a faulted repeat, and what each cell left
+    running (``out/orphans.jsonl``). Empty without a faulted repeat."""
+    from pathlib import Path
+
     from harness.report import fmt_seconds
+    from harness.results import cell_key, read_rows
+
+    left = {cell_key(o): len(o["pids"]) for o in read_rows(Path(out) / "orphans.jsonl")} if out else {}
 
     rows = faulted(rows)
     if not rows:
@@ -181,13 +187,14 @@ def fault_section(rows: list[dict]) -> list[str]:
              "a timed figure.", ""]
     if any(r.get("fault_outcome") != "unsupported" for r in rows):
         lines += ["![recovery.png](recovery.png)", ""]
-    lines += ["| workload | size | engine | workers | killed | at | outcome | run | recovery | lost |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| workload | size | engine | workers | killed | at | outcome | run | recovery | lost | left running |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["workload"], r["size"], r["engine"], r["workers"])):
         killed = f"{r['fault_target']} (pid {r['fault_pid']})" if r.get("fault_pid") else "-"
         lines.append(f"| {r['workload']} | {r['size']} | {r['engine']} | {r['workers']} | {killed} | "
                      f"{fmt_seconds(r.get('fault_at_s'))} | **{r.get('fault_outcome') or '-'}** | "
-                     f"{fmt_seconds(r.get('run_s'))} | {signed_seconds(r.get('recovery_s'))} | {lost(r)} |")
+                     f"{fmt_seconds(r.get('run_s'))} | {signed_seconds(r.get('recovery_s'))} | {lost(r)} | "
+                     f"{left.get(cell_key(r), 0)} |")
     return lines + [""]
 
 

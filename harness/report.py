@@ -150,7 +150,7 @@ def write_report(out: Path) -> Path:
                    for _, g in groups}
         notes = [f"- {engine} ({workers} workers): {why}" for (engine, workers), why in reasons.items() if why]
         lines += [""] + (["Cells that did not run or did not pass:", ""] + notes + [""] if notes else [])
-    lines += fault_section(every)
+    lines += fault_section(every, out)
     lines += timelines_section(out, every)
     lines += fairness_section(out)
     path = out / "report.md"
