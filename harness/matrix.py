@@ -121,12 +121,7 @@ def kill_tree(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    for proc in victims:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(victims, timeout=10)
+    kill_all(victims)
 
 
 def watch(cmd: list[str], log_path: Path, timeout: float, on_phase, mark: str = "") -> tuple[str, str | int]:

@@ -241,13 +241,21 @@ class Endpoint:
         state = self.state
         with self.lock:
             result = verb(state, *args)
-            effects = self._effects() if state["wake"] or state["outcomes"] or state["unblocked"] or state["log"] \
-                else None
+            effects = self._pending()
+        self._release(effects)
+        return result
+
+    def _pending(self):
+        """The effects the verbs left (under the lock), or None when there are none."""
+        state = self.state
+        return self._effects() if state["wake"] or state["outcomes"] or state["unblocked"] or state["log"] else None
+
+    def _release(self, effects) -> None:
+        """After the lock: act on ``effects``, and send what is queued."""
         if effects is not None:
             self._act(effects)
-        if state["queued"]:
+        if self.state["queued"]:
             self.queued()
-        return result
 
     def _effects(self):
         """What the verbs left for the shell, taken out of the state (the lock held)."""
@@ -357,12 +365,8 @@ class Endpoint:
                     if not messaging.receive(state, source, m):
                         others = others or []
                         others.append(m)
-            effects = self._effects() if state["wake"] or state["outcomes"] or state["unblocked"] or state["log"] \
-                else None
-        if effects is not None:
-            self._act(effects)
-        if state["queued"]:
-            self.queued()
+            effects = self._pending()
+        self._release(effects)
         if others:
             for m in others:
                 self.other(source, m)
