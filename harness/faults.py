@@ -172,8 +172,7 @@ def fault_section(rows: list[dict], out=None) -> list[str]:
     running (``out/orphans.jsonl``). Empty without a faulted repeat."""
     from pathlib import Path
 
-    from harness.report import fmt_seconds
-    from harness.results import cell_key, read_rows
+    from harness.results import cell_key, fmt_seconds, read_rows
 
     left = {cell_key(o): len(o["pids"]) for o in read_rows(Path(out) / "orphans.jsonl")} if out else {}
 

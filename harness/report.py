@@ -21,27 +21,7 @@ from pathlib import Path
 
 from harness.faults import fault_section
 from harness.matrix import FULL_MATRIX
-from harness.results import cells, median_of, read_manifest, read_rows, status_of, timed
-
-
-def fmt(value, unit: str = "", digits: int = 3) -> str:
-    """A number in a few significant digits, with k/M for large ones; '-' for None."""
-    if value is None:
-        return "-"
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.{digits}g}{suffix}{unit}"
-    return f"{value:.{digits}g}{unit}"
-
-
-def fmt_seconds(value) -> str:
-    if value is None:
-        return "-"
-    if value < 1e-3:
-        return f"{value * 1e6:.3g} µs"
-    if value < 1:
-        return f"{value * 1e3:.3g} ms"
-    return f"{value:.3g} s"
+from harness.results import cells, fmt, fmt_seconds, median_of, read_manifest, read_rows, status_of, timed
 
 
 def _table(header: list[str], body: list[list[str]]) -> str:

@@ -204,3 +204,27 @@ def status_of(rows: list[dict]) -> str:
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+# ------------------------------------------------------------------ how its numbers are shown
+
+
+def fmt(value, unit: str = "", digits: int = 3) -> str:
+    """A number in a few significant digits, with k/M for large ones; '-' for None."""
+    if value is None:
+        return "-"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.{digits}g}{suffix}{unit}"
+    return f"{value:.{digits}g}{unit}"
+
+
+def fmt_seconds(value) -> str:
+    """Seconds in µs, ms or s, three significant digits; '-' for None."""
+    if value is None:
+        return "-"
+    if value < 1e-3:
+        return f"{value * 1e6:.3g} µs"
+    if value < 1:
+        return f"{value * 1e3:.3g} ms"
+    return f"{value:.3g} s"
