@@ -48,7 +48,7 @@ import cloudpickle
 from engines import Engine
 from engines.api import DataflowError, Future, Session, TaskError, Tasks
 from engines.common import run_retried, task_error, task_name
-from engines.plan import Plan, Runner, call_label, evaluate
+from engines.plan import Plan, Runner, call_label, evaluate, narrow, split
 from engines.support import Support
 from engines.tracing import Stamps, span, worker_lane
 
@@ -129,7 +129,9 @@ class PoolSession(Session):
         """Replace the pool ``broken`` by a fresh one (once, however many callers saw it break)."""
         with self._restarting:
             if self._current is broken:
-                broken.close()
+                # not waited for: this may run on the broken pool's own thread (a callback of a failed
+                # work item), which then stops and joins the pool's other processes itself
+                broken.executor.shutdown(wait=False, cancel_futures=True)
                 self._current = _Pool(self.workers)
 
     def _submit(self, fn, args, kwargs):
@@ -159,7 +161,7 @@ class PoolSession(Session):
                                 ["bytes moved: every result returns to the driver; their sizes are not stamped"])
 
     def run_plan(self, plan: Plan) -> dict[str, list]:
-        return evaluate(plan, PoolRunner(self), buckets=self.workers)
+        return evaluate(plan, PoolRunner(self, plan.name), buckets=self.workers)
 
     def tasks(self) -> Tasks:
         return PoolTasks(self)
@@ -192,8 +194,13 @@ class _Pool:
         code; the pool then stops the others with SIGTERM, so a process
         ended so is named only when no other ended.
         """
+        from multiprocessing.connection import wait
+
         from engines.mini.cluster import exit_status
 
+        for sentinel in wait([proc.sentinel for proc in self.procs.values()], timeout=0):
+            # exited (its sentinel is ready) but perhaps not yet reaped: wait for its exit code
+            next(proc for proc in self.procs.values() if proc.sentinel == sentinel).join(1)
         ended = sorted((proc.exitcode == -signal.SIGTERM, pid) for pid, proc in self.procs.items()
                        if proc.exitcode not in (None, 0))
         if not ended:
@@ -211,8 +218,8 @@ class PoolRunner(Runner):
     """A stage's calls run in the pool; every result comes back to the driver,
     so a shuffle's buckets are regrouped here and sent out again."""
 
-    def __init__(self, session: PoolSession):
-        self.session = session
+    def __init__(self, session: PoolSession, flow: str = "?"):
+        self.session, self.flow = session, flow
 
     def map(self, fn, calls):
         session = self.session
@@ -223,15 +230,25 @@ class PoolRunner(Runner):
         except BrokenProcessPool:
             lost = current.lost()
             session._restart(current)
-            raise DataflowError(f"{lost} while running {call_label(fn, calls[0]) if calls else fn.__name__}: "
-                                "the process pool broke and every work item in it failed (the pool retries "
-                                "nothing); the session has started a fresh pool, run again") from None
+            steps = ", ".join(step.name for step in _steps(fn, calls[0]))
+            raise DataflowError(f"{lost} while running {call_label(fn, calls[0])} (steps {steps}) of flow "
+                                f"{self.flow!r}: the process pool broke and every work item in it failed (the "
+                                "pool retries nothing); the session has started a fresh pool, run again") from None
         for args, (ok, value, *stamp) in zip(calls, outcomes):
             if stamp:
                 self.session._stamped(call_label(fn, args), stamp[0])
             if not ok:
                 raise value
         return [outcome[1] for outcome in outcomes]
+
+
+def _steps(fn, args: tuple) -> tuple:
+    """The flow's steps one call of `engines.plan.evaluate`'s functions runs."""
+    if fn is narrow:
+        return args[1]
+    if fn is split:
+        return (*args[1], args[2])
+    return (args[0],)
 
 
 class PoolTasks(Tasks):

@@ -187,7 +187,8 @@ class DaskSession(AdapterSession):
         return sorted(self.client.run(os.getpid).values()) if self._cluster is not None else []
 
     def fault_targets(self) -> list[tuple[int, str]]:
-        """The worker processes now, in order of address.
+        """The worker processes now: idle ones first, then those the scheduler has tasks running on
+        (the harness kills the last); in order of address within each.
 
         Each is the nanny's child: the nanny itself runs in this process, on
         the LocalCluster's event loop, and starts the worker again when it dies.
@@ -195,8 +196,10 @@ class DaskSession(AdapterSession):
         if self._cluster is None:
             return []
         pids = self.client.run(os.getpid)
-        return [(pid, f"dask worker {i} at {address} (the worker process; its nanny, in the driver, restarts it)")
-                for i, (address, pid) in enumerate(sorted(pids.items()))]
+        processing = self.client.processing()
+        order = sorted(pids, key=lambda address: (bool(processing.get(address)), address))
+        return [(pids[address], f"dask worker at {address} ({len(processing.get(address, ()))} tasks running; "
+                                f"the worker process -- its nanny, in the driver, restarts it)") for address in order]
 
     def fault_reason(self) -> str:
         return ("the session drives an existing Dask cluster: its workers are not processes of this session, "
