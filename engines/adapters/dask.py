@@ -142,8 +142,7 @@ class DaskEngine(AdapterEngine):
             "dashboard": None,
             "actors": "Dask actors; per-sender order restored with sequence numbers",
             # a lost worker (see the module docstring): a nanny restarts it, the scheduler reruns its tasks
-            "nanny": theirs if existing else True,
-            "allowed_failures": theirs if existing else "Dask's (distributed.scheduler.allowed-failures)",
+            "nanny": theirs if existing else True,   # the session adds allowed_failures (Dask's config, read there)
             LOG_DIR: options.get(LOG_DIR),
         }
 
