@@ -16,6 +16,10 @@ an ordinary traceback.
   queued and handled after the current message -- never re-entrantly --
   so every run gives the same interleaving.
 
+**A lost worker** is not a fault serial can have: there is no worker
+process, so `fault_targets` is empty and `fault_reason` says why (the
+harness records the fault as ``unsupported`` with that reason).
+
     >>> class Counter:
     ...     def __init__(self): self.n = 0
     ...     def add(self, k): self.n += k; return self.n
@@ -69,6 +73,9 @@ class SerialSession(Session):
 
     def run_plan(self, plan: Plan) -> dict[str, list]:
         return evaluate(plan, InProcess(self.stamps), buckets=1)
+
+    def fault_reason(self) -> str:
+        return "one process: the driver runs every step; killing it kills the run itself"
 
     def trace_start(self) -> None:
         self.stamps.start()

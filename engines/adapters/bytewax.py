@@ -89,6 +89,17 @@ per batch.
 **Tasks** and **actors** are not offered: a Bytewax program is a dataflow
 and nothing else.
 
+**A lost worker.** The session's worker processes (`fault_targets`) are
+one Timely cluster per run: when one dies, the driver sees its pipe end at
+once, and the others cannot finish (their peer is gone; they panic on the
+broken connection). The run fails promptly with a `DataflowError` naming
+the process and how it ended (``bytewax worker 1 (pid 4242) was killed by
+SIGKILL``); the driver stops the others and starts a fresh set of
+processes, so the session goes on. Nothing is recovered: Bytewax's own
+recovery (a SQLite recovery store per partition, snapshots at each epoch,
+resuming from the last one) is not used by this adapter (setting
+``recovery``).
+
     >>> BytewaxEngine().settings(2)["processes"]
     2
 """
@@ -153,6 +164,7 @@ class BytewaxEngine(AdapterEngine):
             "combine": "per batch before the exchange",
             "keyed_state": f"{BUCKETS} route keys (buckets) per keyed step, a dict of keys each",
             "epoch_interval": "bytewax default (10 s)",
+            "recovery": "off: no recovery store; a lost process fails the run, the processes are restarted",
             "addresses": "127.0.0.1, fresh ports per run",
             "stream_tick_s": float(options.get("stream_tick_s", STREAM_TICK)),
             LOG_DIR: options.get(LOG_DIR),
@@ -247,9 +259,11 @@ class BytewaxSession(AdapterSession):
             for i, ((proc, _), reply) in enumerate(zip(self._procs, replies)):
                 for name, kind, start, end in (reply[2] if len(reply) > 2 else None) or ():
                     self.stamps.add(span(worker_lane(i), name, kind, start, end, proc.pid))
-        if any(reply[0] == "crashed" for reply in replies):
-            self._restart()  # a process that panicked or hangs cannot run the next flow
-        for status, value, *_ in replies:
+        if any(reply[0] in ("crashed", "died") for reply in replies):
+            # a process that died, panicked or hangs cannot run the next flow; after a death the
+            # others may still be inside the run, and are killed rather than asked to stop
+            self._restart(kill=any(reply[0] == "died" for reply in replies))
+        for status, value, *_ in sorted(replies, key=lambda reply: reply[0] != "died"):   # a death first
             if status != "ok":
                 raise value
         merged: dict[str, list] = {}
@@ -261,9 +275,13 @@ class BytewaxSession(AdapterSession):
     def _replies(self, during) -> list[tuple]:
         """Each process's final reply, in process order; a stream's messages on the way go to ``during``.
 
-        Once one process has failed, the others get `JOB_GRACE` seconds to finish.
+        Once one process has failed, the others get `JOB_GRACE` seconds to
+        finish. Once one has *died* (its pipe ends: killed, or it crashed
+        outright), none waits: a Timely cluster that lost a process cannot
+        finish the run, so every process still running is counted as
+        stopped by that death (`_job` then restarts them all).
         """
-        conns = {conn: proc for proc, conn in self._procs}
+        conns = {conn: (i, proc) for i, (proc, conn) in enumerate(self._procs)}
         replies: dict = {}
         while len(replies) < len(conns):
             waiting = [conn for conn in conns if conn not in replies]
@@ -271,17 +289,31 @@ class BytewaxSession(AdapterSession):
             ready = wait(waiting, timeout=JOB_GRACE if failed else None)
             if not ready:
                 for conn in waiting:
-                    replies[conn] = ("crashed", DataflowError(f"bytewax process {conns[conn].pid} did not finish"))
+                    replies[conn] = ("crashed", DataflowError(f"bytewax process {conns[conn][1].pid} did not finish"))
             for conn in ready:
                 try:
                     message = pickle.loads(conn.recv_bytes())
                 except EOFError:
-                    message = ("crashed", DataflowError(f"bytewax process {conns[conn].pid} died; see {self._log}"))
+                    message = ("died", self._died(*conns[conn]))
                 if message[0] in ("started", "windows"):
                     during(message)
                 else:
                     replies[conn] = message
+            died = [reply for reply in replies.values() if reply[0] == "died"]
+            if died:
+                for conn in conns:
+                    replies.setdefault(conn, ("crashed", died[0][1]))
         return [replies[conn] for conn in conns]
+
+    def _died(self, i: int, proc) -> DataflowError:
+        """The error of a run during which worker process ``i`` (``proc``) died."""
+        from engines.mini.cluster import exit_status
+
+        proc.join(5)   # its pipe has ended: it has exited, or is about to
+        how = exit_status(proc.exitcode) if proc.exitcode is not None else "closed its pipe"
+        return DataflowError(f"bytewax worker {i} (pid {proc.pid}) {how} during the run; Bytewax runs without "
+                             f"its recovery store here, so the run fails (the session restarts its {self.workers} "
+                             f"processes for the next run; its output went to {self._log})")
 
     def trace_start(self) -> None:
         """From the next run on, the processes stamp each of the adapter's steps and send the stamps back."""
@@ -290,15 +322,19 @@ class BytewaxSession(AdapterSession):
     def trace_stop(self):
         return self.stamps.stop(TRACE_SOURCE, list(TRACE_MISSING))
 
-    def _restart(self) -> None:
-        self._stop_processes()
+    def _restart(self, kill: bool = False) -> None:
+        self._stop_processes(kill)
         self._start_processes()
 
-    def _stop_processes(self) -> None:
+    def _stop_processes(self, kill: bool = False) -> None:
+        """Ask each process to stop (``kill``: kill it at once); wait until each has exited. Mutates ``_procs``."""
         procs, self._procs = self._procs, []
         for proc, conn in procs:
             try:
-                conn.send(None)
+                if kill:
+                    proc.kill()
+                else:
+                    conn.send(None)
             except OSError:
                 pass
         for proc, conn in procs:

@@ -136,6 +136,12 @@ class ColumnarSession(Session):
     def worker_pids(self) -> list[int]:
         return self.generic.worker_pids
 
+    def fault_targets(self) -> list[tuple[int, str]]:
+        return self.generic.fault_targets()     # the same cluster: the generic engine's processes
+
+    def fault_reason(self) -> str:
+        return self.generic.fault_reason()
+
     def frame(self, partitions, columns: dict[str, type]):
         """A DataFrame: partition *i* holds the rows (tuples) of ``partitions[i]``, made on a worker."""
         raise NotImplementedError

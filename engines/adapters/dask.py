@@ -39,6 +39,18 @@ cluster would skip pickling, which every other engine pays).
   queued (`_Host.deliver`). Messages are then handled, in that order, by
   one thread per actor.
 
+**A lost worker.** ``processes=True`` runs each worker under a **nanny**
+(setting ``nanny``): the nanny lives in this process, on the LocalCluster's
+event loop, and the worker is its child process -- the process a fault
+kills (`fault_targets`). When a worker dies, its nanny starts a new one
+(a new pid, a new address), and the scheduler recomputes from lineage
+every task that was running there or whose result lived only there: a
+dataflow or a task graph gives the right answer, a little later. A task
+running on workers that die ``allowed_failures`` times (Dask's
+``distributed.scheduler.allowed-failures``, 3) fails with Dask's
+``KilledWorker``. An actor's state is not recomputed: a call to an actor
+whose worker died fails with an `ActorError` naming the actor.
+
 **Trace** (``trace_start`` / ``trace_stop``), from Dask's own instruments:
 the scheduler's task stream (`TaskStreamPlugin`, read from a cursor taken
 at ``trace_start``, so no task of the run is missed) gives each task's
@@ -129,6 +141,8 @@ class DaskEngine(AdapterEngine):
             "batched_send": "client→scheduler 10ms, scheduler→worker 5ms (Dask defaults)",
             "dashboard": None,
             "actors": "Dask actors; per-sender order restored with sequence numbers",
+            # a lost worker (see the module docstring): a nanny restarts it, the scheduler reruns its tasks
+            "nanny": theirs if existing else True,   # the session adds allowed_failures (Dask's config, read there)
             LOG_DIR: options.get(LOG_DIR),
         }
 
@@ -161,13 +175,34 @@ class DaskSession(AdapterSession):
                         preload=["engines.adapters.dask"], env={_LOG_ENV: str(logs / "dask-workers.log")})
                 self.client = Client(self._cluster)
             self.client.wait_for_workers(workers if self._cluster else 1)
-            self._pids = sorted(self.client.run(os.getpid).values()) if self._cluster else []
             self.settings["scheduler"] = self.client.scheduler.address
+            if self._cluster is not None:
+                self.settings["allowed_failures"] = _allowed_failures()
             self.settings["cluster_workers"] = len(self.client.scheduler_info()["workers"])
 
     @property
     def worker_pids(self) -> list[int]:
-        return list(self._pids)
+        """The worker processes now: a nanny replaces one that dies, with a new pid (existing cluster: none)."""
+        return sorted(self.client.run(os.getpid).values()) if self._cluster is not None else []
+
+    def fault_targets(self) -> list[tuple[int, str]]:
+        """The worker processes now: idle ones first, then those the scheduler has tasks running on
+        (the harness kills the last); in order of address within each.
+
+        Each is the nanny's child: the nanny itself runs in this process, on
+        the LocalCluster's event loop, and starts the worker again when it dies.
+        """
+        if self._cluster is None:
+            return []
+        pids = self.client.run(os.getpid)
+        processing = self.client.processing()
+        order = sorted(pids, key=lambda address: (bool(processing.get(address)), address))
+        return [(pids[address], f"dask worker at {address} ({len(processing.get(address, ()))} tasks running; "
+                                f"the worker process -- its nanny, in the driver, restarts it)") for address in order]
+
+    def fault_reason(self) -> str:
+        return ("the session drives an existing Dask cluster: its workers are not processes of this session, "
+                "so it does not kill them")
 
     def run_plan(self, plan: Plan) -> dict[str, list]:
         # internal tasks: no latency samples, a step's DataflowError passes through as raised, lists move whole
@@ -220,6 +255,13 @@ class DaskSession(AdapterSession):
         if cluster is not None:
             cluster.close()
         super().close()
+
+
+def _allowed_failures() -> int:
+    """How many workers may die while running one task before Dask fails it (``KilledWorker``)."""
+    import dask.config
+
+    return int(dask.config.get("distributed.scheduler.allowed-failures"))
 
 
 def dask_setup(worker) -> None:

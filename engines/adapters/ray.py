@@ -43,6 +43,18 @@ at most N tasks run at once, one thread each.
   from one caller to one actor in the order they were sent. An `RayRef`
   carries its Ray actor handle, which Ray lets travel inside messages.
 
+**A lost worker.** The processes a fault kills are the raylet's worker
+processes (`fault_targets`: idle, running a task, or hosting an actor).
+A task whose worker dies is run again by Ray, up to ``max_retries`` times
+(Ray's default, 3, for a lost worker; a task submitted with ``retries=k``
+gets ``k``), from lineage -- its arguments are still in the object store
+-- so a dataflow or a task graph gives the right answer. An actor is not
+restarted (Ray's default ``max_restarts=0``): a call to an actor whose
+process died fails with an `ActorError` naming the actor (Ray's
+``ActorDiedError`` inside), and so do all later calls. The variant option
+``actor_max_restarts=N`` (recorded) lets Ray restart it up to N times with
+fresh state -- its ``__init__`` again -- the call in flight still fails.
+
 **Trace** (``trace_start`` / ``trace_stop``), from Ray's own task events:
 every worker reports, for each task it runs, its state changes and its
 profile events (argument deserialization, execution, storing the outputs)
@@ -116,7 +128,7 @@ class RayEngine(AdapterEngine):
     }
     requires = ("ray",)
     extra = "ray"
-    options = ("address",)
+    options = ("address", "actor_max_restarts")
 
     def settings(self, workers: int, **options) -> dict:
         self.check_options(options)
@@ -131,6 +143,12 @@ class RayEngine(AdapterEngine):
             "object_store_memory": "Ray default (30% of system memory)",
             "auth_mode": mode or ("token (fresh, via the environment)" if not address else "Ray default"),
             "actors": "one Ray actor (process) per actor; Ray keeps per-caller order",
+            # a lost worker (the module docstring): Ray's defaults, unless the variant option is given
+            "task_max_retries": "3 (Ray default; a task submitted with retries=k: k, and its own errors too)",
+            "actor_max_restarts": int(options.get("actor_max_restarts", 0)),
+            "actor_restarts": (f"variant: a dead actor restarts up to {options['actor_max_restarts']} times, "
+                               "with fresh state (its __init__ again)" if options.get("actor_max_restarts")
+                               else "Ray default: a dead actor stays dead"),
             LOG_DIR: options.get(LOG_DIR),
         }
 
@@ -170,9 +188,36 @@ class RaySession(AdapterSession):
             self._run = ray.remote(_run_task)
             self._remote = {fn: ray.remote(in_one_piece(fn)) for fn in (narrow, merge_reduce, merge_join)}
             self._split = ray.remote(_split_into)
-            self._host = ray.remote(_Host)
+            self._host = ray.remote(max_restarts=settings["actor_max_restarts"])(_Host)
             # start the worker processes now (start-up is timed apart from the run)
             ray.get([self._run.remote("warm-up", os.getpid) for _ in range(workers)])
+
+    def fault_targets(self) -> list[tuple[int, str]]:
+        """The local cluster's worker processes (the raylet's children that run tasks and actors).
+
+        Each is named by its process title, which Ray sets to what it runs:
+        ``ray::IDLE`` (started, waiting for a task), ``ray::<function>`` (a
+        task running), ``ray::_Host`` (an actor's own process). Idle ones
+        first, actors last: the harness kills the last, the one whose loss
+        the workload feels. Ray's agents (dashboard, runtime env) are not
+        workers and are left out. An existing cluster's processes are not ours.
+        """
+        if self.settings["address"] != "local":
+            return []
+        import psutil
+
+        found = []
+        for raylet in (p for p in psutil.Process().children() if _name(p) == "raylet"):
+            for child in raylet.children():
+                title = _name(child)
+                if title.startswith("ray::") and not title.endswith("Agent"):
+                    found.append((title != "ray::IDLE", title.startswith("ray::_Host"), child.pid, title))
+        return [(pid, f"ray worker process ({title}: {_what_runs(title)})") for *_, pid, title in sorted(found)]
+
+    def fault_reason(self) -> str:
+        if self.settings["address"] != "local":
+            return "the session drives an existing Ray cluster: its worker processes are not this session's to kill"
+        return "no Ray worker process is running (they start with the first task or actor)"
 
     def _by_value(self) -> None:
         """Ray pickles with its own copy of cloudpickle: tell it the modules sent by value too."""
@@ -280,6 +325,26 @@ def _ended(event, timeline: bool) -> bool:
         return True
     return _FINISHED in states and (not timeline or any(p.event_name == "task:execute"
                                                          for p in event.profile_events.events))
+
+
+def _name(process) -> str:
+    """A process's title (Ray's workers rename themselves: ``ray::IDLE``), or its name; '' once it is gone."""
+    import psutil
+
+    try:
+        argv = process.cmdline()
+        return argv[0] if argv and argv[0].startswith("ray::") else process.name()
+    except psutil.Error:
+        return ""
+
+
+def _what_runs(title: str) -> str:
+    """What a Ray worker with process title ``title`` is doing, in words."""
+    if title == "ray::IDLE":
+        return "idle, waiting for a task"
+    if title.startswith("ray::_Host"):
+        return "an actor's own process"
+    return "running a task"
 
 
 def _shutdown() -> None:
