@@ -73,7 +73,7 @@ def run_retried(future: Future, args: tuple, kwargs: dict, retries: int, attempt
         try:
             a, k = resolve(args, kwargs)
         except Exception as e:
-            future._set_error(task_error(future.name, e))
+            fail_in_turn(future, task_error(future.name, e))
             return
         attempt(a, k, lambda ok, value: landed(ok, value, attempts_left))
 
@@ -86,6 +86,31 @@ def run_retried(future: Future, args: tuple, kwargs: dict, retries: int, attempt
             future._set_error(value)
 
     after(dependencies(args, kwargs), lambda: launch(retries))
+
+
+_failing = threading.local()     # .queue: the failures being settled on this thread, oldest first
+
+
+def fail_in_turn(future: Future, error: BaseException) -> None:
+    """``future._set_error(error)``, one failure after another rather than one inside another.
+
+    A failed task fails its dependents from its Future's callbacks, each of
+    which fails its own: down a chain of 10,000 tasks that is 10,000 nested
+    calls, and Python's stack ends long before. Here a failure raised while
+    another is being settled on the same thread waits its turn in a queue,
+    so the chain fails in a loop, at any length.
+    """
+    queue = getattr(_failing, "queue", None)
+    if queue is not None:
+        queue.append((future, error))
+        return
+    _failing.queue = queue = [(future, error)]
+    try:
+        while queue:
+            f, e = queue.pop(0)
+            f._set_error(e)
+    finally:
+        _failing.queue = None
 
 
 ON_WORKER = object()   # the value of a HeldFuture that is still on the worker that made it
@@ -145,8 +170,13 @@ def _result_of(future: Future):
     try:
         return future.result()
     except Exception as e:
-        raise TaskError(f"dependency {future.name} failed: {first_line(e)}",
-                        dependency=future.name, original=original_of(e)) from e
+        if isinstance(e, TaskError) and e.dependency is not None and e.original is not None:
+            # it did not run either: say what failed first, not the whole chain (10,000 links, 10,000 clauses)
+            why = f"it did not run: a task before it raised {type(e.original).__name__}: {first_line(e.original)}"
+        else:
+            why = first_line(e)
+        raise TaskError(f"dependency {future.name} failed: {why}", dependency=future.name,
+                        original=original_of(e)) from e
 
 
 def first_line(error: BaseException) -> str:
