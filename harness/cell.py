@@ -181,9 +181,7 @@ def faulted_repeat(spec: dict, base: dict, session, run, inputs, want, workload,
         why = session.fault_reason() if not targets else "no timed repeat of this cell succeeded: no time to aim at"
         row.update(status="unsupported", fault_outcome="unsupported", error=why)
         return row
-    pid, what = targets[-1]
-    row.update(fault_pid=pid, fault_target=what)
-    killer = Killer(pid, fault.at * median)
+    killer = Killer(session.fault_targets, fault.at * median)
     got, ran = None, False
     killer.start()
     t0 = time.perf_counter()
@@ -195,7 +193,7 @@ def faulted_repeat(spec: dict, base: dict, session, run, inputs, want, workload,
         traceback.print_exc()
     row["run_s"] = time.perf_counter() - t0
     killer.cancel()
-    row["fault_at_s"] = killer.killed_at
+    row.update(fault_at_s=killer.killed_at, fault_pid=killer.pid, fault_target=killer.what)
     right = False
     if ran:
         try:
@@ -207,7 +205,8 @@ def faulted_repeat(spec: dict, base: dict, session, run, inputs, want, workload,
     row["status"] = {"recovered": "ok", "wrong": "wrong", "missed": "ok"}.get(row["fault_outcome"], "failed")
     if ran:                                   # what recovering cost (a failed run's time is its run_s)
         row["recovery_s"] = row["run_s"] - median
-    print(f"FAULT {fault} on {what} (pid {pid}) at {killer.killed_at}: {row['fault_outcome']}", file=sys.stderr)
+    print(f"FAULT {fault} on {killer.what} (pid {killer.pid}) at {killer.killed_at}: {row['fault_outcome']}",
+          file=sys.stderr)
     return row
 
 

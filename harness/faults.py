@@ -7,9 +7,10 @@ mini-data resume from snapshots); a task-parallel one recomputes a lost
 result from its recipe (Dask, mini-tasks); an actor system restarts the
 actor with fresh state and fails the calls that were in flight (Ray,
 mini-actors). To compare them, each cell runs one more repeat after its
-timed ones, and kills one of the engine's worker processes (the last of
-``session.fault_targets()``) with SIGKILL when a fraction ``at`` of the
-cell's median run time has passed. That repeat's row has ``purpose``
+timed ones, and kills one of the engine's worker processes with SIGKILL
+when a fraction ``at`` of the cell's median run time has passed: the last
+of ``session.fault_targets()``, listed at that moment (an engine puts its
+busiest process last: a worker with tasks running, an actor's host). That repeat's row has ``purpose``
 ``faulted`` -- it never counts toward a timed figure -- and says:
 
 ==============  ================================================================
@@ -90,10 +91,14 @@ def outcome(*, ran: bool, right: bool, hit: bool) -> str:
 
 
 class Killer:
-    """Kill ``pid`` with SIGKILL ``delay`` seconds from `start`, unless `cancel` comes first."""
+    """At ``delay`` seconds from `start`, SIGKILL the last of ``targets()`` -- listed then, not before, so an
+    engine that puts its busiest process last (a worker with tasks running, an actor's host) can --
+    unless `cancel` comes first."""
 
-    def __init__(self, pid: int, delay: float):
-        self.pid, self.delay = pid, delay
+    def __init__(self, targets, delay: float):
+        self.targets, self.delay = targets, delay
+        self.pid: int | None = None
+        self.what: str | None = None
         self.killed_at: float | None = None      # seconds after start
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fault", daemon=True)
@@ -105,6 +110,14 @@ class Killer:
     def _run(self) -> None:
         if self._cancel.wait(self.delay):
             return
+        try:
+            found = self.targets()
+        except Exception as e:                    # the engine could not say: no fault, and why
+            self.what = f"the engine could not list its processes: {type(e).__name__}: {e}"
+            return
+        if not found:
+            return
+        self.pid, self.what = found[-1]
         try:
             os.kill(self.pid, signal.SIGKILL)
             self.killed_at = time.perf_counter() - self._t0
