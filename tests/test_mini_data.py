@@ -329,17 +329,21 @@ def two_epoch_flow(folder: str, parts: int = 6) -> Dataflow:
     return flow
 
 
-@pytest.mark.parametrize("interval, reads", [(None, 12), (0.0, 6)], ids=["no-snapshots", "snapshot-every-epoch"])
-def test_a_worker_killed_mid_run_is_replaced_and_the_run_resumes_exactly(tmp_path, serial, interval, reads):
+@pytest.mark.parametrize("interval, reads, sig", [(None, 12, signal.SIGKILL), (0.0, 6, signal.SIGKILL),
+                                                  (0.0, 6, signal.SIGSTOP)],
+                         ids=["no-snapshots", "snapshot-every-epoch", "hung-worker"])
+def test_a_worker_killed_mid_run_is_replaced_and_the_run_resumes_exactly(tmp_path, serial, interval, reads, sig):
     """Killed in the second stage: with a snapshot of epoch 1 only that stage runs again (each partition
-    read once); without one, the whole input is read again. The answer is exact either way."""
+    read once); without one, the whole input is read again. A worker that hangs (SIGSTOP) is found by its
+    missing heartbeats and replaced the same way. The answer is exact every time."""
     folder = str(tmp_path)
     want = canonical(serial.dataflow(two_epoch_flow(folder)))
     os.remove(os.path.join(folder, "reads"))
     for marker in Path(folder).glob("in-step-*"):
         marker.unlink()
     Path(folder, "hold").touch()
-    with get_engine("mini-data").start(workers=2, snapshot_interval_s=interval) as session:
+    with get_engine("mini-data").start(workers=2, snapshot_interval_s=interval, heartbeat_s=0.1,
+                                       heartbeat_timeout_s=1.0) as session:
         pids = session.worker_pids
         victim = pids[1]
         result: dict = {}
@@ -347,7 +351,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_run_resumes_exactly(tmp_pat
         runner.start()
         meet_markers = [os.path.join(folder, f"in-step-{pid}") for pid in pids]
         wait_until(lambda: all(os.path.exists(m) for m in meet_markers), 60, "both workers in the held step")
-        os.kill(victim, signal.SIGKILL)
+        os.kill(victim, sig)
         wait_until(lambda: session.worker_pids[1] != victim, 60, "a replacement for worker 1")
         os.remove(os.path.join(folder, "hold"))
         runner.join(120)

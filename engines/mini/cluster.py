@@ -486,11 +486,12 @@ class Host:
         except (OSError, WireError) as e:
             why = f"connection lost ({e})"
         if not self.closing:
-            self._lose(source, "closed its connection" if clean else why, wait=1.0)
+            self._lose(source, "closed its connection" if clean else why, wait=1.0, conn=conn)
 
-    def _lose(self, source, why: str, wait: float = 0.0) -> None:
+    def _lose(self, source, why: str, wait: float = 0.0, conn=None) -> None:
         """Post ``("lost", source, sentence)`` once per member; for a local worker, say how it ended
-        (waiting up to ``wait`` s for its exit status: its connection just ended, so it is exiting)."""
+        (waiting up to ``wait`` s for its exit status: its connection just ended, so it is exiting).
+        News of ``conn``, a worker's connection, is dropped once that worker has been replaced."""
         proc = self.procs.get(source)
         if proc is not None:
             try:
@@ -500,7 +501,8 @@ class Host:
             if proc.returncode is not None:
                 why = exit_status(proc.returncode)
         with self._joined:
-            if source in self.lost:
+            replaced = conn is not None and isinstance(source, int) and self.conns.get(source) is not conn
+            if source in self.lost or replaced:
                 return
             self.lost[source] = why = f"{self.name(source)} {why}"
             notice = ("lost", source, why, self.incarnation.get(source, 0))
@@ -539,10 +541,11 @@ class Host:
             old.kill()
         old.wait()
         self._wait(lambda: wid in self.lost, timeout, f"see worker {wid} gone", lost_ok=True)
-        with self._joined:
+        with self._joined:          # one step for the readers and the heartbeat: the old worker is gone
             self.incarnation[wid] = self.incarnation.get(wid, 0) + 1
-            del self.lost[wid], self.conns[wid]      # its pid stays until the new one says hello
-        self._spawn({**self._spec, "wid": wid})
+            del self.conns[wid]                      # its pid stays until the new one says hello
+            self._spawn({**self._spec, "wid": wid})
+            del self.lost[wid]
         self._wait(lambda: wid in self.conns, timeout, f"start worker {wid} again")
         self.table[wid] = (self.conns[wid].address, self.pids[wid])
         self.conns[wid].send(("rejoin", self.table))
@@ -571,9 +574,9 @@ class Host:
                     continue
                 proc = self.procs.get(source)
                 if proc is not None and proc.poll() is not None:
-                    self._lose(source, exit_status(proc.returncode))
+                    self._lose(source, exit_status(proc.returncode), conn=conn)
                 elif now - conn.last_seen > self.timeout:
-                    self._lose(source, f"sent no heartbeat for {self.timeout:.0f} s")
+                    self._lose(source, f"sent no heartbeat for {self.timeout:.0f} s", conn=conn)
                 else:
                     try:
                         conn.send_frame(PING)
