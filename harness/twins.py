@@ -76,6 +76,7 @@ from functools import partial
 from itertools import chain
 from typing import Callable
 
+from engines.adapters.bytewax_run import list_sink
 from workloads.groupby import add_partials, finish, make_rows
 from workloads.ping_pong import Player, bounce, calls_digest, poll
 from workloads.task_chain import hop, start_payload
@@ -444,21 +445,6 @@ def _bytewax_source(make: Callable, recipes: list):
     return Recipes()
 
 
-def _bytewax_sink(items: list):
-    """A ``DynamicSink`` appending every item its worker writes to ``items``."""
-    from bytewax.outputs import DynamicSink, StatelessSinkPartition
-
-    class Into(StatelessSinkPartition):
-        def write_batch(self, batch):
-            items.extend(batch)
-
-    class ToList(DynamicSink):
-        def build(self, step_id, worker_index, worker_count):
-            return Into()
-
-    return ToList()
-
-
 def _batch_word_counts(lines: list):
     return Counter(chain.from_iterable(map(str.split, lines))).items()
 
@@ -474,7 +460,7 @@ def _bytewax_wordcount_flow(inputs: list, sinks: dict):
     flow = BytewaxFlow("wordcount")
     lines = op.input("lines", flow, _bytewax_source(make_lines, inputs))
     counted = op.flat_map_batch("count_batch", lines, _batch_word_counts)
-    op.output("out", op.reduce_final("sum", counted, operator.add), _bytewax_sink(sinks.setdefault("counts", [])))
+    op.output("out", op.reduce_final("sum", counted, operator.add), list_sink(sinks.setdefault("counts", [])))
     return flow
 
 
@@ -486,7 +472,7 @@ def _bytewax_groupby_flow(inputs: list, sinks: dict):
     rows = op.input("rows", flow, _bytewax_source(make_rows, inputs))
     partials = op.flat_map_batch("fold_batch", rows, _batch_group_partials)
     stats = op.map("finish", op.reduce_final("sum", partials, add_partials), finish)
-    op.output("out", stats, _bytewax_sink(sinks.setdefault("stats", [])))
+    op.output("out", stats, list_sink(sinks.setdefault("stats", [])))
     return flow
 
 

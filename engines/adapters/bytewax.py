@@ -34,8 +34,8 @@ archbench step     Bytewax operators
                    side; ``op.merge``; ``op.stateful_batch`` keeping each
                    side's values per key and emitting every pair at the end
 ``collect``        ``op.flat_map_batch`` running the narrow steps, then
-                   ``op.output`` into `_Collect`, a ``DynamicSink`` whose
-                   items each process sends back to the driver at the end
+                   ``op.output`` into a `list_sink` of the run, whose items each
+                   process sends back to the driver at the end
 =================  ==========================================================
 
 Bytewax routes by *string* keys and keeps state per routing key; archbench
@@ -118,7 +118,7 @@ from multiprocessing.connection import wait
 import cloudpickle
 
 from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, pickle_by_value_fallback
-from engines.adapters.bytewax_run import Guard, Run, bytewax_id
+from engines.adapters.bytewax_run import Guard, Run, bytewax_id, list_sink
 from engines.adapters.bytewax_streams import Emitter, translate_stream
 from engines.api import DataflowError, Session, Step
 from engines.plan import Pipe, Plan, narrow, source_items, split
@@ -452,7 +452,7 @@ def _translate(plan: Plan, run: Run):
             if pipe.ops:
                 sid = bytewax_id(name, "steps")
                 stream = op.flat_map_batch(sid, stream, Guard(run, step, partial(narrow, ops=pipe.ops), name=sid))
-            op.output(bytewax_id(name), stream, _Collect(name, run))
+            op.output(bytewax_id(name), stream, list_sink(run.sinks.setdefault(name, [])))
         else:
             raise DataflowError(f"stage {name!r}: a {stage.op} runs as a stream (engines.adapters.bytewax_streams)")
     return bx
@@ -550,17 +550,3 @@ def _Partitions(step: Step, run: Run):
             return Partition(step.arg[int(for_part)])
 
     return Partitions()
-
-
-def _Collect(sink: str, run: Run):
-    from bytewax.outputs import DynamicSink, StatelessSinkPartition
-
-    class Part(StatelessSinkPartition):
-        def write_batch(self, items):
-            run.sinks.setdefault(sink, []).extend(items)
-
-    class Collect(DynamicSink):
-        def build(self, step_id, worker_index, worker_count):
-            return Part()
-
-    return Collect()

@@ -11,7 +11,9 @@ What the Bytewax adapter's two translations share -- a flow of batches
   guard keeps the first error (naming the step) in the run, and from then
   on passes nothing on, so the run ends normally and the driver raises
   that error;
-- `bytewax_id` -- the Bytewax step id for an archbench step.
+- `bytewax_id` -- the Bytewax step id for an archbench step;
+- `list_sink` -- a Bytewax sink that appends what its worker writes to a
+  list (the adapter's sinks, the hand-written twins and the benchmarks').
 
     >>> run = Run()
     >>> halve = Guard(run, Step("flat_map", "halve", ()), lambda batch: [x / 2 for x in batch])
@@ -87,3 +89,19 @@ def bytewax_id(name: str, part: str = "") -> str:
     'count_words__route'
     """
     return name.replace(".", "_") + (f"__{part}" if part else "")
+
+
+def list_sink(items: list):
+    """A Bytewax ``DynamicSink`` appending every item its worker writes to ``items`` (imported when called:
+    Bytewax is needed only where a flow runs)."""
+    from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+    class Into(StatelessSinkPartition):
+        def write_batch(self, batch):
+            items.extend(batch)
+
+    class ToList(DynamicSink):
+        def build(self, step_id, worker_index, worker_count):
+            return Into()
+
+    return ToList()

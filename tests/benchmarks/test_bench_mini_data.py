@@ -38,6 +38,7 @@ import pytest
 
 from conftest import require_engine
 from engines import get_engine
+from engines.adapters.bytewax_run import list_sink
 from engines.api import Dataflow
 from engines.mini.trace import traffic
 from workloads import get_workload
@@ -156,7 +157,6 @@ def _bytewax_flow(workload: str, form: str, inputs, out: list, gate=None):
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow as BytewaxFlow
     from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-    from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
     from workloads import groupby, wordcount
 
@@ -185,14 +185,6 @@ def _bytewax_flow(workload: str, form: str, inputs, out: list, gate=None):
         def build_part(self, step_id, for_part, resume_state):
             return Part(self.make, inputs[int(for_part)])
 
-    class Into(StatelessSinkPartition):
-        def write_batch(self, items):
-            out.extend(items)
-
-    class ToList(DynamicSink):
-        def build(self, step_id, worker_index, worker_count):
-            return Into()
-
     flow = BytewaxFlow(workload)
     if workload == "wordcount":
         lines = op.input("lines", flow, Recipes(wordcount.make_lines))
@@ -216,7 +208,7 @@ def _bytewax_flow(workload: str, form: str, inputs, out: list, gate=None):
                 return acc.items()
             partials = op.flat_map_batch("fold_batch", rows, fold)
         result = op.map("finish", op.reduce_final("sum", partials, groupby.add_partials), groupby.finish)
-    op.output("out", result, ToList())
+    op.output("out", result, list_sink(out))
     return flow
 
 
