@@ -222,7 +222,7 @@ def _bytewax_in_process(workload: str, form: str, inputs, workers: int) -> dict:
 
 _PROCESS = """
 import json, pickle, sys, threading, time
-sys.path.insert(0, {here!r})
+sys.path[:0] = [{here!r}, {tests!r}]      # this module, and the conftest beside the tests it imports
 from bytewax.testing import cluster_main
 from test_bench_mini_data import _bytewax_flow, case
 go, ready = [], []
@@ -254,7 +254,8 @@ def _bytewax_processes(workload: str, form: str, size: str, tmp: Path):
     for _ in range(2):
         with socket.create_server(("127.0.0.1", 0)) as s:
             ports.append(s.getsockname()[1])
-    code = _PROCESS.format(here=str(Path(__file__).parent), workload=workload, size=size, form=form,
+    here = Path(__file__).parent
+    code = _PROCESS.format(here=str(here), tests=str(here.parent), workload=workload, size=size, form=form,
                            addresses=[f"127.0.0.1:{p}" for p in ports])
     procs: list = []
 
