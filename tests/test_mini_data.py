@@ -282,14 +282,14 @@ def test_a_step_error_in_a_stream_names_the_step_and_the_session_goes_on(process
     assert processes.dataflow(stream_flow())["hot"]             # the cluster is fine
 
 
-def test_a_worker_dying_mid_stream_fails_it_promptly_naming_the_worker():
+def test_a_worker_dying_mid_stream_without_recovery_fails_it_promptly_naming_the_worker():
     import functools
     flow = Dataflow("crash-stream")
     flow.stream([functools.partial(readings, i) for i in range(2)], timestamp=lambda e: e[0], duration=20.0,
                 speedup=20.0) \
         .map(lambda e: kill_on(int(e[0] * 2), 31) if e[1] == "s1" else (0, 1), name="explode") \
         .window(5.0, operator.add).collect("out")
-    with get_engine("mini-data").start(workers=2) as session:
+    with get_engine("mini-data").start(workers=2, recovery=False) as session:
         pids = session.worker_pids
         started = time.monotonic()
         with pytest.raises(DataflowError, match=r"worker \d \(pid \d+\) was killed by SIGKILL while running "
@@ -374,3 +374,49 @@ def test_a_step_that_kills_every_worker_it_runs_on_stops_after_the_recoveries(se
         with pytest.raises(DataflowError, match="session is broken"):
             session.dataflow(flow)
     assert wait_gone(pids) == []
+
+
+def dies_once_at(folder: str, when: float, event):
+    """A step that kills its own worker at the first event at stream time ``when`` -- once: a file in
+    ``folder`` says it has happened, so the replacement and the replay go past it."""
+    if event[0] == when:
+        try:
+            fd = os.open(os.path.join(folder, "killed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return event                 # it has happened (every source has an event at that time)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return event
+
+
+def test_a_worker_killed_mid_stream_is_replaced_and_the_driver_gets_every_window_once(tmp_path, serial):
+    """The stream starts again from its beginning on a fresh worker (recovery, the default): the
+    result equals the unfaulted one -- no window twice, no raw event twice -- and windows delivered
+    before the loss were emitted before it, each latency stamped once."""
+    import functools
+
+    folder = str(tmp_path)
+    killer = functools.partial(dies_once_at, folder, 15.0)
+    flow = Dataflow("sensor-stream")
+    events = flow.stream([functools.partial(readings, i) for i in range(3)], timestamp=lambda e: e[0],
+                         duration=30.0, speedup=15.0)
+    good = events.map(killer, name="dies_once").filter(lambda e: e[2] >= 0, name="non_negative")
+    good.map(lambda e: e[1]).collect("sensors_seen")
+    good.map(lambda e: (e[1], e[2])).window(5.0, max, lateness=1.0) \
+        .map(lambda kv: (kv[0], kv[1][0], kv[1][1] > 40)).collect("hot")
+    with get_engine("mini-data").start(workers=2) as session:
+        pids = session.worker_pids
+        session.window_latencies.clear()
+        out = session.dataflow(flow)
+        victim = int(Path(folder, "killed").read_text())
+        assert victim in pids and victim not in session.worker_pids      # a fresh worker took its place
+        latencies = list(session.window_latencies.samples)
+        assert canonical(session.dataflow(stream_flow())) == canonical(serial.dataflow(stream_flow()))
+        new_pids = session.worker_pids
+    expected = serial.dataflow(stream_flow(duration=30.0, speedup=15.0))
+    assert canonical(out) == canonical(expected)
+    assert len(out["hot"]) == len(set(map(repr, out["hot"]))) == 18
+    assert len(out["sensors_seen"]) == len(expected["sensors_seen"])
+    assert len(latencies) == 18
+    assert wait_gone(pids + new_pids) == []

@@ -24,7 +24,8 @@ need all the records of a key in one place.
 - **A lost worker** is replaced by a fresh process, and every worker
   resumes the run from the last epoch (the end of an exchange) that all
   of them snapshotted -- from the start when none did; the answer is exact
-  (`engines.mini.recovery`). A stream that loses a worker fails.
+  (`engines.mini.recovery`); a stream starts again from its beginning,
+  and the driver gets each window once (`engines.mini.streams`).
 
 Why processes, not threads: Python runs the bytecode of one thread at a
 time (the GIL), so two worker *threads* share one core for the Python code
@@ -414,25 +415,27 @@ class DataWorker:
 # ================================================================ the driver
 
 
-def drive(plan: Plan, host, run, *, begin=None, on_windows=None,
+def drive(plan: Plan, host, run, *, stream: StreamStart | None = None,
           recovery: dict | None = None) -> tuple[dict[str, list], list[dict]]:
     """Run ``plan`` on ``host``'s local workers (a `Host` or an `InProcessHost`); ``(sinks, trace rows)``.
 
     In a multi-process cluster each process drives its own workers and
-    gets the sink items those workers collected. ``begin(worker id)`` is the
-    message that starts a worker (default: the batch ``run``);
-    ``on_windows(closing times)`` hears of each batch of window results
-    (streams: `engines.mini.streams`).
+    gets the sink items those workers collected. ``stream`` (a
+    `StreamStart`) runs a stream instead of a batch: it makes the message
+    that starts each worker and hears of each batch of window results
+    (`engines.mini.streams`).
 
     ``recovery`` -- ``{"dir": the snapshot folder, "interval_s": seconds
-    between snapshots or None, "max": recoveries}`` -- makes a batch run on a
+    between snapshots or None, "max": recoveries}`` -- makes a run on a
     host that can replace a worker survive a worker's loss: the worker is
-    replaced, and every worker resumes at the last epoch all of them
-    snapshotted (`engines.mini.recovery`). Without it, or after ``max``
-    recoveries, a loss fails the run with a `DataflowError` naming the worker.
+    replaced, and every worker resumes a batch at the last epoch all of
+    them snapshotted (`engines.mini.recovery`), a stream from its start
+    with the windows already delivered left out (`engines.mini.streams`).
+    Without it, or after ``max`` recoveries, a loss fails the run with a
+    `DataflowError` naming the worker.
     """
     at: dict = {}
-    recovers = recovery is not None and begin is None and host.can_replace
+    recovers = recovery is not None and host.can_replace
     key = f"{plan.name}-{run}".replace("/", "_").replace(" ", "_")
     attempt, snapped, recoveries = run, {}, 0      # the attempt's run id; last epoch snapshotted per worker
 
@@ -447,7 +450,7 @@ def drive(plan: Plan, host, run, *, begin=None, on_windows=None,
             if wid in host.lost:
                 raise _lost(plan, host, wid, "", at)
             try:
-                host.send(wid, begin(wid) if begin is not None else run_message(wid, epoch))
+                host.send(wid, stream.begin(wid, attempt) if stream is not None else run_message(wid, epoch))
             except OSError:
                 pass                        # it died: its loss comes among the events
     out: dict[str, list] = {sink: [] for sink in plan.sinks}
@@ -485,8 +488,7 @@ def drive(plan: Plan, host, run, *, begin=None, on_windows=None,
             elif kind == "windows":
                 for sink, items in message[2].items():
                     out[sink].extend(items)
-                if on_windows is not None:
-                    on_windows(message[3])
+                stream.windows(message[3], message[4])
             elif kind == "at":
                 at[message[2]] = message[3]
             elif kind == "snapped":
@@ -500,13 +502,13 @@ def drive(plan: Plan, host, run, *, begin=None, on_windows=None,
             if not recovers or recoveries >= recovery["max"]:
                 raise _lost(plan, host, lost[0], lost[1], at, recoveries)
             recoveries += 1
-            epoch = min(snapped.get(wid, 0) for wid in host.local)
+            epoch = 0 if stream is not None else min(snapped.get(wid, 0) for wid in host.local)
             try:
                 host.replace(lost[0])
             except ClusterError as e:
                 raise DataflowError(f"mini-data: {host.name(lost[0])} was lost while running flow {plan.name!r}, "
                                     f"and no worker could take its place: {e}") from None
-            for sink in set(out) - kept_sinks(plan, epoch):
+            for sink in (stream.raw_sinks if stream is not None else set(out) - kept_sinks(plan, epoch)):
                 out[sink] = []              # sent again by the resumed stages
             attempt, finished, at = (run, recoveries), set(), {}
             start(epoch)
@@ -516,14 +518,16 @@ def drive(plan: Plan, host, run, *, begin=None, on_windows=None,
     return out, rows
 
 
-def drive_stream(plan: Plan, host, run, *, tick: float = DEFAULT_TICK, on_window=None):
+def drive_stream(plan: Plan, host, run, *, tick: float = DEFAULT_TICK, on_window=None,
+                 recovery: dict | None = None):
     """Run the streaming ``plan`` on ``host``'s workers; ``(sinks, trace rows, closing times)``.
 
     ``on_window(latency)`` is called as each window result reaches the
     driver, with the wall seconds since its window closed (`engines.mini.streams`).
+    ``recovery`` as for `drive`.
     """
     stream = StreamStart(plan, host.n, run, tick, on_window)
-    out, rows = drive(plan, host, run, begin=stream.begin, on_windows=stream.windows)
+    out, rows = drive(plan, host, run, stream=stream, recovery=recovery)
     return out, rows, stream.closes
 
 
@@ -614,7 +618,7 @@ class MiniDataSession(MiniSession):
         try:
             if plan.streaming:
                 out, self._trace, _ = drive_stream(plan, self.host, self._runs, tick=self.settings["stream_tick_s"],
-                                                   on_window=self.window_latencies.add)
+                                                   on_window=self.window_latencies.add, recovery=self._recovery())
             else:
                 out, self._trace = drive(plan, self.host, self._runs, recovery=self._recovery())
         finally:

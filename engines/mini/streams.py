@@ -24,6 +24,22 @@ it, over a connection that keeps order, so a window never closes before
 all of its partials are in. When a worker has heard every source's final
 mark (infinity) it has emitted every window, and reports ``finished``.
 
+**A lost worker** (with recovery on, the default) is replaced and the
+stream starts again on every worker with the same ``t0``: each tap reads
+from stream time 0 up to *now* in its first tick (catching up at full
+speed: the sources are functions of the time range, so they give the same
+events again), then goes on at the stream's pace. Nothing of the first
+attempt is needed, so a stream snapshots nothing. What reaches the driver
+is **exactly once**: every owner is told which of its windows the driver
+already has (``delivered``) and does not emit them again, and the items of
+the raw sinks (fed before the window) that the first attempt sent are
+dropped, since the replay sends them all again. The steps themselves run
+at least once on the replayed events (a step with a side effect sees
+them twice). A window still open at the loss closes late, by the time the
+replacement took: its latency shows the loss. The cost is the catch-up,
+which grows with the stream's age -- a long-lived stream would snapshot
+its taps and open windows instead, as Bytewax does.
+
 What sets the latency: a window can close only after the tick in which
 the slowest source passes its end (up to ``tick`` s), plus one hop to the
 owner and one to the driver -- no job to schedule, as a micro-batch engine
@@ -32,11 +48,12 @@ has (`engines.streaming`).
 Messages (``run`` is the run id; a timer is a message a worker sends
 itself with ``ctx.later``)::
 
-    driver -> worker   ("stream", run, flow name, pickled (spec, source ids), t0, tick)
+    driver -> worker   ("stream", run, flow name, pickled (spec, source ids, windows delivered), t0, tick)
     worker -> itself   ("tick", run)
     worker -> worker   ("win", run, [((key, start), value), ...], [(source, mark), ...])
     worker -> driver   ("sink", run, name, items)        events of a sink before the window
-                       ("windows", run, {sink: items}, [closing stream time per window])
+                       ("windows", run, {sink: items}, [closing stream time per window],
+                                    [(key, start) per window])
                        ("finished", run, worker, trace rows)
 
 Worked example -- two workers in one process, two sources, windows of 10::
@@ -81,8 +98,9 @@ class StreamRun:
     """
 
     def __init__(self, ctx, run, payload: bytes, t0: float, tick: float):
-        spec, mine = pickle.loads(payload)
+        spec, mine, delivered = pickle.loads(payload)
         self.ctx, self.run, self.t0, self.tick_s = ctx, run, t0, tick
+        self.delivered = delivered   # windows (key, start) the driver has from an earlier attempt
         self.tracer = Tracer(ctx.me)
         self.src = src = spec["source"].arg
         self.window = window = spec["window"]
@@ -144,10 +162,11 @@ class StreamRun:
                     windows.add(window, value)
                 for source, mark in marks:
                     windows.mark(source, mark)
-                due = windows.due()
+                due = [d for d in windows.due() if (d[0], d[1]) not in self.delivered]
                 if due:
                     closes = [window_closes(start, windows.size, self.src.duration) for _, start, _ in due]
-                    sent = self.ctx.send(DRIVER, ("windows", self.run, emitted(due, self.after), closes))
+                    ids = [(key, start) for key, start, _ in due]
+                    sent = self.ctx.send(DRIVER, ("windows", self.run, emitted(due, self.after), closes, ids))
                     self.tracer.sent(DRIVER, sent, self.window.name, "windows", items=len(due))
         except Exception as e:
             raise step_error(e, self.steps) from None
@@ -162,11 +181,13 @@ class StreamRun:
 class StreamStart:
     """The driver's side of one stream: the message that starts each worker, and what window results tell.
 
-    ``begin(worker)`` is worker's ``("stream", ...)`` message: the plan's
-    shape and the sources it reads. ``windows(closes)`` hears of a batch of
-    window results reaching the driver: their closing stream times go to
-    ``closes``, and ``on_window(latency)`` hears the wall seconds since each
-    window closed. `engines.mini.dataparallel.drive_stream` runs the loop.
+    ``begin(worker, attempt)`` is worker's ``("stream", ...)`` message: the
+    plan's shape, the sources it reads and the windows of its keys that the
+    driver already has. ``windows(closes, ids)`` hears of a batch of window
+    results reaching the driver: their closing stream times go to
+    ``closes``, their ``(key, start)`` to ``delivered``, and
+    ``on_window(latency)`` hears the wall seconds since each window closed.
+    `engines.mini.dataparallel.drive_stream` runs the loop.
     """
 
     def __init__(self, plan: Plan, n: int, run, tick: float = DEFAULT_TICK, on_window=None):
@@ -174,14 +195,20 @@ class StreamStart:
         self.name, self.src = plan.name, self.spec["source"].arg
         self.t0 = time.time()
         self.closes: list[float] = []
+        self.delivered: set = set()
+        #: the sinks fed straight from the events, not by the window: a replay sends them all again
+        self.raw_sinks = {sink for sink, (_, after) in self.spec["sinks"].items() if not after}
 
-    def begin(self, wid: int) -> tuple:
+    def begin(self, wid: int, attempt=None) -> tuple:
         mine = [i for i in range(len(self.src.sources)) if i % self.n == wid]
-        return ("stream", self.run, self.name, cloudpickle.dumps((self.spec, mine), protocol=5), self.t0, self.tick)
+        owned = {w for w in self.delivered if stable_hash(w[0]) % self.n == wid}
+        payload = cloudpickle.dumps((self.spec, mine, owned), protocol=5)
+        return ("stream", self.run if attempt is None else attempt, self.name, payload, self.t0, self.tick)
 
-    def windows(self, closes: list[float]) -> None:
+    def windows(self, closes: list[float], ids: list[tuple]) -> None:
         now = time.time()
         self.closes.extend(closes)
+        self.delivered.update(ids)
         if self.on_window is not None:
             for closes_at in closes:
                 self.on_window(now - (self.t0 + closes_at / self.src.speedup))
