@@ -279,9 +279,9 @@ def narrow(source, ops: tuple[Step, ...]) -> list:
         raise step_error(e, ops) from None
 
 
-def combine(pairs: Iterable, fn: Callable, step: Step) -> dict:
-    """Fold ``(key, value)`` pairs into ``{key: combined value}``."""
-    acc = {}
+def combine(pairs: Iterable, fn: Callable, step: Step, acc: dict | None = None) -> dict:
+    """Fold ``(key, value)`` pairs into ``{key: combined value}`` -- into ``acc`` when given (mutated)."""
+    acc = {} if acc is None else acc
     get = acc.get
     missing = acc  # a sentinel no value can be
     for item in pairs:
@@ -311,22 +311,28 @@ def counting(ones: Step | None, keyed: Step) -> CountOne | None:
     return None
 
 
-def count_keys(items: Iterable, one: CountOne) -> Counter:
+def count_keys(items: Iterable, one: CountOne, counts: Counter | None = None) -> Counter:
     """``{key: how many items have it}`` by `collections.Counter`, whose loop is C: the answer
     ``combine`` gives for the ``(key, 1)`` pairs of a ``count_by_key``, without making a pair per item.
+    Added to ``counts`` when given (mutated).
 
     >>> count_keys(["a", "b", "a"], CountOne(None))
     Counter({'a': 2, 'b': 1})
+    >>> count_keys(["b"], CountOne(None), Counter({"a": 2, "b": 1}))
+    Counter({'a': 2, 'b': 2})
     """
-    return Counter(items if one.key is None else map(one.key, items))
+    counts = Counter() if counts is None else counts
+    counts.update(items if one.key is None else map(one.key, items))
+    return counts
 
 
-def partial_reduce(items: Iterable, ops: tuple[Step, ...], keyed: Step) -> dict:
-    """The map side of ``reduce_by_key`` over one partition: the fused narrow steps, combined."""
+def partial_reduce(items: Iterable, ops: tuple[Step, ...], keyed: Step, acc: dict | None = None) -> dict:
+    """The map side of ``reduce_by_key`` over one partition: the fused narrow steps, combined --
+    into ``acc`` (what this function returned for the partitions before; mutated) when given."""
     one = counting(ops[-1] if ops else None, keyed)
     if one is not None:
-        return count_keys(fuse(items, ops[:-1]), one)
-    return combine(fuse(items, ops), keyed.fn, keyed)
+        return count_keys(fuse(items, ops[:-1]), one, acc)
+    return combine(fuse(items, ops), keyed.fn, keyed, acc)
 
 
 def checked_pairs(items: Iterable, step: Step) -> Iterable:
@@ -361,22 +367,26 @@ def split(source, ops: tuple[Step, ...], keyed: Step, n: int) -> list[list]:
     steps = ops + (keyed,)
     try:
         if keyed.op == "reduce_by_key":
-            items = partial_reduce(source_items(source), ops, keyed).items()
-        else:
-            items = fuse(source_items(source), ops)
-        buckets = [[] for _ in range(n)]
-        if n == 1 and keyed.op == "reduce_by_key":
-            buckets[0].extend(items)        # combine has checked every pair
-            return buckets
-        for item in items:
-            try:
-                key, _ = item
-            except (TypeError, ValueError):
-                raise NotAPair(keyed.name, item) from None
-            buckets[stable_hash(key) % n if n > 1 else 0].append(item)
-        return buckets
+            return cut(partial_reduce(source_items(source), ops, keyed).items(), keyed, n, checked=True)
+        return cut(fuse(source_items(source), ops), keyed, n)
     except Exception as e:
         raise step_error(e, steps) from None
+
+
+def cut(items: Iterable, keyed: Step, n: int, checked: bool = False) -> list[list]:
+    """Items ``(key, value)`` into ``n`` buckets by owner, ``stable_hash(key) % n``; `NotAPair` naming
+    ``keyed`` for an item that is not a pair (``checked``: every one is, as a combine's output)."""
+    buckets = [[] for _ in range(n)]
+    if n == 1 and checked:
+        buckets[0].extend(items)
+        return buckets
+    for item in items:
+        try:
+            key, _ = item
+        except (TypeError, ValueError):
+            raise NotAPair(keyed.name, item) from None
+        buckets[stable_hash(key) % n if n > 1 else 0].append(item)
+    return buckets
 
 
 def merge_reduce(step: Step, *buckets: list) -> list:

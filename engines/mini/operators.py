@@ -8,9 +8,12 @@ downstream in batches of `BATCH` with ``tell``, actor to actor:
 
 - a **source** operator reads its share of the partitions (``k::n``;
   callables are called there, on its worker), runs the narrow steps and,
-  for each keyed step downstream, combines (for a reduce) and cuts each
-  batch into one bucket per owner (`engines.plan.split`): bucket ``j``
-  goes to operator ``j`` of that step's group;
+  for each keyed step downstream, cuts each batch into one bucket per
+  owner (`engines.plan.split`): bucket ``j`` goes to operator ``j`` of
+  that step's group. For a reduce it first combines, across batches, up
+  to `COMBINE_KEYS` keys before it sends them -- Flink's *local-global*
+  aggregation: one record per key and source crosses over, not one per
+  item;
 - a **keyed** operator keeps what it is pushed and, once every upstream
   operator has sent its ``end`` marker, merges (`engines.plan.merge_reduce`,
   `engines.plan.merge_join`) and pushes on the same way;
@@ -51,9 +54,11 @@ from itertools import islice
 from engines.api import ActorError, DataflowError, Step, TaskError, Tasks
 from engines.common import run_retried, task_error, task_name
 from engines.mini.endpoint import Reply, to_driver
-from engines.plan import Pipe, Plan, merge_join, merge_reduce, narrow, source_items, split, step_error
+from engines.plan import (Pipe, Plan, cut, merge_join, merge_reduce, narrow, partial_reduce, source_items, split,
+                          step_error)
 
 BATCH = 20_000          # records per push: big enough to amortise a message, small enough to pipeline
+COMBINE_KEYS = 100_000  # keys a source combines for a reduce before it sends them on
 _runs = itertools.count(1)
 
 
@@ -120,6 +125,7 @@ class Operator:
         self.keyed, self.downstream = keyed, downstream   # {group: its Step}, {group: [refs]}
         self.received = ([], [])
         self.ends = [0, 0]
+        self.combined: dict = {}     # {group: combined values of a reduce not sent yet}
 
     def start(self) -> None:
         """A source: read this operator's partitions in batches and push them on."""
@@ -155,20 +161,48 @@ class Operator:
             self._fail(e)
 
     def _push(self, node: dict, items: list) -> None:
-        if node["ops"]:
-            items = narrow(items, tuple(node["ops"]))
-        for out in node["outs"]:
+        ops, outs = tuple(node["ops"]), node["outs"]
+        if len(outs) == 1 and isinstance(outs[0], tuple) and outs[0][0] == "keyed":
+            self._to_keyed(outs[0], items, ops)   # the steps run fused into the combine or the split
+            return
+        if ops:
+            items = narrow(items, ops)
+        for out in outs:
             if isinstance(out, dict):
                 self._push(out, items)
             elif out[0] == "sink":
                 to_driver(("flow", self.run, "sink", out[1], items))
             else:
-                _, group, side = out
-                for j, bucket in enumerate(split(items, (), self.keyed[group], self.n)):
-                    if bucket:
-                        self.downstream[group][j].tell("push", side, bucket)
+                self._to_keyed(out, items, ())
+
+    def _to_keyed(self, out: tuple, items: list, ops: tuple) -> None:
+        """Items for a keyed group: a reduce's are combined here across batches (and sent when the
+        combine holds `COMBINE_KEYS` keys, or at the end); a join's are cut and sent at once."""
+        _, group, side = out
+        step = self.keyed[group]
+        if step.op == "reduce_by_key":
+            try:
+                self.combined[group] = acc = partial_reduce(items, ops, step, self.combined.get(group))
+            except Exception as e:
+                raise step_error(e, ops + (step,)) from None
+            if len(acc) >= COMBINE_KEYS:
+                self._send_combined(group)
+            return
+        self._send(group, side, split(items, ops, step, self.n))
+
+    def _send_combined(self, group: int) -> None:
+        acc = self.combined.pop(group, None)
+        if acc:
+            self._send(group, 0, cut(acc.items(), self.keyed[group], self.n, checked=True))
+
+    def _send(self, group: int, side: int, buckets: list) -> None:
+        for j, bucket in enumerate(buckets):
+            for i in range(0, len(bucket), BATCH):
+                self.downstream[group][j].tell("push", side, bucket[i:i + BATCH])
 
     def _finish(self) -> None:
+        for group in list(self.combined):
+            self._send_combined(group)
         for group, side in sorted(_targets(self.tree)):
             for ref in self.downstream[group]:
                 ref.tell("end", side)
