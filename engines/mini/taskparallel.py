@@ -13,7 +13,9 @@ Who does what::
     user thread     tasks.submit(fn, *args)  --> scheduler.submit: place it, or let it wait
                     future.result()          --> scheduler.want; wait for the Future
     flusher thread  outbox -> one ("batch", [message, ...]) frame per worker
-    receiver thread host events -> scheduler.report / lose_worker; settle Futures; flush
+    reader threads  (the cluster's, one per worker, through its delivery hook ``on_read``)
+                    a worker's message -> scheduler.report / lose_worker; settle Futures; flush
+    receiver thread every 0.2 s: the deaths of Futures (results no longer held)
     worker          run what is ready, a slice at a time; fetch inputs from peers;
                     serve peers' fetches between tasks; report in batches
                     (`engines.mini.taskworker`: its messages and state)
@@ -142,6 +144,7 @@ class MiniTasksSession(MiniSession):
         self._kick_cv = threading.Condition()
         self._threads = []
         if threaded:
+            host.on_read(self._read)
             for target in (self._receive, self._flusher):
                 thread = threading.Thread(target=target, daemon=True, name=f"mini-tasks {target.__name__}")
                 thread.start()
@@ -341,7 +344,19 @@ class MiniTasksSession(MiniSession):
                 self._kicked = False
             self._flush()
 
+    def _read(self, source, message) -> bool:
+        """The cluster's delivery hook: apply a worker's message on the thread that read it, saving the
+        hand-off to the receiver thread (a waiting caller is woken one thread switch sooner)."""
+        if self._closed:
+            return False
+        try:
+            self._apply([(source, message)])
+        except BaseException:
+            self._break(f"the mini-tasks driver failed:\n{traceback.format_exc()}")
+        return True
+
     def _receive(self) -> None:
+        """Housekeeping, every 0.2 s: the deaths of Futures (and whatever the delivery hook left)."""
         try:
             while not self._closed:
                 event = self.host.recv(timeout=0.2)
