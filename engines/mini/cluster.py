@@ -70,6 +70,17 @@ runtime's constructor: nothing is sent to a runtime before every worker
 has built its own. `Host` offers the same for the driver,
 ``host.on_read(handler)``, instead of `Host.recv`.
 
+Inline. A runtime whose class sets ``inline = True`` has the driver's
+messages handled on the thread that read them whenever it is idle -- no
+earlier message of the driver's still in the inbox, and no other message
+being handled -- so a task sent by the driver starts without waiting for
+the main thread to wake. ``handle`` is still called for one message at a
+time (a lock), and the driver's messages in the order sent; the others
+keep the inbox. It suits a runtime whose ``handle`` never waits for
+another message (mini-tasks' worker) -- and it needs a driver whose
+reader threads never block on a write to this worker (it may be busy
+with a task while the driver writes).
+
 `InProcessHost` runs the same runtimes as plain objects in one process,
 with one FIFO of messages (each still pickled and unpickled, as on the
 wire): a deterministic form of every mode, for debugging and teaching.
@@ -135,6 +146,11 @@ class WorkerProcess:
         self.me, self.n = spec["wid"], spec["n"]
         self.inbox: queue.Queue = queue.Queue()
         self.reader = None                    # the runtime's delivery hook (`on_read`), if it set one
+        self.runtime = None                   # an `inline` runtime, once built: see "Inline"
+        self.handling = threading.Lock()      # held while the runtime handles a message
+        self.from_driver = 0                  # the driver's messages in the inbox, not handled yet
+        self.counting = threading.Lock()      # guards from_driver
+        self.inline_busy = False              # the driver's reader thread is handling a message
         self.timers: list = []                # heap of (due, seq, message): the runtime's `later` calls
         self._seq = itertools.count()
         self.peers: dict = {}                 # worker id -> Conn
@@ -204,10 +220,26 @@ class WorkerProcess:
             self._arrive(source, ("lost", source, f"connection lost: {why}"))
 
     def _arrive(self, source, message) -> None:
-        """A message read (on a reader thread): to the runtime's hook if it takes it, else to the inbox."""
+        """A message read (on a reader thread): to the runtime's hook if it takes it, to an idle inline
+        runtime if it is the driver's, else to the inbox."""
         reader = self.reader
-        if reader is None or not reader(source, message):
-            self.inbox.put((source, message))
+        if reader is not None and reader(source, message):
+            return
+        if source == DRIVER and self.runtime is not None and message[0] != "stop":
+            if self.handling.acquire(blocking=False):
+                try:
+                    if not self.from_driver:            # nothing of the driver's is waiting: run it here
+                        self.inline_busy = True         # (the driver's heartbeats wait unread meanwhile)
+                        try:
+                            return self._handle(source, message)
+                        finally:
+                            self.inline_busy = False
+                            self.host.last_seen = time.monotonic()
+                finally:
+                    self.handling.release()
+            with self.counting:
+                self.from_driver += 1
+        self.inbox.put((source, message))
 
     def _heartbeat(self) -> None:
         every, timeout = self.spec["heartbeat"], self.spec["timeout"]
@@ -215,7 +247,7 @@ class WorkerProcess:
             time.sleep(every)
             if os.getppid() != self.spec["parent"]:
                 self._exit("its parent process is gone")
-            if time.monotonic() - self.host.last_seen > timeout:
+            if not self.inline_busy and time.monotonic() - self.host.last_seen > timeout:
                 self._exit(f"no heartbeat from the driver for {timeout:.0f} s")
             try:
                 self.host.send_frame(PING)
@@ -274,17 +306,27 @@ class WorkerProcess:
             return
         self._mesh(message[1], everyone=message[0] == "rejoin")
         module, cls = self.spec["runtime"].split(":")
-        runtime = getattr(importlib.import_module(module), cls)(self, **self.spec["options"])
+        self.built = getattr(importlib.import_module(module), cls)(self, **self.spec["options"])
+        if getattr(self.built, "inline", False):
+            self.runtime = self.built
         self.host.send(("meshed", self.me))
         while True:
             source, message = self._next()
             if message[0] == "stop":
                 break
-            try:
-                runtime.handle(source, message)
-            except Exception as e:  # a bug in the runtime: report it, keep serving
-                log.exception("mini worker %s: runtime failed on %s", self.me, message[0])
-                self.host.send(("runtime-error", self.me, f"{type(e).__name__}: {e}"))
+            with self.handling:
+                if source == DRIVER and self.runtime is not None:
+                    with self.counting:
+                        self.from_driver -= 1
+                self._handle(source, message)
+
+    def _handle(self, source, message) -> None:
+        """The runtime handles one message (``handling`` held)."""
+        try:
+            self.built.handle(source, message)
+        except Exception as e:  # a bug in the runtime: report it, keep serving
+            log.exception("mini worker %s: runtime failed on %s", self.me, message[0])
+            self.host.send(("runtime-error", self.me, f"{type(e).__name__}: {e}"))
 
     def close(self) -> None:
         self.stopping = True

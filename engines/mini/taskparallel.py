@@ -14,7 +14,8 @@ Who does what::
                     future.result()          --> scheduler.want; wait for the Future
     flusher thread  outbox -> one ("batch", [message, ...]) frame per worker
     reader threads  (the cluster's, one per worker, through its delivery hook ``on_read``)
-                    a worker's message -> scheduler.report / lose_worker; settle Futures; flush
+                    a worker's message -> scheduler.report / lose_worker; settle Futures; wake
+                    the flusher (a reader never writes: see `engines.mini.cluster`, "inline")
     receiver thread every 0.2 s: the deaths of Futures (results no longer held)
     worker          run what is ready, a slice at a time; fetch inputs from peers;
                     serve peers' fetches between tasks; report in batches
@@ -65,6 +66,8 @@ from engines.plan import OnTasks, Plan, evaluate
 from engines.support import Support
 
 REPLY_TIMEOUT = 30.0     # s to wait for a worker's trace or stats
+LINGER = 0.001           # s between the flusher's polls while submits keep coming (Dask's batched send: 2 ms)
+LINGER_POLLS = 50        # polls with nothing to send before it sleeps until kicked
 
 SUPPORTS = {
     "dataflow": Support.emulated("compiled to a task graph", streams="streams as micro-batches of such graphs"),
@@ -141,6 +144,7 @@ class MiniTasksSession(MiniSession):
         self._closed = False
         self._threaded = threaded
         self._kicked = False
+        self._lingering = False                   # the flusher polls every LINGER s (see _kick)
         self._kick_cv = threading.Condition()
         self._threads = []
         if threaded:
@@ -194,7 +198,7 @@ class MiniTasksSession(MiniSession):
             self._submitted[key] = future._t_submit
             outcomes = self._take_outcomes()
         self._settle(outcomes)
-        self._kick()
+        self._kick(now=False)
         return future
 
     def _dep(self, future: Future, key: str) -> str:
@@ -288,15 +292,22 @@ class MiniTasksSession(MiniSession):
                 continue
             future._set_result(value)
 
-    def _kick(self) -> None:
-        """Wake the flusher (once per batch: it takes everything queued when it runs)."""
-        if self._threaded and not self._kicked:
+    def _kick(self, now: bool = True) -> None:
+        """Wake the flusher (once per batch: it takes everything queued when it runs).
+
+        A submit passes ``now=False``: while the flusher is lingering -- it
+        sent something in its last `LINGER_POLLS` polls -- it will take the
+        task within `LINGER` s anyway, and a caller who waits for the result
+        sends it at once. So a burst of submits, or a caller that waits for
+        each one, does not wake a thread per task.
+        """
+        if self._threaded and not self._kicked and (now or not self._lingering):
             with self._kick_cv:
                 self._kicked = True
                 self._kick_cv.notify()
 
-    def _flush(self) -> None:
-        """Send each worker its queued messages as one batch."""
+    def _flush(self) -> bool:
+        """Send each worker its queued messages as one batch; whether there were any."""
         with self._send_lock:
             with self._lock:
                 outbox = self._state["outbox"]
@@ -305,6 +316,7 @@ class MiniTasksSession(MiniSession):
                     outbox[w] = []
             for w, msgs in batches:
                 self._send(w, msgs)
+        return bool(batches)
 
     def _send(self, w, msgs) -> None:
         try:
@@ -335,14 +347,18 @@ class MiniTasksSession(MiniSession):
 
     # -- the threads (processes) or the loop (in-process)
     def _flusher(self) -> None:
+        """Send what is queued when kicked; while submits keep coming, also every `LINGER` s (`_kick`)."""
+        quiet = 0
         while True:
             with self._kick_cv:
-                while not self._kicked and not self._closed:
-                    self._kick_cv.wait()
+                if not self._kicked and not self._closed:
+                    self._kick_cv.wait(LINGER if self._lingering else None)
                 if self._closed:
                     return
-                self._kicked = False
-            self._flush()
+                kicked, self._kicked = self._kicked, False
+            sent = self._flush()
+            quiet = 0 if kicked or sent else quiet + 1
+            self._lingering = quiet < LINGER_POLLS
 
     def _read(self, source, message) -> bool:
         """The cluster's delivery hook: apply a worker's message on the thread that read it, saving the
@@ -350,9 +366,11 @@ class MiniTasksSession(MiniSession):
         if self._closed:
             return False
         try:
-            self._apply([(source, message)])
+            self._apply([(source, message)], flush=False)
         except BaseException:
             self._break(f"the mini-tasks driver failed:\n{traceback.format_exc()}")
+        if any(self._state["outbox"].values()):
+            self._kick()    # a reader thread never writes: a worker's reader may be busy running its tasks
         return True
 
     def _receive(self) -> None:
@@ -382,8 +400,8 @@ class MiniTasksSession(MiniSession):
                 raise TaskError(f"mini-tasks (in-process): {e}") from None
             self._apply([event])
 
-    def _apply(self, events) -> None:
-        """Worker reports and cluster notices into the scheduler; settle, balance, flush."""
+    def _apply(self, events, flush: bool = True) -> None:
+        """Worker reports and cluster notices into the scheduler; settle, balance, flush (``flush``)."""
         replies = False
         decided = time.time()
         with self._lock:
@@ -412,7 +430,8 @@ class MiniTasksSession(MiniSession):
                 self._replied.notify_all()
         if self._broken:
             self._break(self._broken)
-        self._flush()
+        if flush:
+            self._flush()
 
     # -- trace and statistics
     def _ask(self, kind: str) -> dict:

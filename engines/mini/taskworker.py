@@ -156,6 +156,10 @@ class TaskWorker:
                    "lost": self._on_lost, "tick": self._on_tick, "reset": self._on_reset,
                    "trace": self._on_trace, "stats": self._on_stats}
 
+    #: the driver's messages are handled on the thread that read them when this worker is idle
+    #: (`engines.mini.cluster`, "Inline"): a task starts without a thread switch
+    inline = True
+
     def handle(self, source, message) -> None:
         """One message (or a batch of them); then fetch what is missing and run what is ready. Mutates."""
         if message[0] == "batch":
