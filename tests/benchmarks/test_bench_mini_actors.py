@@ -6,6 +6,8 @@ Three measures, each on every engine in the same run:
   p50 and p99 of the per-call latency;
 - **async calls/s**: a burst of calls, then ``gather`` -- how many the
   engine completes per second when the caller does not wait in between;
+- **loopback TCP**: a byte echoed by another process, as many times -- the
+  floor under any call round trip, measured in the same run;
 - **ping-pong**: an actor calls another one and waits for each reply; p50
   of that actor-to-actor round trip, timed inside the actor. The two are
   in different processes: mini-actors places them round robin, Ray gives
@@ -33,12 +35,14 @@ import pytest
 
 from conftest import require_engine
 from engines import get_engine
+from loopback import round_trips
 
 CALLS = {"tiny": 200, "small": 2_000, "medium": 5_000, "large": 20_000}        # sequential, per round
 BURST = {"tiny": 1_000, "small": 10_000, "medium": 30_000, "large": 100_000}    # async, per round
 PINGS = {"tiny": 100, "small": 1_000, "medium": 3_000, "large": 10_000}        # actor to actor, per round
 ROUNDS = {"tiny": 1, "small": 3, "medium": 3, "large": 1}
 ENGINES = ["mini-actors", "mini-actors/queue", "ray", "ray (raw)", "dask", "dask (raw)"]
+TCP = "loopback TCP"    # the floor: a byte echoed by another process (round trip only)
 RESULTS: dict[tuple[str, str], list[float]] = {}     # (measure, engine) -> samples
 
 
@@ -180,13 +184,13 @@ def summary(request, bench_size):
 
 
 def _write_summary(write, bench_size: str) -> None:
-    rows = {name: _figures(name) for name in ENGINES}
+    rows = {name: _figures(name) for name in [*ENGINES, TCP]}
     write(f"\nmini-actors benchmarks ({bench_size}, pid {os.getpid()}): medians over rounds")
     write(f"{'engine':<20}{'RTT p50 us':>12}{'RTT p99 us':>12}{'calls/s':>10}{'ping p50 us':>13}")
     for name, (p50, p99, rate, ping) in rows.items():
         write(f"{name:<20}{_fmt(p50):>12}{_fmt(p99):>12}{_fmt(rate):>10}{_fmt(ping):>13}")
     mine = rows["mini-actors"]
-    for peer in ("ray", "ray (raw)", "dask", "dask (raw)"):
+    for peer in ("ray", "ray (raw)", "dask", "dask (raw)", TCP):
         theirs = rows[peer]
         ratios = [a / b if a and b else None for a, b in zip(mine, theirs)]
         write(f"mini-actors / {peer:<11}  RTT p50 x{_fmt(ratios[0], 2)}  p99 x{_fmt(ratios[1], 2)}  "
@@ -221,6 +225,18 @@ def test_sequential_call_round_trip(benchmark, engines, bench_size, name):
             start = time.perf_counter()
             wait(send())
             samples.append(time.perf_counter() - start)
+
+    benchmark.pedantic(run, rounds=ROUNDS[bench_size], iterations=1)
+
+
+def test_loopback_tcp_round_trip(benchmark, bench_size):
+    """The same number of round trips, one byte each, to an echo process: what a call cannot beat."""
+    samples = RESULTS.setdefault(("rtt", TCP), [])
+
+    def run():
+        times = round_trips(CALLS[bench_size])
+        assert len(times) == CALLS[bench_size]
+        samples.extend(times)
 
     benchmark.pedantic(run, rounds=ROUNDS[bench_size], iterations=1)
 

@@ -9,7 +9,8 @@ the same session API (the ``dask`` and ``ray`` adapters of the registry):
   the whole chain where its data is (mini-tasks places each link with the
   one before it); this is the latency a dependency costs inside a graph;
 - ``sync-chain``: the driver waits for each hop before submitting the next
-  -> seconds per hop: the driver -> worker -> driver round trip;
+  -> seconds per hop: the driver -> worker -> driver round trip; beside it
+  ``loopback TCP``, a byte echoed by another process as often: the floor;
 - ``tree``: the ``tree-reduce`` workload (vectors summed up a tree; the
   leaves made on the workers) -> seconds.
 
@@ -30,6 +31,7 @@ import pytest
 
 from conftest import require_engine
 from engines import get_engine
+from loopback import round_trips
 from workloads import get_workload
 from workloads.task_overhead import noop
 
@@ -119,6 +121,18 @@ def test_sync_chain(benchmark, sessions, bench_size, engine):
     got = measure(benchmark, "sync-chain", engine, functools.partial(run_sync_chain, sessions(engine), hops),
                   bench_size)
     assert got == hops
+
+
+def test_sync_chain_floor_loopback_tcp(benchmark, bench_size):
+    """As many one-byte round trips to an echo process as ``sync-chain`` has hops: its floor."""
+    hops = COUNTS[bench_size][2]
+
+    def timed():                        # the round trips only, not the echo process's start
+        times = round_trips(hops)
+        TIMES.setdefault(("sync-chain", "loopback TCP"), []).append(sum(times))
+        return times
+    got = benchmark.pedantic(timed, rounds=ROUNDS[bench_size], iterations=1)
+    assert len(got) == hops
 
 
 @functools.lru_cache(maxsize=None)
