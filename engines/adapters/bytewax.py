@@ -92,13 +92,31 @@ and nothing else.
 **A lost worker.** The session's worker processes (`fault_targets`) are
 one Timely cluster per run: when one dies, the driver sees its pipe end at
 once, and the others cannot finish (their peer is gone; they panic on the
-broken connection). The run fails promptly with a `DataflowError` naming
-the process and how it ended (``bytewax worker 1 (pid 4242) was killed by
-SIGKILL``); the driver stops the others and starts a fresh set of
-processes, so the session goes on. Nothing is recovered: Bytewax's own
-recovery (a SQLite recovery store per partition, snapshots at each epoch,
-resuming from the last one) is not used by this adapter (setting
-``recovery``).
+broken connection), so the driver kills them and starts a fresh set of
+processes. What happens to the run depends on the setting ``recovery``:
+
+- ``off`` (the default): the run fails promptly with a `WorkerLost` naming
+  the process and how it ended (``bytewax worker 1 (pid 4242) was killed
+  by SIGKILL``); the session goes on with the fresh processes.
+- ``on`` (what ``archbench run --fault`` starts it with: `fault_options`):
+  each run gets a recovery store of its own and a snapshot every
+  ``epoch_interval_s``; the fresh processes run the same flow on the same
+  store and Bytewax **resumes from the last snapshot** -- the input
+  partitions at the offsets they had emitted, each reduce and join bucket
+  with its state, the sinks cut back to what they had written
+  (`engines.adapters.bytewax_recovery` says how, and why the answer is
+  exact). A run that loses a process more than `MAX_RESTARTS` times fails,
+  naming each loss. A stream is not resumed from snapshots (its router's
+  per-source counts, which make the windows wait for items in flight, are
+  not Bytewax state): it starts again from its beginning, and what the
+  lost run had sent the driver is dropped -- its windows are exact, their
+  latency includes the loss.
+
+Recovery is off by default because it is not free: the store, the
+snapshots and the sink's file cost every run something (measured in
+`engines.adapters.bytewax_recovery`), which no other engine's timed figures
+pay -- mini-data recovers without snapshots by default. A cell with a fault
+runs all its repeats with it on, so its ``recovery_s`` is the recovery alone.
 
     >>> BytewaxEngine().settings(2)["processes"]
     2
@@ -119,8 +137,8 @@ from multiprocessing.connection import wait
 import cloudpickle
 
 from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, pickle_by_value_fallback
-from engines.adapters.bytewax_recovery import (file_sink, fresh_store, own_key, read_items, recovery_options,
-                                               remove_store, sink_path)
+from engines.adapters.bytewax_recovery import (WorkerLost, file_sink, fresh_store, lost_again, own_key, read_items,
+                                               recovery_options, remove_store, sink_path)
 from engines.adapters.bytewax_run import Guard, Run, bytewax_id, list_sink
 from engines.adapters.bytewax_streams import Emitter, translate_stream
 from engines.api import ArchbenchError, DataflowError, Session, Step
@@ -296,20 +314,12 @@ class BytewaxSession(AdapterSession):
                 except WorkerLost as e:
                     lost.append(e)
                     if len(lost) > MAX_RESTARTS:
-                        raise WorkerLost(e.worker, e.pid, e.how, self._lost_again(lost)) from e
+                        raise WorkerLost(e.worker, e.pid, e.how, lost_again(lost, MAX_RESTARTS, self._log)) from e
                     if tick is not None:
                         replayed()
         finally:
             if store is not None:
                 remove_store(store)
-
-    def _lost_again(self, lost: list[WorkerLost]) -> str:
-        """The error of a run that lost a process once more than it may restart."""
-        last = lost[-1]
-        each = "; ".join(f"worker {e.worker} (pid {e.pid}) {e.how}" for e in lost)
-        return (f"bytewax worker {last.worker} (pid {last.pid}) {last.how} during the run, which had been "
-                f"restarted from its recovery store {MAX_RESTARTS} times (max_restarts) -- it lost a process "
-                f"each time: {each}. The run fails; its processes' output went to {self._log}")
 
     def _attempt(self, payload: bytes, tick: float | None, during, store: str | None) -> dict[str, list]:
         """Send one run to every process, wait for all; the sinks' items merged over the processes."""
@@ -414,17 +424,6 @@ class BytewaxSession(AdapterSession):
         super().close()
 
 
-class WorkerLost(DataflowError):
-    """A run lost Bytewax worker process ``worker`` (``pid``), which ``how`` ended (``was killed by SIGKILL``)."""
-
-    def __init__(self, worker: int, pid: int, how: str, message: str):
-        super().__init__(message)
-        self.worker, self.pid, self.how = worker, pid, how
-
-    def __reduce__(self):
-        return WorkerLost, (self.worker, self.pid, self.how, str(self))
-
-
 def _switch(value) -> bool:
     """``on``/``off`` (or true/false) as a bool; anything else names what is allowed."""
     if isinstance(value, bool):
@@ -449,6 +448,31 @@ def _free_ports(n: int) -> list[int]:
 
 
 # ------------------------------------------------------- in each worker process
+
+
+LISTEN_BOUND = 10.0   # seconds a process waits for the processes before it to listen
+
+
+def _listening(port: int) -> bool:
+    """Whether some process listens on loopback ``port`` (Linux's table of TCP sockets; elsewhere: say yes)."""
+    try:
+        with open("/proc/net/tcp") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return True
+    return any(row[1] == f"0100007F:{port:04X}" and row[3] == "0A" for row in rows)   # 0A: LISTEN
+
+
+def _await_peers(addresses: list[str], proc_id: int) -> None:
+    """Wait (at most `LISTEN_BOUND` s) until the processes before ``proc_id`` listen on their ports.
+
+    Timely's process ``i`` connects to every process before it as it starts; one not listening yet is
+    tried again only a second later -- without this wait, 1 run in 2 took a second longer."""
+    deadline = time.monotonic() + LISTEN_BOUND
+    for address in addresses[:proc_id]:
+        port = int(address.rpartition(":")[2])
+        while not _listening(port) and time.monotonic() < deadline:
+            time.sleep(0.001)
 
 
 def _serve(conn, log_path: str) -> None:
@@ -479,6 +503,7 @@ def _serve(conn, log_path: str) -> None:
             conn.send(("error", e if isinstance(e, DataflowError) else DataflowError(f"{type(e).__name__}: {e}")))
             continue
         try:
+            _await_peers(addresses, proc_id)
             cluster_main(flow, addresses, proc_id, worker_count_per_proc=1, **recovery_options(store, epoch))
         except BaseException as e:  # bytewax panics are BaseExceptions; the other processes may hang
             conn.send(("crashed", DataflowError(f"bytewax failed: {type(e).__name__}: {e}"), run.stamps))
