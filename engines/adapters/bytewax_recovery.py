@@ -50,7 +50,29 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+from engines.api import DataflowError
+
 _runs = itertools.count()
+
+
+class WorkerLost(DataflowError):
+    """A run lost Bytewax worker process ``worker`` (``pid``), which ``how`` ended (``was killed by SIGKILL``)."""
+
+    def __init__(self, worker: int, pid: int, how: str, message: str):
+        super().__init__(message)
+        self.worker, self.pid, self.how = worker, pid, how
+
+    def __reduce__(self):
+        return WorkerLost, (self.worker, self.pid, self.how, str(self))
+
+
+def lost_again(lost: list[WorkerLost], restarts: int, log: str) -> str:
+    """The error of a run that lost a process once more than its ``restarts`` allow."""
+    last = lost[-1]
+    each = "; ".join(f"worker {e.worker} (pid {e.pid}) {e.how}" for e in lost)
+    return (f"bytewax worker {last.worker} (pid {last.pid}) {last.how} during the run, which had been "
+            f"restarted from its recovery store {restarts} times (max_restarts) -- it lost a process "
+            f"each time: {each}. The run fails; its processes' output went to {log}")
 
 
 def fresh_store(logs: Path, partitions: int) -> Path:
