@@ -129,8 +129,8 @@ import os
 import pickle
 import socket
 import time
-from functools import partial
 from collections import deque
+from functools import partial
 from itertools import chain, islice
 from multiprocessing.connection import wait
 
@@ -194,7 +194,8 @@ class BytewaxEngine(AdapterEngine):
             "epoch_interval": f"{epoch:g} s, a snapshot at the end of each" if recovery else "bytewax default (10 s)",
             "epoch_interval_s": epoch,
             "recovery": ("on: a fresh SQLite recovery store per run (one partition per process) in the log folder; "
-                         f"a lost process restarts all {workers} from the last snapshot, at most {MAX_RESTARTS} times"
+                         f"a lost process restarts all {workers} from the last snapshot, at most {MAX_RESTARTS} times "
+                         "(a stream: from its beginning, without a store)"
                          if recovery else
                          "off: no recovery store; a lost process fails the run, the processes are restarted"),
             "max_restarts": MAX_RESTARTS if recovery else 0,
@@ -314,7 +315,8 @@ class BytewaxSession(AdapterSession):
                 except WorkerLost as e:
                     lost.append(e)
                     if len(lost) > MAX_RESTARTS:
-                        raise WorkerLost(e.worker, e.pid, e.how, lost_again(lost, MAX_RESTARTS, self._log)) from e
+                        raise WorkerLost(e.worker, e.pid, e.how, lost_again(lost, MAX_RESTARTS, self._log,
+                                                                            replayed=tick is not None)) from e
                     if tick is not None:
                         replayed()
         finally:
