@@ -54,6 +54,9 @@ class Engine:
     extra = ""                          # the pip extra that installs them
     #: start-up options for a session that will be traced (an instrument that must be on from the start)
     trace_options: dict = {}
+    #: start-up options for a session whose cell has a faulted repeat (``--fault``): its recovery, where
+    #: recovery costs something even without a fault (Bytewax's store and snapshots)
+    fault_options: dict = {}
     columnar = False                    # an idiomatic variant (spark-df, dask-df): it runs a workload's
                                         # columnar form, ``run_columnar``, never the generic ``run``
 

@@ -238,6 +238,8 @@ def run_one(matrix: Matrix, cell: tuple, todo: list[int], trace: bool, fault: bo
     options.setdefault("log_dir", str(out / "logs"))
     if trace:   # an instrument that must be on from the engine's start (Spark's event log)
         options = {**get_engine(engine_name).trace_options, **options}
+    if fault:   # recovery that must be on from the engine's start (Bytewax's recovery store)
+        options = {**get_engine(engine_name).fault_options, **options}
     spec = dict(run_id=run_id, engine=engine_name, workload=workload_name, size=size, workers=workers,
                 seed=matrix.seed, repeats=todo, warmup=matrix.warmup, out=str(out), trace=trace,
                 trace_repeat=matrix.repeat, fault=matrix.fault if fault else None, fault_repeat=fault_repeat(matrix),

@@ -164,7 +164,8 @@ def make_manifest(run_id: str, matrix, argv: list[str]) -> dict:
     for name in matrix.engines:
         engine = get_engine(name)
         ok, why = engine.available()
-        options = {**(engine.trace_options if getattr(matrix, "trace", False) else {}), **matrix.options.get(name, {})}
+        options = {**(engine.trace_options if getattr(matrix, "trace", False) else {}),
+                   **(engine.fault_options if getattr(matrix, "fault", None) else {}), **matrix.options.get(name, {})}
         engines[name] = {
             "architecture": engine.architecture, "available": ok, "reason": why,
             "version": engine.version() if ok else None,

@@ -152,3 +152,21 @@ def test_a_bad_fault_gives_one_clear_line(value, message):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_bytewax_under_a_fault_runs_with_its_recovery_store_resumes_and_leaves_nothing_running(tmp_path, workload_file):
+    from conftest import require_engine
+
+    require_engine("bytewax")
+    out = tmp_path / "run"
+    proc = archbench("run", "--engines", "bytewax", "--workloads", "slow-words", "--workload-file", workload_file,
+                     "--size", "tiny", "--repeat", "2", "--warmup", "0", "--fault", "kill-worker", "--out", str(out),
+                     "--no-plots")
+    assert proc.returncode == 0, proc.stderr
+    row = faulted(out)["bytewax"]
+    assert row["fault_outcome"] == "recovered" and row["status"] == "ok", row
+    assert row["fault_target"] == "bytewax worker 1" and not psutil.pid_exists(row["fault_pid"])
+    settings = json.loads((out / "manifest.json").read_text())["engines"]["bytewax"]["settings"]["2"]
+    assert settings["recovery"].startswith("on:") and settings["epoch_interval_s"] == 0.1   # --fault turned it on
+    assert not (out / "orphans.jsonl").exists()          # nothing outlived its cell
+    assert not list((out / "logs").glob("bytewax-recovery-*"))   # each run's store removed

@@ -92,13 +92,31 @@ and nothing else.
 **A lost worker.** The session's worker processes (`fault_targets`) are
 one Timely cluster per run: when one dies, the driver sees its pipe end at
 once, and the others cannot finish (their peer is gone; they panic on the
-broken connection). The run fails promptly with a `DataflowError` naming
-the process and how it ended (``bytewax worker 1 (pid 4242) was killed by
-SIGKILL``); the driver stops the others and starts a fresh set of
-processes, so the session goes on. Nothing is recovered: Bytewax's own
-recovery (a SQLite recovery store per partition, snapshots at each epoch,
-resuming from the last one) is not used by this adapter (setting
-``recovery``).
+broken connection), so the driver kills them and starts a fresh set of
+processes. What happens to the run depends on the setting ``recovery``:
+
+- ``off`` (the default): the run fails promptly with a `WorkerLost` naming
+  the process and how it ended (``bytewax worker 1 (pid 4242) was killed
+  by SIGKILL``); the session goes on with the fresh processes.
+- ``on`` (what ``archbench run --fault`` starts it with: `fault_options`):
+  each run gets a recovery store of its own and a snapshot every
+  ``epoch_interval_s``; the fresh processes run the same flow on the same
+  store and Bytewax **resumes from the last snapshot** -- the input
+  partitions at the offsets they had emitted, each reduce and join bucket
+  with its state, the sinks cut back to what they had written
+  (`engines.adapters.bytewax_recovery` says how, and why the answer is
+  exact). A run that loses a process more than `MAX_RESTARTS` times fails,
+  naming each loss. A stream is not resumed from snapshots (its router's
+  per-source counts, which make the windows wait for items in flight, are
+  not Bytewax state): it starts again from its beginning, and what the
+  lost run had sent the driver is dropped -- its windows are exact, their
+  latency includes the loss.
+
+Recovery is off by default because it is not free: the store, the
+snapshots and the sink's file cost every run something (measured in
+`engines.adapters.bytewax_recovery`), which no other engine's timed figures
+pay -- mini-data recovers without snapshots by default. A cell with a fault
+runs all its repeats with it on, so its ``recovery_s`` is the recovery alone.
 
     >>> BytewaxEngine().settings(2)["processes"]
     2
@@ -111,6 +129,7 @@ import os
 import pickle
 import socket
 import time
+from collections import deque
 from functools import partial
 from itertools import chain, islice
 from multiprocessing.connection import wait
@@ -118,9 +137,11 @@ from multiprocessing.connection import wait
 import cloudpickle
 
 from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, pickle_by_value_fallback
+from engines.adapters.bytewax_recovery import (WorkerLost, file_sink, fresh_store, lost_again, own_key, read_items,
+                                               recovery_options, remove_store, sink_path)
 from engines.adapters.bytewax_run import Guard, Run, bytewax_id, list_sink
 from engines.adapters.bytewax_streams import Emitter, translate_stream
-from engines.api import DataflowError, Session, Step
+from engines.api import ArchbenchError, DataflowError, Session, Step
 from engines.plan import Pipe, Plan, narrow, source_items, split
 from engines.support import Support
 from engines.tracing import Stamps, span, worker_lane
@@ -128,6 +149,8 @@ from engines.tracing import Stamps, span, worker_lane
 BATCH_SIZE = 10_000  # items per batch the source emits: the map-side combine covers a batch
 JOB_GRACE = 30      # seconds the other processes get to finish once one has failed outright
 STREAM_TICK = 0.02  # wall seconds between a stream source's wake-ups (as mini-data's tick)
+EPOCH_S = 0.1       # with recovery: wall seconds per epoch, so a snapshot at least every 0.1 s of input
+MAX_RESTARTS = 3    # with recovery: restarts of one run after a lost process before it fails
 
 TRACE_SOURCE = "stamps in the Bytewax adapter's steps, taken in its worker processes"
 TRACE_MISSING = (
@@ -152,10 +175,15 @@ class BytewaxEngine(AdapterEngine):
     }
     requires = ("bytewax",)
     extra = "bytewax"
-    options = ("stream_tick_s",)
+    options = ("stream_tick_s", "recovery", "epoch_interval_s")
+    #: a run with ``--fault`` runs the whole cell with Bytewax's recovery, so its timed repeats pay the same
+    #: store and snapshots as the faulted one and ``recovery_s`` is the recovery alone
+    fault_options = {"recovery": "on"}
 
     def settings(self, workers: int, **options) -> dict:
         self.check_options(options)
+        recovery = _switch(options.get("recovery", "off"))
+        epoch = float(options.get("epoch_interval_s", EPOCH_S)) if recovery else None
         return {
             "workers": workers,
             "processes": workers,
@@ -163,8 +191,16 @@ class BytewaxEngine(AdapterEngine):
             "source": f"FixedPartitionedSource, one partition per archbench partition, batches of {BATCH_SIZE}",
             "combine": "per batch before the exchange",
             "keyed_state": f"{BUCKETS} route keys (buckets) per keyed step, a dict of keys each",
-            "epoch_interval": "bytewax default (10 s)",
-            "recovery": "off: no recovery store; a lost process fails the run, the processes are restarted",
+            "epoch_interval": f"{epoch:g} s, a snapshot at the end of each" if recovery else "bytewax default (10 s)",
+            "epoch_interval_s": epoch,
+            "recovery": ("on: a fresh SQLite recovery store per run (one partition per process) in the log folder; "
+                         f"a lost process restarts all {workers} from the last snapshot, at most {MAX_RESTARTS} times "
+                         "(a stream: from its beginning, without a store)"
+                         if recovery else
+                         "off: no recovery store; a lost process fails the run, the processes are restarted"),
+            "max_restarts": MAX_RESTARTS if recovery else 0,
+            "sink": ("exactly-once: a file per process, cut back to its snapshot on resume" if recovery else
+                     "a list per process, sent to the driver at the end"),
             "addresses": "127.0.0.1, fresh ports per run",
             "stream_tick_s": float(options.get("stream_tick_s", STREAM_TICK)),
             LOG_DIR: options.get(LOG_DIR),
@@ -223,9 +259,15 @@ class BytewaxSession(AdapterSession):
             else:
                 arrivals.append((time.time(), message[3]))
                 out[message[1]].extend(message[2])
+
+        def replayed() -> None:                   # a stream starts again from its beginning: what the lost
+            starts.clear()                        # run sent is dropped, and is sent again
+            arrivals.clear()
+            for items in out.values():
+                items.clear()
         tick = self.settings["stream_tick_s"] if plan.streaming else None
         try:
-            sinks = self._job(cloudpickle.dumps(plan, protocol=5), tick, during)
+            sinks = self._job(cloudpickle.dumps(plan, protocol=5), tick, during, recover=True, replayed=replayed)
         finally:
             if starts:       # stream time 0 is when the last source started reading
                 speedup = plan.source.step.arg.speedup
@@ -248,12 +290,46 @@ class BytewaxSession(AdapterSession):
         """
         return self._job(cloudpickle.dumps(build, protocol=5), None, lambda message: None)
 
-    def _job(self, payload: bytes, tick: float | None, during) -> dict[str, list]:
+    @property
+    def recovering(self) -> bool:
+        return self.settings["epoch_interval_s"] is not None
+
+    def _job(self, payload: bytes, tick: float | None, during, recover: bool = False,
+             replayed=lambda: None) -> dict[str, list]:
+        """One run on every process; the sinks' items merged over the processes.
+
+        With recovery on (and ``recover``), a lost process restarts the run on
+        fresh processes, at most `MAX_RESTARTS` times: a flow of batches
+        resumes from the snapshots in its recovery store (one per run, removed
+        at the end); a stream (``tick``) starts again from its beginning, after
+        ``replayed()`` has dropped what the lost run had sent.
+        """
+        if not (recover and self.recovering):
+            return self._attempt(payload, tick, during, None)
+        store = fresh_store(self.logs, self.workers) if tick is None else None
+        lost: list[WorkerLost] = []
+        try:
+            while True:
+                try:
+                    return self._attempt(payload, tick, during, store and str(store))
+                except WorkerLost as e:
+                    lost.append(e)
+                    if len(lost) > MAX_RESTARTS:
+                        raise WorkerLost(e.worker, e.pid, e.how, lost_again(lost, MAX_RESTARTS, self._log,
+                                                                            replayed=tick is not None)) from e
+                    if tick is not None:
+                        replayed()
+        finally:
+            if store is not None:
+                remove_store(store)
+
+    def _attempt(self, payload: bytes, tick: float | None, during, store: str | None) -> dict[str, list]:
         """Send one run to every process, wait for all; the sinks' items merged over the processes."""
         addresses = [f"127.0.0.1:{port}" for port in _free_ports(self.workers)]
         tracing = self.stamps.recording
+        epoch = self.settings["epoch_interval_s"]
         for i, (_, conn) in enumerate(self._procs):
-            conn.send((payload, addresses, i, tick, tracing))
+            conn.send((payload, addresses, i, tick, tracing, store, epoch))
         replies = self._replies(during)
         if tracing:
             for i, ((proc, _), reply) in enumerate(zip(self._procs, replies)):
@@ -305,15 +381,16 @@ class BytewaxSession(AdapterSession):
                     replies.setdefault(conn, ("crashed", died[0][1]))
         return [replies[conn] for conn in conns]
 
-    def _died(self, i: int, proc) -> DataflowError:
+    def _died(self, i: int, proc) -> WorkerLost:
         """The error of a run during which worker process ``i`` (``proc``) died."""
         from engines.mini.cluster import exit_status
 
         proc.join(5)   # its pipe has ended: it has exited, or is about to
         how = exit_status(proc.exitcode) if proc.exitcode is not None else "closed its pipe"
-        return DataflowError(f"bytewax worker {i} (pid {proc.pid}) {how} during the run; Bytewax runs without "
-                             f"its recovery store here, so the run fails (the session restarts its {self.workers} "
-                             f"processes for the next run; its output went to {self._log})")
+        return WorkerLost(i, proc.pid, how,
+                          f"bytewax worker {i} (pid {proc.pid}) {how} during the run; Bytewax runs without "
+                          f"its recovery store here (recovery=off), so the run fails (the session restarts its "
+                          f"{self.workers} processes for the next run; its output went to {self._log})")
 
     def trace_start(self) -> None:
         """From the next run on, the processes stamp each of the adapter's steps and send the stamps back."""
@@ -349,6 +426,17 @@ class BytewaxSession(AdapterSession):
         super().close()
 
 
+def _switch(value) -> bool:
+    """``on``/``off`` (or true/false) as a bool; anything else names what is allowed."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("on", "true", "1", "yes"):
+        return True
+    if str(value).lower() in ("off", "false", "0", "no"):
+        return False
+    raise ArchbenchError(f"engine 'bytewax': recovery={value!r}; write recovery=on or recovery=off")
+
+
 def _free_ports(n: int) -> list[int]:
     """``n`` ports free on the loopback now (bytewax binds them when the run starts)."""
     socks = [socket.socket() for _ in range(n)]
@@ -362,6 +450,31 @@ def _free_ports(n: int) -> list[int]:
 
 
 # ------------------------------------------------------- in each worker process
+
+
+LISTEN_BOUND = 10.0   # seconds a process waits for the processes before it to listen
+
+
+def _listening(port: int) -> bool:
+    """Whether some process listens on loopback ``port`` (Linux's table of TCP sockets; elsewhere: say yes)."""
+    try:
+        with open("/proc/net/tcp") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return True
+    return any(row[1] == f"0100007F:{port:04X}" and row[3] == "0A" for row in rows)   # 0A: LISTEN
+
+
+def _await_peers(addresses: list[str], proc_id: int) -> None:
+    """Wait (at most `LISTEN_BOUND` s) until the processes before ``proc_id`` listen on their ports.
+
+    Timely's process ``i`` connects to every process before it as it starts; one not listening yet is
+    tried again only a second later -- without this wait, 1 run in 2 took a second longer."""
+    deadline = time.monotonic() + LISTEN_BOUND
+    for address in addresses[:proc_id]:
+        port = int(address.rpartition(":")[2])
+        while not _listening(port) and time.monotonic() < deadline:
+            time.sleep(0.001)
 
 
 def _serve(conn, log_path: str) -> None:
@@ -378,8 +491,8 @@ def _serve(conn, log_path: str) -> None:
         job = conn.recv()
         if job is None:
             return
-        payload, addresses, proc_id, tick, tracing = job
-        run = Run(tracing)
+        payload, addresses, proc_id, tick, tracing, store, epoch = job
+        run = Run(tracing, store, proc_id)
         try:
             job_flow = cloudpickle.loads(payload)
             if tick is None and not isinstance(job_flow, Plan):   # a Bytewax flow written by hand
@@ -392,10 +505,14 @@ def _serve(conn, log_path: str) -> None:
             conn.send(("error", e if isinstance(e, DataflowError) else DataflowError(f"{type(e).__name__}: {e}")))
             continue
         try:
-            cluster_main(flow, addresses, proc_id, worker_count_per_proc=1)
+            _await_peers(addresses, proc_id)
+            cluster_main(flow, addresses, proc_id, worker_count_per_proc=1, **recovery_options(store, epoch))
         except BaseException as e:  # bytewax panics are BaseExceptions; the other processes may hang
             conn.send(("crashed", DataflowError(f"bytewax failed: {type(e).__name__}: {e}"), run.stamps))
             continue
+        if store is not None:       # the exactly-once sinks wrote to files: read them back
+            for name, items in run.sinks.items():
+                items.extend(read_items(sink_path(store, bytewax_id(name), proc_id)))
         # pickle.dumps here falls back to cloudpickle (records of a user's own classes)
         reply = ("error", run.error, run.stamps) if run.error else ("ok", run.sinks, run.stamps)
         conn.send_bytes(pickle.dumps(reply, protocol=5))
@@ -449,13 +566,24 @@ def _translate(plan: Plan, run: Run):
         elif stage.op == "collect":
             pipe = stage.inputs[0]
             stream = streams[pipe.stage]
+            items = run.sinks.setdefault(name, [])
+            sid = bytewax_id(name, "steps")
+            if run.store is not None:   # exactly-once: each process's items keyed to its own file partition
+                keyed = Guard(run, step, partial(_keyed, pipe.ops, own_key(run.proc_id)), name=sid)
+                op.output(bytewax_id(name), op.flat_map_batch(sid, stream, keyed),
+                          file_sink(run.store, bytewax_id(name), run.proc_id))
+                continue
             if pipe.ops:
-                sid = bytewax_id(name, "steps")
                 stream = op.flat_map_batch(sid, stream, Guard(run, step, partial(narrow, ops=pipe.ops), name=sid))
-            op.output(bytewax_id(name), stream, list_sink(run.sinks.setdefault(name, [])))
+            op.output(bytewax_id(name), stream, list_sink(items))
         else:
             raise DataflowError(f"stage {name!r}: a {stage.op} runs as a stream (engines.adapters.bytewax_streams)")
     return bx
+
+
+def _keyed(ops: tuple[Step, ...], key: str, batch: list) -> list:
+    """A sink's fused narrow steps over one batch, each item keyed to this process's file partition."""
+    return [(key, item) for item in (narrow(batch, ops=ops) if ops else batch)]
 
 
 BUCKETS = 128  # route keys of a keyed step: each holds a dict of the keys that hash to it
@@ -467,7 +595,7 @@ def _Reduce(step: Step, run: Run, resume_state):
 
     class Reduce(StatefulBatchLogic):
         def __init__(self):
-            self.acc: dict = {}
+            self.acc: dict = {} if resume_state is None else pickle.loads(resume_state)
 
         def on_batch(self, lists):
             Guard(run, step, self._fold)(lists)
@@ -481,8 +609,8 @@ def _Reduce(step: Step, run: Run, resume_state):
         def on_eof(self):
             return run.timed(bytewax_id(step.name), "compute", list, self.acc.items()), StatefulBatchLogic.DISCARD
 
-        def snapshot(self):
-            return self.acc
+        def snapshot(self):   # pickled now: the dict goes on changing
+            return pickle.dumps(self.acc, protocol=5)
 
     return Reduce()
 
@@ -493,7 +621,7 @@ def _Join(step: Step, run: Run, resume_state):
 
     class Join(StatefulBatchLogic):
         def __init__(self):
-            self.sides: tuple[dict, dict] = ({}, {})
+            self.sides: tuple[dict, dict] = ({}, {}) if resume_state is None else pickle.loads(resume_state)
 
         def on_batch(self, labelled):
             run.timed(bytewax_id(step.name), "compute", self._keep, labelled)
@@ -512,8 +640,8 @@ def _Join(step: Step, run: Run, resume_state):
             left, right = self.sides
             return [(key, (lv, rv)) for key, rvs in right.items() for rv in rvs for lv in left.get(key, ())]
 
-        def snapshot(self):
-            return self.sides
+        def snapshot(self):   # pickled now: the lists go on growing
+            return pickle.dumps(self.sides, protocol=5)
 
     return Join()
 
@@ -525,8 +653,8 @@ def _Partitions(step: Step, run: Run):
     from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
     class Partition(StatefulSourcePartition):
-        def __init__(self, recipe):
-            self.recipe, self.items = recipe, None
+        def __init__(self, recipe, resume_at: int | None):
+            self.recipe, self.items, self.read = recipe, None, resume_at or 0
 
         def next_batch(self):
             batch = Guard(run, step, self._take, kind="io")()
@@ -537,16 +665,19 @@ def _Partitions(step: Step, run: Run):
         def _take(self) -> list:
             if self.items is None:  # made here, on the worker this partition is assigned to
                 self.items = iter(source_items(self.recipe))
-            return list(islice(self.items, BATCH_SIZE))
+                deque(islice(self.items, self.read), maxlen=0)   # resumed: skip what the snapshot had read
+            batch = list(islice(self.items, BATCH_SIZE))
+            self.read += len(batch)
+            return batch
 
-        def snapshot(self):
-            return None
+        def snapshot(self):         # how many items it has emitted: a resumed partition starts after them
+            return self.read
 
     class Partitions(FixedPartitionedSource):
         def list_parts(self):
             return [str(i) for i in range(len(step.arg))]
 
         def build_part(self, step_id, for_part, resume_state):
-            return Partition(step.arg[int(for_part)])
+            return Partition(step.arg[int(for_part)], resume_state)
 
     return Partitions()

@@ -36,12 +36,16 @@ from engines.plan import step_error
 
 class Run:
     """One run's state in one process: the first error, what the sinks gathered, and -- while a
-    trace records -- the stamps ``(bytewax step id, kind, start, end)`` of every call of a step."""
+    trace records -- the stamps ``(bytewax step id, kind, start, end)`` of every call of a step.
 
-    def __init__(self, tracing: bool = False):
+    ``store``: the run's recovery store folder (`engines.adapters.bytewax_recovery`), None without
+    recovery; ``proc_id``: this process's index in the run."""
+
+    def __init__(self, tracing: bool = False, store: str | None = None, proc_id: int = 0):
         self.error: DataflowError | None = None
         self.sinks: dict[str, list] = {}
         self.stamps: list[tuple] | None = [] if tracing else None
+        self.store, self.proc_id = store, proc_id
 
     def timed(self, name: str, kind: str, fn, *args):
         """``fn(*args)``, stamped as ``name`` while a trace records."""
