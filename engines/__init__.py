@@ -107,6 +107,7 @@ _ENGINES: dict[str, str | Engine] = {
     "dask-df": "engines.adapters.dask_df:DaskDFEngine",
     "ray": "engines.adapters.ray:RayEngine",
     "bytewax": "engines.adapters.bytewax:BytewaxEngine",
+    "flink": "engines.adapters.flink:FlinkEngine",
 }
 _loaded: dict[str, Engine] = {}
 
