@@ -255,8 +255,8 @@ class Wake(FlatMapFunction, _Guarded):
         self.taps, self.t0 = {}, {}
 
     def flat_map(self, tick):
-        source, k = tick
         spec = self.spec
+        source, k = tick % len(spec.sources), tick // len(spec.sources)
         if source not in self.taps:
             self.taps[source] = Tap(spec.sources[source], spec.timestamp, self.lateness, spec.duration)
             self.t0[source] = time.time()
@@ -369,8 +369,14 @@ def by_source(source, n):
     return source % n
 
 
-def tick_source(tick):
-    return tick[0]
+class TickSource:
+    """The source a tick is for: ticks are numbered ``k * sources + source``."""
+
+    def __init__(self, sources):
+        self.sources = sources
+
+    def __call__(self, tick):
+        return tick % self.sources
 
 
 def translate_stream(env, plan: Plan, port: int, tick: float) -> None:
@@ -379,7 +385,7 @@ def translate_stream(env, plan: Plan, port: int, tick: float) -> None:
     =================  ======================================================
     archbench stage    DataStream operators
     =================  ======================================================
-    ``stream``         ``from_collection`` of ticks ``(source, k)``, sent by
+    ``stream``         ``from_collection`` of ticks ``k * sources + source``, sent by
                        ``partition_custom`` to one `Wake` reader per source
                        (parallelism = sources): it sleeps to the tick, reads
                        what arrived (`engines.eventtime.Tap` drops the late
@@ -412,9 +418,8 @@ def translate_stream(env, plan: Plan, port: int, tick: float) -> None:
     lateness = window.arg.lateness if window else 0.0
     direct = {sink: tuple(ops) for sink, (ops, after) in spec["sinks"].items() if not after}
     wake = Wake(port, src, lateness, spec["before"], window, direct, ticks, tick)
-    read = (env.from_collection([(i, k) for k in range(ticks) for i in range(sources)],
-                                type_info=Types.PICKLED_BYTE_ARRAY()).name("ticks")
-            .partition_custom(by_source, tick_source)
+    read = (env.from_collection(list(range(ticks * sources)), type_info=Types.INT()).name("ticks")
+            .partition_custom(by_source, TickSource(sources))
             .flat_map(wake).name(spec["source"].name).set_parallelism(sources))
     for sink in direct:
         (read.filter(sink_of(sink)).set_parallelism(sources).flat_map(sink_items).set_parallelism(sources)
