@@ -74,6 +74,15 @@ from engines.adapters import flink_env
 from engines.adapters.flink_job import CONFIG, STREAM_CONFIG, read_frame, write_frame
 from engines.api import DataflowError, Plan, Session
 from engines.support import Support
+from engines.tracing import Stamps, span
+
+TRACE_SOURCE = "stamps in the Flink adapter's Python functions, taken in Flink's Python worker processes"
+TRACE_MISSING = (
+    "per-record operators (a reduce's combine, a join's pairs, a window's merge) are not stamped: a span per "
+    "record would cost more than the record",
+    "the JVM's side: records moving between tasks, Flink's scheduling and the mini-cluster's start show as idle",
+    "bytes moved between workers: Flink's network stack does not report them to Python",
+)
 
 STREAM_TICK = 0.02   # wall seconds between a stream source's reads (as mini-data's and Bytewax's)
 START_TIMEOUT = 180  # seconds the job process may take to start Flink and run its warm-up job
@@ -137,6 +146,7 @@ class FlinkSession(AdapterSession):
         self._conn: socket.socket | None = None
         self._lock = threading.Lock()
         self.jobs: list[dict] = []       # per job: its wall time and Flink's net run time (seconds)
+        self.stamps = Stamps()           # the Python workers' stamps, kept while a trace records
         with self.opening():
             self._start()
 
@@ -193,7 +203,7 @@ class FlinkSession(AdapterSession):
 
         out: dict[str, list] = {sink: [] for sink in plan.sinks}
         try:
-            reply = self._call(("plan", plan, tick), during)
+            reply = self._call(("plan", plan, tick, self.stamps.recording), during)
         finally:
             if starts:        # stream time 0 is when the last source started reading
                 speedup = plan.source.step.arg.speedup
@@ -220,13 +230,23 @@ class FlinkSession(AdapterSession):
                     continue
                 if reply[0] == "error":
                     raise reply[1]
-                self.jobs.append(reply[2])
+                info = reply[2]
+                for lane, name, kind, start, end, pid in info.pop("stamps", ()):
+                    self.stamps.add(span(lane, name, kind, start, end, pid))
+                self.jobs.append(info)
                 return reply[1]
 
     def _gone(self) -> str:
         status = self._proc.poll() if self._proc else None
         return (f"the Flink job process has exited (status {status}); see {self.logs / 'flink-job.log'} -- "
                 "start a new session")
+
+    def trace_start(self) -> None:
+        """From the next job on, the Python workers stamp the adapter's functions and send the stamps back."""
+        self.stamps.start()
+
+    def trace_stop(self):
+        return self.stamps.stop(TRACE_SOURCE, list(TRACE_MISSING))
 
     def fault_targets(self) -> list[tuple[int, str]]:
         """Flink's Python worker processes of the job running now (the JVM's task threads are not processes)."""

@@ -7,12 +7,12 @@ one end of a socket pair (file descriptor ``FD``) in **frames**: an 8-byte
 big-endian length, then a pickle. The conversation::
 
     job process -> driver   ("ready", {"pid", "flink", "warmup"})      once, after a warm-up job
-    driver -> job process   ("plan", plan, tick)                        run a compiled flow
-                            ("sql", tables, queries)                    run Flink SQL (flink-sql)
+    driver -> job process   ("plan", plan, tick, tracing)               run a compiled flow
+                            ("sql", tables, queries, tracing)           run Flink SQL queries (flink-sql)
                             None                                        stop
     job process -> driver   ("started", source, wall time)              while a stream runs
                             ("windows", sink, items, closes)            while a stream runs
-                            ("ok", {sink: items}, {"wall", "net"})      the run's answer
+                            ("ok", {sink: items}, {"wall", "net", "stamps"})  the run's answer
                             ("error", DataflowError)                    or why it failed
 
 The plan arrives pickled by the driver's cloudpickle: module-level
@@ -134,6 +134,7 @@ class Job:
 
     def __init__(self, sinks, forward):
         self.sinks = {sink: [] for sink in sinks}
+        self.stamps: list[tuple] = []   # (lane, name, kind, start, end, pid) per span, while a trace records
         self.error = None
         self.forward = forward
         self.lock = threading.Lock()
@@ -145,6 +146,8 @@ class Job:
                 self.sinks[message[1]].extend(message[2])
             elif kind == "error":
                 self.error = self.error or message[1]
+            elif kind == "stamps":
+                self.stamps.extend(message[1])
             else:                      # "started", "windows": the driver hears them while the stream runs
                 self.forward(message)
 
@@ -204,7 +207,7 @@ class Server:
             from engines.errors import DataflowError
 
             return "error", DataflowError(f"the Flink job {name!r} failed: {_summary(failure)}")
-        return "ok", job.sinks, {"wall": wall, "net": net}
+        return "ok", job.sinks, {"wall": wall, "net": net, "stamps": job.stamps}
 
     def serve(self) -> None:
         from engines.adapters import flink_translate as ft
@@ -227,16 +230,16 @@ class Server:
     def handle(self, message: tuple, ft) -> tuple:
         kind = message[0]
         if kind == "plan":
-            _, plan, tick = message
+            _, plan, tick, tracing = message
             if plan.streaming:
-                return self.run(plan.sinks, lambda env, port: ft.translate_stream(env, plan, port, tick),
+                return self.run(plan.sinks, lambda env, port: ft.translate_stream(env, plan, port, tick, tracing),
                                 plan.name or "flow", streaming=True, tick=tick)
-            return self.run(plan.sinks, lambda env, port: ft.translate(env, plan, port), plan.name or "flow")
+            return self.run(plan.sinks, lambda env, port: ft.translate(env, plan, port, tracing), plan.name or "flow")
         if kind == "sql":
             from engines.adapters import flink_tables
 
-            _, tables, queries = message
-            return flink_tables.run(self, tables, queries)
+            _, tables, queries, tracing = message
+            return flink_tables.run(self, tables, queries, tracing)
         raise ValueError(f"unknown message {kind!r}")
 
 

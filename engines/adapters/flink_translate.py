@@ -39,10 +39,12 @@ Streams (`translate_stream`) are in the docstring of that function.
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import socket
 import struct
 import time
+from contextlib import contextmanager
 
 from pyflink.common import Duration, Types, WatermarkStrategy
 from pyflink.common.time import Time
@@ -75,48 +77,79 @@ def frame(obj) -> bytes:
     return struct.pack("!Q", len(data)) + data
 
 
-def report(port: int, message: tuple) -> None:
+class Outbox:
+    """Where a job's functions report to (the inbox's out), and whether they stamp spans (a trace records)."""
+
+    def __init__(self, port: int, tracing: bool = False):
+        self.port, self.tracing = port, tracing
+
+
+def report(out: Outbox, message: tuple) -> None:
     """Send one message to the job process's inbox: one short connection, closed before returning."""
-    with socket.create_connection(("127.0.0.1", port)) as conn:
+    with socket.create_connection(("127.0.0.1", out.port)) as conn:
         conn.sendall(frame(message))
 
 
 class _Guarded:
-    """A function that Flink calls: a user function that raises is reported, naming its step, then re-raised."""
+    """A function that Flink calls: a user function that raises is reported, naming its step, then re-raised.
 
-    def __init__(self, port: int, steps: tuple):
-        self.port, self.steps = port, steps
+    While a trace records (``TRACING``, set by the job process for the job), ``stamp`` times a call as a
+    span of lane ``worker <subtask>``; the spans are reported when the task closes.
+    """
+
+    def __init__(self, out: Outbox, steps: tuple):
+        self.out, self.steps, self.tracing = out, steps, out.tracing
 
     def failed(self, error: Exception, steps=None):
         error = step_error(error, tuple(steps or self.steps))
-        report(self.port, ("error", error))
+        report(self.out, ("error", error))
         return error
 
+    def open(self, runtime_context):
+        self.lane = f"worker {runtime_context.get_index_of_this_subtask()}"
+        self.spans = []
 
-class Read(FlatMapFunction, _Guarded):
+    @contextmanager
+    def stamp(self, name: str, kind: str = "compute"):
+        if not self.tracing:
+            yield
+            return
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.spans.append((self.lane, name, kind, start, time.time(), os.getpid()))
+
+    def close(self):
+        if self.tracing and self.spans:
+            report(self.out, ("stamps", self.spans))
+
+
+class Read(_Guarded, FlatMapFunction):
     """Partition index in, the partition's items out through the fused narrow steps (and the map-side
     combine of a reduce, ``keyed``)."""
 
-    def __init__(self, port, partitions, ops, keyed=None):
-        _Guarded.__init__(self, port, tuple(ops) + ((keyed,) if keyed else ()))
+    def __init__(self, out, partitions, ops, keyed=None):
+        _Guarded.__init__(self, out, tuple(ops) + ((keyed,) if keyed else ()))
         self.partitions, self.ops, self.keyed = partitions, tuple(ops), keyed
 
     def flat_map(self, index):
         try:
-            items = source_items(self.partitions[index])
-            if self.keyed is not None and self.keyed.op == "reduce_by_key":
-                return list(partial_reduce(items, self.ops, self.keyed).items())
-            out = list(fuse(items, self.ops))
-            return list(checked_pairs(out, self.keyed)) if self.keyed is not None else out
+            with self.stamp(f"read {index}" + "".join(f"+{step.name}" for step in self.steps)):
+                items = source_items(self.partitions[index])
+                if self.keyed is not None and self.keyed.op == "reduce_by_key":
+                    return list(partial_reduce(items, self.ops, self.keyed).items())
+                out = list(fuse(items, self.ops))
+                return list(checked_pairs(out, self.keyed)) if self.keyed is not None else out
         except Exception as e:
             raise self.failed(e) from None
 
 
-class Fused(FlatMapFunction, _Guarded):
+class Fused(_Guarded, FlatMapFunction):
     """One item in, what the fused narrow steps make of it out (pairs checked for a keyed step ``keyed``)."""
 
-    def __init__(self, port, ops, keyed=None):
-        _Guarded.__init__(self, port, tuple(ops) + ((keyed,) if keyed else ()))
+    def __init__(self, out, ops, keyed=None):
+        _Guarded.__init__(self, out, tuple(ops) + ((keyed,) if keyed else ()))
         self.ops, self.keyed = tuple(ops), keyed
 
     def flat_map(self, item):
@@ -130,8 +163,8 @@ class Fused(FlatMapFunction, _Guarded):
 class Reduce(_Guarded):
     """``reduce`` of a keyed stream of pairs: the step's function on the values."""
 
-    def __init__(self, port, step):
-        super().__init__(port, (step,))
+    def __init__(self, out, step):
+        super().__init__(out, (step,))
         self.fn = step.fn
 
     def __call__(self, a, b):
@@ -167,51 +200,57 @@ class Join(KeyedCoProcessFunction):
             yield key, (lv, value)
 
 
-class Collect(FlatMapFunction):
+class Collect(_Guarded, FlatMapFunction):
     """A sink's last operator: its items go to the job process, ``BATCH`` at a time and the rest when the
-    task closes; ``live``: each item at once, with the stream time its window closed (a stream's results)."""
+    task closes; ``live``: each item at once, with the stream time its window closed (a stream's results);
+    ``rows``: Flink ``Row`` s (of a SQL query), sent as tuples."""
 
-    def __init__(self, port, sink, live=False):
-        self.port, self.sink, self.live = port, sink, live
+    def __init__(self, out, sink, live=False, rows=False):
+        _Guarded.__init__(self, out, ())
+        self.sink, self.live, self.rows = sink, live, rows
 
     def open(self, runtime_context):
+        _Guarded.open(self, runtime_context)
         self.items = []
 
     def flat_map(self, item):
         if self.live:
             closes, result = item
-            report(self.port, ("windows", self.sink, [result], [closes]))
+            report(self.out, ("windows", self.sink, [result], [closes]))
             return []
-        self.items.append(item)
+        self.items.append(tuple(item) if self.rows else item)
         if len(self.items) >= BATCH:
             self._send()
         return []
 
     def _send(self):
-        report(self.port, ("items", self.sink, self.items))
+        with self.stamp(f"collect {self.sink}", "io"):
+            report(self.out, ("items", self.sink, self.items))
         self.items = []
 
     def close(self):
         if self.items:
             self._send()
+        _Guarded.close(self)
 
 
-def translate(env, plan: Plan, port: int) -> None:
-    """Build ``plan`` on ``env`` (a BATCH StreamExecutionEnvironment); its sinks report to ``port``.
+def translate(env, plan: Plan, port: int, tracing: bool = False) -> None:
+    """Build ``plan`` on ``env`` (a BATCH StreamExecutionEnvironment); its sinks report to ``out``.
 
     State: ``streams[stage]`` -- a stage's DataStream of items, or for a
     read that only one stage reads, ``("read", index stream, partitions)``:
     its pipe then runs inside the read's `Read`.
     """
+    out = Outbox(port, tracing)
     streams: dict = {}
 
     def piped(pipe: Pipe, keyed=None):
         held = streams[pipe.stage]
         if isinstance(held, tuple):
             _, indices, partitions = held
-            return indices.flat_map(Read(port, partitions, pipe.ops, keyed)).name(f"{pipe}")
+            return indices.flat_map(Read(out, partitions, pipe.ops, keyed)).name(f"{pipe}")
         if pipe.ops or keyed is not None:
-            return held.flat_map(Fused(port, pipe.ops, keyed)).name(f"{pipe}")
+            return held.flat_map(Fused(out, pipe.ops, keyed)).name(f"{pipe}")
         return held
 
     for stage in plan.stages:
@@ -224,12 +263,12 @@ def translate(env, plan: Plan, port: int) -> None:
         elif stage.op == "narrow":
             streams[name] = piped(stage.inputs[0])
         elif stage.op == "reduce_by_key":
-            streams[name] = piped(stage.inputs[0], step).key_by(first).reduce(Reduce(port, step)).name(name)
+            streams[name] = piped(stage.inputs[0], step).key_by(first).reduce(Reduce(out, step)).name(name)
         elif stage.op == "join":
             left, right = (piped(pipe, step) for pipe in stage.inputs)
             streams[name] = left.connect(right).key_by(first, first).process(Join()).name(name)
         elif stage.op == "collect":
-            piped(stage.inputs[0]).flat_map(Collect(port, name)).name(f"collect {name}").sink_to(Sink(DISCARD))
+            piped(stage.inputs[0]).flat_map(Collect(out, name)).name(f"collect {name}").sink_to(Sink(DISCARD))
         else:
             raise DataflowError(f"stage {name!r}: a {stage.op} runs in a stream (translate_stream)")
 
@@ -237,7 +276,7 @@ def translate(env, plan: Plan, port: int) -> None:
 # ------------------------------------------------------------- streams
 
 
-class Wake(FlatMapFunction, _Guarded):
+class Wake(_Guarded, FlatMapFunction):
     """One source's reader: ticks in, at most one every ``tick`` wall seconds; out, per tick, the partial
     windows of the events that arrived (each ``(max event time in ms, ((key, start), value))``) and
     ``("sink", name, items)`` for the sinks that read the events themselves.
@@ -246,12 +285,13 @@ class Wake(FlatMapFunction, _Guarded):
     tick waits until the stream's duration has passed, so every event is read.
     """
 
-    def __init__(self, port, spec, lateness, window_pipe, window_step, sinks, ticks, tick):
-        _Guarded.__init__(self, port, tuple(window_pipe) + ((window_step,) if window_step else ()))
+    def __init__(self, out, spec, lateness, window_pipe, window_step, sinks, ticks, tick):
+        _Guarded.__init__(self, out, tuple(window_pipe) + ((window_step,) if window_step else ()))
         self.spec, self.lateness, self.tick, self.ticks = spec, lateness, tick, ticks
         self.window_pipe, self.window_step, self.sinks = tuple(window_pipe), window_step, sinks
 
     def open(self, runtime_context):
+        _Guarded.open(self, runtime_context)
         self.taps, self.t0 = {}, {}
 
     def flat_map(self, tick):
@@ -260,7 +300,7 @@ class Wake(FlatMapFunction, _Guarded):
         if source not in self.taps:
             self.taps[source] = Tap(spec.sources[source], spec.timestamp, self.lateness, spec.duration)
             self.t0[source] = time.time()
-            report(self.port, ("started", source, self.t0[source]))
+            report(self.out, ("started", source, self.t0[source]))
         tap, t0 = self.taps[source], self.t0[source]
         if tap.done:
             return []
@@ -270,7 +310,8 @@ class Wake(FlatMapFunction, _Guarded):
             time.sleep(pause)          # the source's pace: these events have not arrived yet
         now = spec.duration if k == self.ticks - 1 else (time.time() - t0) * spec.speedup
         try:
-            events = tap.take(now)
+            with self.stamp(f"read source {source}", "io"):
+                events = tap.take(now)
         except Exception as e:
             raise self.failed(e, ()) from None
         out = []
@@ -282,7 +323,8 @@ class Wake(FlatMapFunction, _Guarded):
             if items:
                 out.append(("sink", sink, items))
         if self.window_step is not None:
-            out.extend(self._partials(events))
+            with self.stamp(f"{self.window_step.name} partials"):
+                out.extend(self._partials(events))
         return out
 
     def _partials(self, events):
@@ -325,8 +367,8 @@ def window_key(item):
 class Merge(_Guarded):
     """Two partials of one key's window: their values combined by the window's function."""
 
-    def __init__(self, port, step):
-        super().__init__(port, (step,))
+    def __init__(self, out, step):
+        super().__init__(out, (step,))
         self.fn = step.fn
 
     def __call__(self, a, b):
@@ -336,11 +378,11 @@ class Merge(_Guarded):
             raise self.failed(e) from None
 
 
-class Emit(ProcessWindowFunction, _Guarded):
+class Emit(_Guarded, ProcessWindowFunction):
     """A window Flink fires: ``(stream time it closed, what the steps after it make of (key, (start, value)))``."""
 
-    def __init__(self, port, size, duration, ops):
-        _Guarded.__init__(self, port, tuple(ops))
+    def __init__(self, out, size, duration, ops):
+        _Guarded.__init__(self, out, tuple(ops))
         self.size, self.duration, self.ops = size, duration, tuple(ops)
 
     def process(self, key, context, elements):
@@ -379,7 +421,7 @@ class TickSource:
         return tick % self.sources
 
 
-def translate_stream(env, plan: Plan, port: int, tick: float) -> None:
+def translate_stream(env, plan: Plan, port: int, tick: float, tracing: bool = False) -> None:
     """Build the streaming ``plan`` on ``env`` (STREAMING mode): event time, watermarks, Flink's windows.
 
     =================  ======================================================
@@ -411,19 +453,20 @@ def translate_stream(env, plan: Plan, port: int, tick: float) -> None:
     """
     from engines.streaming import shape
 
+    out = Outbox(port, tracing)
     spec = shape(plan)
     src, window = spec["source"].arg, spec["window"]
     sources = len(src.sources)
     ticks = math.ceil(src.duration / src.speedup / tick) + 1
     lateness = window.arg.lateness if window else 0.0
     direct = {sink: tuple(ops) for sink, (ops, after) in spec["sinks"].items() if not after}
-    wake = Wake(port, src, lateness, spec["before"], window, direct, ticks, tick)
+    wake = Wake(out, src, lateness, spec["before"], window, direct, ticks, tick)
     read = (env.from_collection(list(range(ticks * sources)), type_info=Types.INT()).name("ticks")
             .partition_custom(by_source, TickSource(sources))
             .flat_map(wake).name(spec["source"].name).set_parallelism(sources))
     for sink in direct:
         (read.filter(sink_of(sink)).set_parallelism(sources).flat_map(sink_items).set_parallelism(sources)
-         .flat_map(Collect(port, sink)).set_parallelism(sources).name(f"collect {sink}").sink_to(Sink(DISCARD)))
+         .flat_map(Collect(out, sink)).set_parallelism(sources).name(f"collect {sink}").sink_to(Sink(DISCARD)))
     if window is None:
         return
     marks = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(round(lateness * 1000))) \
@@ -432,19 +475,19 @@ def translate_stream(env, plan: Plan, port: int, tick: float) -> None:
              .assign_timestamps_and_watermarks(marks).set_parallelism(sources)
              .key_by(window_key)
              .window(TumblingEventTimeWindows.of(Time.milliseconds(round(window.arg.size * 1000))))
-             .reduce(Merge(port, window), window_function=Emit(port, window.arg.size, src.duration, ()))
+             .reduce(Merge(out, window), window_function=Emit(out, window.arg.size, src.duration, ()))
              .name(window.name))
     for sink, (ops, after) in spec["sinks"].items():
         if after:
-            fired.flat_map(_after(port, ops)).flat_map(Collect(port, sink, live=True)).name(f"collect {sink}") \
+            fired.flat_map(_after(out, ops)).flat_map(Collect(out, sink, live=True)).name(f"collect {sink}") \
                 .sink_to(Sink(DISCARD))
 
 
-class _After(FlatMapFunction, _Guarded):
+class _After(_Guarded, FlatMapFunction):
     """A window result through the narrow steps between the window and one sink; its closing time rides along."""
 
-    def __init__(self, port, ops):
-        _Guarded.__init__(self, port, tuple(ops))
+    def __init__(self, out, ops):
+        _Guarded.__init__(self, out, tuple(ops))
         self.ops = tuple(ops)
 
     def flat_map(self, fired):
@@ -455,10 +498,10 @@ class _After(FlatMapFunction, _Guarded):
             raise self.failed(e) from None
 
 
-def _after(port, ops):
-    return _After(port, ops)
+def _after(out, ops):
+    return _After(out, ops)
 
 
 def warm_up(env, port: int) -> None:
     """The smallest job: one item through one Python function, so the first real job starts warm."""
-    env.from_collection([0], type_info=Types.INT()).flat_map(Collect(port, "warmup")).sink_to(Sink(DISCARD))
+    env.from_collection([0], type_info=Types.INT()).flat_map(Collect(Outbox(port), "warmup")).sink_to(Sink(DISCARD))
