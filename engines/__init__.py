@@ -108,6 +108,7 @@ _ENGINES: dict[str, str | Engine] = {
     "ray": "engines.adapters.ray:RayEngine",
     "bytewax": "engines.adapters.bytewax:BytewaxEngine",
     "flink": "engines.adapters.flink:FlinkEngine",
+    "flink-sql": "engines.adapters.flink_sql:FlinkSQLEngine",
 }
 _loaded: dict[str, Engine] = {}
 
