@@ -55,9 +55,15 @@ from pyflink.datastream.functions import (FlatMapFunction, KeyedCoProcessFunctio
 from pyflink.datastream.state import ListStateDescriptor
 from pyflink.datastream.window import TumblingEventTimeWindows
 
+from engines.adapters import pickle_by_value_fallback
 from engines.errors import DataflowError, NotAPair
 from engines.eventtime import Tap, window_closes, window_start
 from engines.plan import Pipe, Plan, checked_pairs, fuse, partial_reduce, source_items, step_error
+
+# Flink keeps keyed state (a reduce's value, a join's lists) with plain pickle: in the processes that import
+# this module (Flink's Python workers, the job process), a record of a class from a user's workload file
+# (sent by value) falls back to cloudpickle
+pickle_by_value_fallback()
 
 DISCARD = "org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink"
 BATCH = 10_000        # items a Collect sends to the job process at once
