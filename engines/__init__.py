@@ -110,6 +110,8 @@ _ENGINES: dict[str, str | Engine] = {
     "dask-df": "engines.adapters.dask_df:DaskDFEngine",
     "ray": "engines.adapters.ray:RayEngine",
     "bytewax": "engines.adapters.bytewax:BytewaxEngine",
+    "flink": "engines.adapters.flink:FlinkEngine",
+    "flink-sql": "engines.adapters.flink_sql:FlinkSQLEngine",
 }
 _loaded: dict[str, Engine] = {}
 

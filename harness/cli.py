@@ -8,6 +8,7 @@
     archbench fairness                 each adapter beside its engine's hand-written program
     archbench choose --workload-file F which architecture for your own workload, from a short matrix
     archbench report DIR               a Markdown report from a results folder
+    archbench setup flink [--path P]   make Flink's own environment (it cannot share the project's)
 """
 
 from __future__ import annotations
@@ -325,6 +326,22 @@ def cmd_choose(args, parser) -> int:
     return 1 if any(r["status"] == "wrong" for r in rows) else 0
 
 
+def cmd_setup(args) -> int:
+    """Make the environment of an engine that cannot share the project's (Flink)."""
+    from engines.adapters import flink_env
+
+    path = Path(args.path) if args.path else flink_env.env_path()
+    start = datetime.now()
+    try:
+        flink_env.setup(path)
+    except flink_env.SetupError as e:
+        sys.stderr.write(f"archbench setup {args.engine}: {e}\n")
+        return 1
+    print(f"done in {(datetime.now() - start).total_seconds():.0f} s"
+          + ("" if not args.path else f"; point the engine at it: export {flink_env.ENV_VAR}={path}"))
+    return 0
+
+
 def cmd_report(args) -> int:
     from harness.report import write_report
 
@@ -398,6 +415,10 @@ def make_parser() -> Parser:
     choose.add_argument("--timeout", type=float, default=120.0, help="seconds each phase may take (default: 120)")
     choose.add_argument("--trace", action="store_true", help="also trace each cell and draw its timelines")
     choose.add_argument("--out", help="the run folder (default: results/runs/<timestamp>-choose)")
+    setup = sub.add_parser("setup", help="make the environment of an engine that needs one of its own (flink)")
+    setup.add_argument("engine", choices=["flink"])
+    setup.add_argument("--path", help="where to make it (default: $ARCHBENCH_FLINK_ENV, else "
+                                      "~/.cache/archbench/flink-venv); the engine reads $ARCHBENCH_FLINK_ENV")
     report = sub.add_parser("report", help="write report.md from a results folder")
     report.add_argument("dir")
     parser.commands = sub.choices
@@ -425,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_choose(args, parser.commands["choose"])
         if command == "fairness":
             return cmd_fairness(args, parser.commands["fairness"])
+        if command == "setup":
+            return cmd_setup(args)
         return cmd_report(args)
     except ArchbenchError as e:
         print(f"archbench {command}: {e}", file=sys.stderr)

@@ -28,6 +28,7 @@ from test_runner import archbench
 from workloads import get_workload, workload_names
 
 VARIANTS = [n for n in engine_names() if get_engine(n).columnar]
+VARIANT_OF = {"spark": "spark-df", "dask": "dask-df", "flink": "flink-sql"}
 
 
 def variant(session):
@@ -39,8 +40,8 @@ def variant(session):
 
 
 def test_the_variants_are_named_beside_their_generic_engines():
-    assert VARIANTS == ["spark-df", "dask-df"]
-    assert [get_engine(n).generic for n in VARIANTS] == ["spark", "dask"]
+    assert VARIANTS == ["spark-df", "dask-df", "flink-sql"]
+    assert [get_engine(n).generic for n in VARIANTS] == ["spark", "dask", "flink"]
     assert [n for n in workload_names() if get_workload(n).has_columnar_form()] == ["groupby", "join", "wordcount"]
 
 
@@ -128,13 +129,16 @@ def test_a_failing_partition_is_named(session):
 def test_the_variant_drives_its_generic_engines_cluster_with_its_settings(session):
     variant(session)
     generic = session.generic
-    assert session.engine == f"{generic.engine}-df" and session.workers == generic.workers
+    assert session.engine == VARIANT_OF[generic.engine] and session.workers == generic.workers
     assert generic.settings.items() <= session.settings.items()
     if session.frames == "spark":
         assert session.spark.sparkContext is generic.sc
         for key in ("spark.sql.adaptive.enabled", "spark.sql.execution.arrow.pyspark.enabled",
                     "spark.sql.autoBroadcastJoinThreshold", "spark.sql.shuffle.partitions"):
             assert session.spark.conf.get(key) == session.settings[key]
+    elif session.frames == "flink-sql":   # the queries run in the flink session's job process
+        assert session.collect(session.frame([[(1,)]], {"n": int})) == [[(1,)]]
+        assert generic.jobs[-1]["wall"] > 0
     else:
         assert session.client is generic.client
         assert session.settings["dataframe.shuffle.method"] == "p2p"

@@ -95,12 +95,14 @@ class GroupBy(Workload):
         return session.dataflow(flow)
 
     def run_columnar(self, session, inputs):
-        """One group-by with three aggregates, planned by the engine (spark-df, dask-df)."""
+        """One group-by with three aggregates, planned by the engine (spark-df, dask-df, flink-sql)."""
         rows = session.frame(partitions(inputs), COLUMNS)
         if session.frames == "spark":
             from pyspark.sql import functions as F
 
             stats = rows.groupBy("key").agg(F.sum("v1"), F.count("v1"), F.avg("v2"))
+        elif session.frames == "flink-sql":
+            stats = session.sql("SELECT `key`, SUM(v1), COUNT(v1), AVG(v2) FROM {rows} GROUP BY `key`", rows=rows)
         else:
             stats = rows.groupby("key").agg(s1=("v1", "sum"), n=("v1", "count"), mean=("v2", "mean")).reset_index()
         [table] = session.collect(stats)

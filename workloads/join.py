@@ -117,7 +117,7 @@ class Join(Workload):
         return session.dataflow(flow)
 
     def run_columnar(self, session, inputs):
-        """A join, then a group-by and a filter of its result, planned by the engine (spark-df, dask-df)."""
+        """A join, then a group-by and a filter of its result, planned by the engine (spark-df, dask-df, flink-sql)."""
         orders = session.frame(partitions(make_orders, inputs["orders"]), ORDER_COLUMNS)
         customers = session.frame(partitions(make_customers, inputs["customers"]), CUSTOMER_COLUMNS)
         if session.frames == "spark":
@@ -127,6 +127,14 @@ class Join(Workload):
                                                  joined.where(joined.amount >= LARGE).select(LARGE_ORDER_COLUMNS))
             finally:
                 joined.unpersist()
+        elif session.frames == "flink-sql":   # both queries in one Flink job
+            joined = ("SELECT o.order_id, o.customer, o.amount, c.region FROM {orders} AS o "
+                      "JOIN {customers} AS c ON o.customer = c.customer")
+            revenue, large = session.collect(
+                session.sql(f"SELECT region, SUM(amount) FROM ({joined}) GROUP BY region", orders=orders,
+                            customers=customers),
+                session.sql(f"SELECT {', '.join(LARGE_ORDER_COLUMNS)} FROM ({joined}) WHERE amount >= {LARGE}",
+                            orders=orders, customers=customers))
         else:  # one graph for both results: the join is computed once
             joined = orders.merge(customers, on="customer")
             revenue, large = session.collect(joined.groupby("region").amount.sum(),

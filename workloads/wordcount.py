@@ -94,13 +94,16 @@ class WordCount(Workload):
         return session.dataflow(flow)
 
     def run_columnar(self, session, inputs):
-        """Split, explode into one word per row, count per word: planned by the engine (spark-df, dask-df)."""
+        """Split, explode into one word per row, count per word: planned by the engine (spark-df, dask-df, flink-sql)."""
         lines = session.frame([functools.partial(line_rows, *recipe) for recipe in inputs], {"line": str})
         if session.frames == "spark":
             from pyspark.sql import functions as F
 
             words = lines.select(F.explode(F.split("line", " ")).alias("word"))  # words joined by one space
             counts = words.groupBy("word").count()
+        elif session.frames == "flink-sql":     # words joined by one space
+            counts = session.sql("SELECT word, COUNT(*) FROM {lines} CROSS JOIN UNNEST(SPLIT(line, ' ')) AS w(word) "
+                                 "GROUP BY word", lines=lines)
         else:
             counts = lines.line.str.split().explode().value_counts()
         [table] = session.collect(counts)

@@ -39,7 +39,7 @@ How it fits together:
   generic engine and wraps it; a test suite may wrap the one it already runs.
 - The session offers what ``run_columnar`` needs, and nothing generic:
 
-  ``session.frames``              ``"spark"`` or ``"dask"``: which DataFrame API to write
+  ``session.frames``              ``"spark"``, ``"dask"`` or ``"flink-sql"``: which API to write
   ``session.frame(parts, cols)``  a DataFrame whose partition *i* holds the rows
                                   of ``parts[i]`` -- a list, or a zero-argument
                                   callable *called on a worker*, exactly as
@@ -126,7 +126,7 @@ class ColumnarEngine(AdapterEngine):
 class ColumnarSession(Session):
     """A variant's session: ``frame`` and ``collect`` over the generic engine's running session."""
 
-    frames = "?"           # "spark" | "dask": the DataFrame API a workload's run_columnar writes
+    frames = "?"           # "spark" | "dask" | "flink-sql": the API a workload's run_columnar writes
 
     def __init__(self, generic: Session, supports: dict, settings: dict, own: bool):
         super().__init__(generic.workers, supports, settings)

@@ -1,0 +1,308 @@
+"""Flink: a stream-first engine -- a dataflow graph of operators, run by parallel task slots.
+
+Apache Flink compiles a program into a **job graph** of operators and runs
+it on a cluster: a JobManager schedules the graph's tasks into TaskManager
+*slots*; each operator runs as ``parallelism`` parallel subtasks, records
+flow between them over network channels, and a keyed operator gets every
+record of a key on one subtask (``key_by`` hashes the key to a key group).
+State lives in the operators (keyed state: a value, a list, per key), not
+in the records. A stream carries **watermarks** beside its records: "no
+record older than *t* will follow", which is what lets an event-time window
+fire. A bounded program runs the same graph in ``BATCH`` mode, where Flink
+sorts each keyed input and emits a keyed result once per key at the end.
+
+PyFlink writes that graph in Python: each Python function runs in a Python
+**worker process** beside the JVM (Apache Beam's Fn API carries records
+between them, pickled), so every record crosses JVM -> Python -> JVM at
+each Python operator -- Flink's per-record cost in Python is that
+crossing, not Flink's engine. PyFlink chains consecutive Python operators
+into one worker call.
+
+How archbench drives it. apache-flink cannot share the project's
+environment (`engines.adapters.flink_env`: ``archbench setup flink`` makes
+one), so the session is **one long-lived process** in that environment
+(`engines.adapters.flink_job`), started with the session and driven over a
+socket pair in length-prefixed pickle frames. ``session.dataflow(flow)``
+compiles the flow here (`engines.plan.compile`), ships the `Plan` there,
+where it becomes a DataStream program (`engines.adapters.flink_translate`:
+``rebalance`` + ``flat_map`` for reads and narrow steps, ``key_by().reduce()``
+for ``reduce_by_key``, ``connect().key_by().process()`` for ``join``), run
+in BATCH mode at parallelism = workers; the sinks' items come back here and
+the harness checks them in its own process. Each job is a fresh Flink
+mini-cluster (a JobManager and a TaskManager with ``workers`` slots in the
+job process's JVM): its start-up, 0.5-1.2 s, is inside every run; the
+session's first job (an empty warm-up at start) measures it apart
+(``settings["job_start_s"]``: a job's wall time minus Flink's net run time).
+
+Streams run **natively**: a STREAMING job with event time, watermarks and
+Flink's ``TumblingEventTimeWindows``; each window result is sent back as
+Flink fires it and timestamped when it reaches this process
+(``session.window_latencies``), as on mini-data and Bytewax.
+
+**Tasks** and **actors** are not offered: a Flink job is a static graph
+fixed before it runs (nothing submits a function to it while it runs), and
+keyed state is reachable only by records flowing through its operator --
+there is no address to send a message to.
+
+Contained: the JVM's logs and temporary files (jars, mini-cluster folders)
+go to the session's log directory (``FLINK_LOG_DIR``,
+``JVM_ARGS=-Djava.io.tmpdir``); Flink's REST server, JobManager and
+TaskManager bind to 127.0.0.1. Not bound by Flink's settings: Beam's gRPC
+servers between the JVM and the Python workers (Beam picks their address),
+and the Py4J gateway (PyFlink binds it to localhost itself). ``close()``
+stops the job process and kills whatever of its process tree remains.
+
+    >>> FlinkEngine().settings(2)["parallelism"]
+    2
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import cloudpickle
+
+from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, driver_path, java_available
+from engines.adapters import flink_env
+from engines.adapters.flink_job import CONFIG, STREAM_CONFIG, read_frame, write_frame
+from engines.api import DataflowError, Plan, Session
+from engines.support import Support
+from engines.tracing import Stamps, span
+
+TRACE_SOURCE = "stamps in the Flink adapter's Python functions, taken in Flink's Python worker processes"
+TRACE_MISSING = (
+    "per-record operators (a reduce's combine, a join's pairs, a window's merge) are not stamped: a span per "
+    "record would cost more than the record",
+    "the JVM's side: records moving between tasks, Flink's scheduling and the mini-cluster's start show as idle",
+    "bytes moved between workers: Flink's network stack does not report them to Python",
+)
+
+STREAM_TICK = 0.02   # wall seconds between a stream source's reads (as mini-data's and Bytewax's)
+START_TIMEOUT = 180  # seconds the job process may take to start Flink and run its warm-up job
+WORKER_MARK = "pyflink.fn_execution"   # in the command line of Flink's Python worker processes
+
+
+class FlinkEngine(AdapterEngine):
+    name = "flink"
+    architecture = "data parallel"
+    description = "Apache Flink (PyFlink DataStream API) in its own environment, driven over a pipe"
+    supports = {
+        "dataflow": Support.native(streams="streams natively (event-time windows and watermarks, STREAMING mode)"),
+        "tasks": Support.unsupported("a Flink job is a static graph of operators fixed before it runs; "
+                                     "there is no call to run one function on a worker"),
+        "actors": Support.unsupported("Flink's keyed state is reached only by the records flowing through "
+                                      "its operator; it is not an actor with an address to message"),
+    }
+    options = ("stream_tick_s", "env")
+
+    def available(self) -> tuple[bool, str]:
+        ok, why = java_available()
+        if not ok:
+            return False, why
+        why = flink_env.missing(flink_env.env_path())
+        return not why, why
+
+    def version(self) -> str:
+        return flink_env.installed_version(flink_env.env_path()) or "unknown"
+
+    def settings(self, workers: int, **options) -> dict:
+        self.check_options(options)
+        env = Path(options.get("env") or flink_env.env_path())
+        return {
+            "workers": workers,
+            "parallelism": workers,
+            "runtime_mode": "BATCH (flows), STREAMING (streams)",
+            "python_execution_mode": "process: Python workers in processes of their own (Beam Fn API)",
+            "deployment": "a local mini-cluster per job in the job process's JVM, `workers` task slots",
+            "flink_version": flink_env.installed_version(env) or "not installed",
+            "flink_env": str(env),
+            **{f"flink.{k}": v for k, v in CONFIG.items()},
+            **{f"flink.stream.{k}": v for k, v in STREAM_CONFIG.items()},
+            "stream_tick_s": float(options.get("stream_tick_s", STREAM_TICK)),
+            LOG_DIR: options.get(LOG_DIR),
+        }
+
+    def start(self, workers: int = 2, **options) -> Session:
+        ok, why = self.available() if not options.get("env") else (True, "")
+        if not ok:
+            raise DataflowError(f"engine 'flink' is unavailable: {why}")
+        return FlinkSession(workers, self.supports, self.settings(workers, **options))
+
+
+class FlinkSession(AdapterSession):
+    engine = "flink"
+    streams_natively = True
+
+    def __init__(self, workers, supports, settings):
+        super().__init__(workers, supports, settings)
+        self._proc: subprocess.Popen | None = None
+        self._conn: socket.socket | None = None
+        self._lock = threading.Lock()
+        self.jobs: list[dict] = []       # per job: its wall time and Flink's net run time (seconds)
+        self.stamps = Stamps()           # the Python workers' stamps, kept while a trace records
+        with self.opening():
+            self._start()
+
+    def _start(self) -> None:
+        env = Path(self.settings["flink_env"])
+        tmp = self.logs / "flink-tmp"
+        tmp.mkdir(exist_ok=True)
+        here, there = socket.socketpair()
+        project = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join([project, driver_path()])
+        child_env = {**os.environ, "PYTHONPATH": path, "FLINK_LOG_DIR": str(self.logs),
+                     "JVM_ARGS": f"-Djava.io.tmpdir={tmp}", "_python_worker_execution_mode": "process",
+                     "TMPDIR": str(tmp)}
+        log = open(self.logs / "flink-job.log", "ab")
+        try:
+            self._proc = subprocess.Popen(
+                [str(flink_env.python_of(env)), "-m", "engines.adapters.flink_job", str(there.fileno()),
+                 str(self.workers)], pass_fds=[there.fileno()], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env=child_env, cwd=str(self.logs), start_new_session=True)
+        finally:
+            there.close()
+            log.close()
+        self._conn = here
+        here.settimeout(START_TIMEOUT)
+        try:
+            data = read_frame(here)
+        except socket.timeout:
+            raise DataflowError(f"the Flink job process did not start within {START_TIMEOUT} s; "
+                                f"see {self.logs / 'flink-job.log'}") from None
+        here.settimeout(None)
+        if data is None:
+            self._proc.wait(10)
+            raise DataflowError(f"the Flink job process exited while starting (status {self._proc.returncode}); "
+                                f"see {self.logs / 'flink-job.log'}")
+        _, info = pickle.loads(data)
+        if info["warmup"] is None:
+            raise DataflowError(f"Flink's warm-up job failed: {info['warmup_error']}")
+        warm = info["warmup"]
+        self.settings.update({"flink_version": info["flink"], "job_process_pid": info["pid"],
+                              "warmup_job_s": round(warm["wall"], 3),
+                              "job_start_s": round(warm["wall"] - (warm["net"] or 0.0), 3)})
+
+    def run_plan(self, plan: Plan) -> dict[str, list]:
+        tick = self.settings["stream_tick_s"]
+        starts: list[float] = []
+        arrivals: list[tuple[float, list]] = []
+
+        def during(message: tuple) -> None:
+            if message[0] == "started":
+                starts.append(message[2])
+            else:
+                arrivals.append((time.time(), message[3]))
+                out[message[1]].extend(message[2])
+
+        out: dict[str, list] = {sink: [] for sink in plan.sinks}
+        try:
+            reply = self._call(("plan", plan, tick, self.stamps.recording), during)
+        finally:
+            if starts:        # stream time 0 is when the last source started reading
+                speedup = plan.source.step.arg.speedup
+                for when, closes in arrivals:
+                    for closes_at in closes:
+                        self.window_latencies.add(when - (max(starts) + closes_at / speedup))
+        for sink, items in reply.items():
+            out[sink].extend(items)
+        return out
+
+    def _call(self, message: tuple, during=lambda message: None):
+        """Send one request to the job process; its answer (a stream's messages on the way go to ``during``)."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                raise DataflowError(self._gone())
+            write_frame(self._conn, cloudpickle.dumps(message, protocol=5))
+            while True:
+                data = read_frame(self._conn)
+                if data is None:
+                    raise DataflowError(self._gone())
+                reply = pickle.loads(data)
+                if reply[0] in ("started", "windows"):
+                    during(reply)
+                    continue
+                if reply[0] == "error":
+                    raise reply[1]
+                info = reply[2]
+                for lane, name, kind, start, end, pid in info.pop("stamps", ()):
+                    self.stamps.add(span(lane, name, kind, start, end, pid))
+                self.jobs.append(info)
+                return reply[1]
+
+    def _gone(self) -> str:
+        status = self._proc.poll() if self._proc else None
+        return (f"the Flink job process has exited (status {status}); see {self.logs / 'flink-job.log'} -- "
+                "start a new session")
+
+    def trace_start(self) -> None:
+        """From the next job on, the Python workers stamp the adapter's functions and send the stamps back."""
+        self.stamps.start()
+
+    def trace_stop(self):
+        return self.stamps.stop(TRACE_SOURCE, list(TRACE_MISSING))
+
+    def fault_targets(self) -> list[tuple[int, str]]:
+        """Flink's Python worker processes of the job running now (the JVM's task threads are not processes)."""
+        import psutil
+
+        if self._proc is None:
+            return []
+        try:
+            tree = psutil.Process(self._proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        targets = []
+        for proc in tree:
+            try:
+                if WORKER_MARK in " ".join(proc.cmdline()):
+                    targets.append((proc.pid, f"flink python worker {len(targets)}"))
+            except psutil.Error:
+                continue
+        return targets
+
+    def fault_reason(self) -> str:
+        return ("no Flink job is running: Flink starts its Python worker processes per job, and its task "
+                "slots are threads of the job process's JVM")
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _stop(proc, self._conn)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        super().close()
+
+
+def _stop(proc: subprocess.Popen, conn: socket.socket | None) -> None:
+    """Ask the job process to stop, then kill whatever is left of its process tree (the JVM, Python workers)."""
+    import psutil
+
+    try:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    try:
+        if conn is not None:
+            write_frame(conn, pickle.dumps(None))
+        proc.wait(15)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)   # the session's process group: everything it started
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+    for child in tree:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree, timeout=10)
