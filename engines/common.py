@@ -267,3 +267,15 @@ def in_one_piece(fn):
 
     run.__name__ = run.__qualname__ = getattr(fn, "__name__", type(fn).__name__)
     return run
+
+
+def kill_all(procs) -> None:
+    """SIGKILL every ``psutil.Process`` of ``procs`` still running, then reap them (up to 10 s)."""
+    import psutil
+
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=10)

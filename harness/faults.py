@@ -143,13 +143,6 @@ def orphans(mark: str) -> list[psutil.Process]:
     return found
 
 
-def kill_all(procs: list[psutil.Process]) -> None:
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=10)
 
 
 # ---------------------------------------------------------------- the fault table and its figure

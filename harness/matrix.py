@@ -31,7 +31,8 @@ from pathlib import Path
 import psutil
 
 from engines import get_engine
-from harness.faults import CELL_MARK, kill_all, orphans
+from engines.common import kill_all
+from harness.faults import CELL_MARK, orphans
 from harness.results import append_row, cell_key, new_row, read_rows, timed
 from workloads import get_workload
 

@@ -73,6 +73,7 @@ from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, driver_path
 from engines.adapters import flink_env
 from engines.adapters.flink_job import CONFIG, STREAM_CONFIG, read_frame, write_frame
 from engines.api import DataflowError, Plan, Session
+from engines.common import kill_all
 from engines.support import Support
 from engines.tracing import Stamps, span
 
@@ -300,9 +301,4 @@ def _stop(proc: subprocess.Popen, conn: socket.socket | None) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
-    for child in tree:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(tree, timeout=10)
+    kill_all(tree)
