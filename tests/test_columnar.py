@@ -53,7 +53,7 @@ def test_a_workload_without_a_columnar_form_is_unsupported_with_the_reason(name)
     assert groupby.runner(engine) == groupby.run_columnar and groupby.runner(get_engine(generic)) == groupby.run
     etl = get_workload("etl")
     assert etl.support_on(engine) == (f"unsupported: etl has no columnar form (run_columnar); {name} runs only "
-                                      f"DataFrame programs -- the generic translation is engine {generic}")
+                                      f"columnar forms -- the generic translation is engine {generic}")
     with pytest.raises(UnsupportedModel, match=r"etl has no columnar form"):
         etl.runner(engine)
     assert get_workload("fanout").support_on(engine) == engine.supports["tasks"]

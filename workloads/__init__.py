@@ -137,7 +137,7 @@ class Workload:
         support = engine.supports.get(self.model) or Support.unsupported("model unknown to this engine")
         if engine.columnar and support.runs and not self.has_columnar_form():
             return Support.unsupported(f"{self.name} has no columnar form (run_columnar); {engine.name} runs only "
-                                       f"DataFrame programs -- the generic translation is engine {engine.generic}")
+                                       f"columnar forms -- the generic translation is engine {engine.generic}")
         return support
 
     def runner(self, engine: Engine):
