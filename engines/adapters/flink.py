@@ -34,6 +34,22 @@ job process's JVM): its start-up, 0.5-1.2 s, is inside every run; the
 session's first job (an empty warm-up at start) measures it apart
 (``settings["job_start_s"]``: a job's wall time minus Flink's net run time).
 
+**What a key costs.** In BATCH mode a keyed operator whose function is
+Python (the ``reduce`` and the ``join`` here) finishes its bundle every
+time the key changes: Flink's sorted input and single-key state backend
+drop a key's state when the next key starts, so the JVM waits for the
+Python worker to hand back everything of the key it had
+(``AbstractPythonFunctionOperator.processElementsOfCurrentKeyIfNeeded``
+-> ``invokeFinishBundle``, seen in a ``jstack`` of a running job). That is
+one synchronous round trip between the JVM and the Python worker per key:
+a flow with ten thousand keys per reduce spends minutes there on a
+2-core machine. Turning the batch state backend off
+(``execution.batch-state-backend.enabled=false``) does not help: the
+reduce then keeps rolling state through Beam's state channel and emits an
+update per record. It is PyFlink's cost of a Python function on keyed
+state, so it is measured, not worked around; the idiomatic fast path for
+an aggregation is Flink SQL (``flink-sql``), whose group-by runs in the JVM.
+
 Streams run **natively**: a STREAMING job with event time, watermarks and
 Flink's ``TumblingEventTimeWindows``; each window result is sent back as
 Flink fires it and timestamped when it reaches this process
