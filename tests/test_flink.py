@@ -56,7 +56,7 @@ def test_an_environment_with_another_flink_names_both_versions(tmp_path):
     assert flink_env.missing(tmp_path) == ""
 
 
-def test_setup_without_java_goes_on_and_says_flink_will_need_it(tmp_path, monkeypatch):
+def test_without_java_the_setup_notes_flink_will_need_it_and_the_engine_names_java(tmp_path, monkeypatch):
     # the environment installs without Java (the README's test command sets it up on any machine);
     # the engine then names Java as what it lacks
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
