@@ -260,6 +260,10 @@ class Session:
         """Process ids of the workers (empty where workers are not processes of ours)."""
         return []
 
+    #: True where the engine's worker processes exist only while a run goes on (Flink starts its Python
+    #: workers per job): the harness then asks `fault_targets` only when the fault is due
+    targets_per_run = False
+
     def fault_targets(self) -> list[tuple[int, str]]:
         """The processes a fault may kill (``archbench run --fault``): ``(pid, what it is)`` each.
 

@@ -175,7 +175,7 @@ def faulted_repeat(spec: dict, base: dict, session, run, inputs, want, workload,
 
     fault = parse_fault(spec["fault"])
     row = new_row(**base, repeat=spec["fault_repeat"], purpose="faulted", units=units, fault=str(fault))
-    targets = session.fault_targets()
+    targets = session.targets_per_run or session.fault_targets()
     median = median_run(spec, base)
     if not targets or median is None:
         why = session.fault_reason() if not targets else "no timed repeat of this cell succeeded: no time to aim at"
@@ -194,6 +194,9 @@ def faulted_repeat(spec: dict, base: dict, session, run, inputs, want, workload,
     row["run_s"] = time.perf_counter() - t0
     killer.cancel()
     row.update(fault_at_s=killer.killed_at, fault_pid=killer.pid, fault_target=killer.what)
+    if killer.found_none:      # the run's worker processes were listed when the fault was due: there were none
+        row.update(status="unsupported", fault_outcome="unsupported", error=session.fault_reason())
+        return row
     right = False
     if ran:
         try:

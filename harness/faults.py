@@ -100,6 +100,7 @@ class Killer:
         self.pid: int | None = None
         self.what: str | None = None
         self.killed_at: float | None = None      # seconds after start
+        self.found_none = False                   # the listing, when the fault was due, was empty
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fault", daemon=True)
 
@@ -116,6 +117,7 @@ class Killer:
             self.what = f"the engine could not list its processes: {type(e).__name__}: {e}"
             return
         if not found:
+            self.found_none = True
             return
         self.pid, self.what = found[-1]
         try:

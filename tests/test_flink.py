@@ -8,7 +8,8 @@
   session's log folder, not the system's, and nothing of its process tree
   (the job process, the JVM, the Python workers) outlives ``close()``;
 - ``fault_targets()`` names Flink's Python worker processes while a job
-  runs, and nothing between jobs (the task slots are JVM threads).
+  runs, and nothing between jobs (the task slots are JVM threads); killing
+  one fails the run, naming it, and the session runs the next job.
 
 The tests that need Flink share a session of their own, started once with
 2 workers: the last of them closes it (the suite's shared session must stay
@@ -26,7 +27,7 @@ import pytest
 from conftest import process_running, require_engine, wait_until
 from engines import get_engine
 from engines.adapters import flink_env, java_available
-from engines.api import Dataflow
+from engines.api import Dataflow, DataflowError
 
 
 # ------------------------------------------------------- without Flink running
@@ -142,6 +143,35 @@ def test_fault_targets_are_the_python_workers_of_the_running_job(own_session, tm
         runner.join(90)
     assert sorted(got["out"]) == [0, 1]
     wait_until(lambda: session.fault_targets() == [], timeout=30, what="the job's Python workers to end")
+
+
+def test_a_python_worker_killed_mid_job_fails_the_run_naming_it_and_the_session_goes_on(own_session, tmp_path):
+    import os
+    import signal
+
+    session, _ = own_session
+    assert session.settings["flink.restart-strategy.type"] == "none"
+    release = tmp_path / "release"               # never touched: the job ends only by the fault
+    errors: list = []
+    runner = threading.Thread(target=lambda: _catch(errors, session.dataflow, held_flow(release)))
+    runner.start()
+    wait_until(lambda: len(session.fault_targets()) >= 1, timeout=60, what="Flink's Python workers to start")
+    pid, what = session.fault_targets()[-1]
+    os.kill(pid, signal.SIGKILL)
+    runner.join(120)
+    assert not runner.is_alive(), "the run did not end after its Python worker was killed"
+    assert len(errors) == 1 and isinstance(errors[0], DataflowError), errors
+    assert f"{what} (pid {pid})" in str(errors[0])
+    flow = Dataflow("after")
+    flow.read([[5], [6]], name="after").collect("out")
+    assert sorted(session.dataflow(flow)["out"]) == [5, 6]
+
+
+def _catch(errors: list, fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as e:
+        errors.append(e)
 
 
 def test_nothing_of_the_session_outlives_close(own_session):     # last: it closes the module's session

@@ -138,6 +138,23 @@ class AdapterSession(Session):
         self.undo.close()
 
 
+def gone(listing) -> str:
+    """The processes of a `Session.fault_targets` listing that are gone now, named (``''`` if none).
+
+    An engine's own error for a lost process rarely says which it was (Spark, Flink); a session keeps
+    its last listing and names the missing ones in the error.
+    """
+    import psutil
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    return " and ".join(f"{what.split(' (')[0]} (pid {pid})" for pid, what in listing if not alive(pid))
+
+
 def log_dir(path: str | os.PathLike | None, engine: str) -> Path:
     """The directory an engine's logs go to: ``path`` (created, made absolute: Spark wants its event log
     directory as a file URI), or a new temporary one."""

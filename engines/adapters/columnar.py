@@ -136,6 +136,10 @@ class ColumnarSession(Session):
     def worker_pids(self) -> list[int]:
         return self.generic.worker_pids
 
+    @property
+    def targets_per_run(self) -> bool:
+        return self.generic.targets_per_run
+
     def fault_targets(self) -> list[tuple[int, str]]:
         return self.generic.fault_targets()     # the same cluster: the generic engine's processes
 

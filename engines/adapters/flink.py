@@ -55,6 +55,18 @@ Flink's ``TumblingEventTimeWindows``; each window result is sent back as
 Flink fires it and timestamped when it reaches this process
 (``session.window_latencies``), as on mini-data and Bytewax.
 
+**A lost worker** (``archbench run --fault``). The processes a fault may
+kill are the job's Python workers (`fault_targets`): they exist only while
+a job runs Python functions, so the harness lists them when the fault is
+due (``targets_per_run``). Without checkpoints Flink's restart strategy is
+``none`` (set explicitly in `engines.adapters.flink_job.CONFIG`, so it is
+recorded): the job fails at once and the error names the worker that died;
+the session goes on, and the next job starts fresh workers. A worker lost
+just as its task starts can leave the task waiting on it for ever (Beam's
+runner does not notice); a job still running `LOST_GRACE_S` after a listed
+worker vanished is therefore ended by killing the job process, which the
+session starts again (`_next_frame`).
+
 **Tasks** and **actors** are not offered: a Flink job is a static graph
 fixed before it runs (nothing submits a function to it while it runs), and
 keyed state is reachable only by records flowing through its operator --
@@ -76,6 +88,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import socket
 import subprocess
@@ -85,7 +98,7 @@ from pathlib import Path
 
 import cloudpickle
 
-from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, driver_path, java_available
+from engines.adapters import LOG_DIR, AdapterEngine, AdapterSession, driver_path, gone, java_available
 from engines.adapters import flink_env
 from engines.adapters.flink_job import CONFIG, STREAM_CONFIG, read_frame, write_frame
 from engines.api import DataflowError, Plan, Session
@@ -103,6 +116,7 @@ TRACE_MISSING = (
 
 STREAM_TICK = 0.02   # wall seconds between a stream source's reads (as mini-data's and Bytewax's)
 START_TIMEOUT = 180  # seconds the job process may take to start Flink and run its warm-up job
+LOST_GRACE_S = 15.0  # a lost Python worker's job still running this long after: it hangs on it (`_next_frame`)
 WORKER_MARK = "pyflink.fn_execution"   # in the command line of Flink's Python worker processes
 
 
@@ -155,6 +169,7 @@ class FlinkEngine(AdapterEngine):
 
 class FlinkSession(AdapterSession):
     engine = "flink"
+    targets_per_run = True      # the Python workers are started per job: listed when the fault is due
     streams_natively = True
 
     def __init__(self, workers, supports, settings):
@@ -164,6 +179,7 @@ class FlinkSession(AdapterSession):
         self._lock = threading.Lock()
         self.jobs: list[dict] = []       # per job: its wall time and Flink's net run time (seconds)
         self.stamps = Stamps()           # the Python workers' stamps, kept while a trace records
+        self._seen: list[tuple[int, str]] = []   # the last fault_targets listing
         with self.opening():
             self._start()
 
@@ -238,7 +254,7 @@ class FlinkSession(AdapterSession):
                 raise DataflowError(self._gone())
             write_frame(self._conn, cloudpickle.dumps(message, protocol=5))
             while True:
-                data = read_frame(self._conn)
+                data = self._next_frame()
                 if data is None:
                     raise DataflowError(self._gone())
                 reply = pickle.loads(data)
@@ -246,11 +262,12 @@ class FlinkSession(AdapterSession):
                     during(reply)
                     continue
                 if reply[0] == "error":
-                    raise reply[1]
+                    raise self._named(reply[1])
                 info = reply[2]
                 for lane, name, kind, start, end, pid in info.pop("stamps", ()):
                     self.stamps.add(span(lane, name, kind, start, end, pid))
                 self.jobs.append(info)
+                self._seen = []          # a listing speaks of one job's workers only
                 return reply[1]
 
     def _gone(self) -> str:
@@ -265,8 +282,47 @@ class FlinkSession(AdapterSession):
     def trace_stop(self):
         return self.stamps.stop(TRACE_SOURCE, list(TRACE_MISSING))
 
+    def _next_frame(self) -> bytes | None:
+        """The job process's next message. While one is awaited, a Python worker of the last `fault_targets`
+        listing that is gone for `LOST_GRACE_S` with the job still running means the job hangs on it (Beam's
+        runner can wait for ever on a worker lost as its task starts): the job process is killed and
+        started afresh, and the run fails naming the worker."""
+        lost_since = None
+        while True:
+            ready, _, _ = select.select([self._conn], [], [], 0.5)
+            if ready:
+                return read_frame(self._conn)
+            if not self._seen or not gone(self._seen):
+                continue
+            lost_since = lost_since or time.monotonic()
+            if time.monotonic() - lost_since >= LOST_GRACE_S:
+                lost, self._seen = gone(self._seen), []
+                proc, self._proc = self._proc, None
+                _stop(proc, None, wait=0)
+                self._conn.close()
+                self._start()
+                raise DataflowError(f"the job lost its Python worker(s): {lost}, and was still running "
+                                    f"{LOST_GRACE_S:g} s later, waiting on it; the job process was killed and "
+                                    "started again")
+
+    def _named(self, error: Exception) -> Exception:
+        """A job's failure, naming the Python workers of the last `fault_targets` listing that are gone."""
+        lost = gone(self._seen)
+        self._seen = []
+        if not lost:
+            return error
+        return DataflowError(f"the job lost its Python worker(s): {lost} (gone when it failed); Flink restarts "
+                             f"no job without checkpoints (restart strategy: none, its default): {error}")
+
     def fault_targets(self) -> list[tuple[int, str]]:
-        """Flink's Python worker processes of the job running now (the JVM's task threads are not processes)."""
+        """Flink's Python worker processes of the job running now (the JVM's task threads are not processes).
+
+        The listing is kept: a job that fails because one died names it (`_named`).
+        """
+        self._seen = self._targets()
+        return list(self._seen)
+
+    def _targets(self) -> list[tuple[int, str]]:
         import psutil
 
         if self._proc is None:
@@ -285,8 +341,9 @@ class FlinkSession(AdapterSession):
         return targets
 
     def fault_reason(self) -> str:
-        return ("no Flink job is running: Flink starts its Python worker processes per job, and its task "
-                "slots are threads of the job process's JVM")
+        return ("no Flink Python worker was running: Flink starts them per job, for the Python functions of "
+                "a job (a SQL job's operators have none), and its task slots are threads of the job "
+                "process's JVM")
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -298,7 +355,7 @@ class FlinkSession(AdapterSession):
         super().close()
 
 
-def _stop(proc: subprocess.Popen, conn: socket.socket | None) -> None:
+def _stop(proc: subprocess.Popen, conn: socket.socket | None, wait: float = 15) -> None:
     """Ask the job process to stop, then kill whatever is left of its process tree (the JVM, Python workers)."""
     import psutil
 
@@ -309,7 +366,7 @@ def _stop(proc: subprocess.Popen, conn: socket.socket | None) -> None:
     try:
         if conn is not None:
             write_frame(conn, pickle.dumps(None))
-        proc.wait(15)
+        proc.wait(wait)
     except (OSError, subprocess.TimeoutExpired):
         pass
     try:

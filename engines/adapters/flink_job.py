@@ -47,6 +47,7 @@ import time
 CONFIG = {
     "execution.batch.adaptive.auto-parallelism.enabled": "false",  # BATCH mode keeps set_parallelism
     "python.execution-mode": "process",        # Python functions in worker processes (not threads in the JVM)
+    "restart-strategy.type": "none",           # Flink's default without checkpoints: a lost worker fails the job
     "rest.bind-address": "127.0.0.1",
     "rest.address": "127.0.0.1",
     "jobmanager.bind-host": "127.0.0.1",

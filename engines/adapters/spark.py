@@ -130,7 +130,7 @@ from functools import partial
 import cloudpickle
 
 from engines.adapters import (LOG_DIR, AdapterEngine, AdapterSession, by_value_modules, driver_path, environ,
-                              java_available, pickle_by_value_fallback, send_by_value_too)
+                              gone, java_available, pickle_by_value_fallback, send_by_value_too)
 from engines.api import ArchbenchError, CountOne, DataflowError, NotAPair, Session, Step, Tasks
 from engines.plan import (Pipe, Plan, checked_pairs, combine, count_keys, counting, narrow_call, source_items,
                           step_error)
@@ -382,8 +382,7 @@ class SparkRDDSession(AdapterSession):
 
     def _lost(self) -> str:
         """The processes of the last `fault_targets` listing that are gone now, named ('' if none)."""
-        gone = [f"{what.split(' (')[0]} (pid {pid})" for pid, what in getattr(self, "_seen", ()) if not _alive(pid)]
-        return " and ".join(gone)
+        return gone(getattr(self, "_seen", ()))
 
     def _targets(self) -> list[tuple[int, str]]:
         import psutil
@@ -428,15 +427,6 @@ class SparkRDDSession(AdapterSession):
         if self.sc is not None:     # None: its start failed (and let go of the JVM it tried)
             _stop_context(self.sc)
         super().close()
-
-
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _cmdline(process) -> str:
