@@ -87,6 +87,18 @@ def test_join_pairs_every_match(session):
     assert all(type(item) is tuple and type(item[1]) is tuple for item in got)  # tuples stay tuples
 
 
+def test_keys_are_one_key_when_python_says_they_are_equal(session):
+    # 1 and 1.0 are one key to a dict, so to every engine (Flink compares keys by their bytes: it must not)
+    require(session, "dataflow")
+    flow = Dataflow("equal keys")
+    counts = flow.read([[(1, 1), (2, 1)], [(1.0, 1), (2.0, 1), (2, 1)]]).map(tuple).reduce_by_key(operator.add)
+    counts.collect("counts")
+    counts.join(flow.read([[(1.0, "one")], [(2, "two")]]).map(tuple)).collect("named")
+    out = session.dataflow(flow)
+    assert sorted(out["counts"]) == [(1, 2), (2, 3)]
+    assert sorted(out["named"]) == [(1, (2, "one")), (2, (3, "two"))]
+
+
 def test_callable_partitions_are_read_on_the_workers(session):
     require(session, "dataflow")
     flow = Dataflow("where")

@@ -125,6 +125,18 @@ def test_flinks_logs_and_temporary_files_go_into_the_log_folder(own_session):
     assert jvm_logs and jvm_logs[0].stat().st_size > 0, sorted(p.name for p in logs.iterdir())
 
 
+def test_a_key_with_more_pairs_than_a_record_holds_is_joined_whole(own_session):
+    # records between operators carry chunks of at most 10,000 items: one key's 25,000 pairs span three
+    session, _ = own_session
+    flow = Dataflow("hot key")
+    many = flow.read([[("hot", i) for i in range(12_500)] for _ in range(2)], name="many").map(tuple)
+    few = flow.read([[("hot", "a"), ("cold", "b")], [("hot", "c")]], name="few").map(tuple)
+    many.join(few).collect("pairs")
+    pairs = session.dataflow(flow)["pairs"]
+    assert len(pairs) == 50_000
+    assert sorted(set(pairs)) == sorted({("hot", (i, side)) for i in range(12_500) for side in "ac"})
+
+
 def test_fault_targets_are_the_python_workers_of_the_running_job(own_session, tmp_path):
     session, _ = own_session
     assert session.fault_targets() == []          # between jobs: no Python worker exists

@@ -3,9 +3,9 @@
 The ``flink`` engine runs the group-by workload the generic way, as a
 DataStream job of Python functions::
 
-    indices.rebalance().flat_map(Read)    # Python, per partition: rows made, (key, (v1, 1, v2)) combined
-        .key_by(first).reduce(Reduce)     # Python, per pair: pickled pairs cross JVM <-> Python
-        .flat_map(Collect)                # Python, per key: back to the job process
+    indices.rebalance().flat_map(Read)            # Python, per partition: rows made, (key, (v1, 1, v2)) combined
+        .key_by(bucket_of).process(BucketReduce)  # Python, per chunk of one bucket's pairs: JVM <-> Python
+        .flat_map(Collect)                        # Python, per chunk: back to the job process
 
 ``flink-sql`` asks the same question in SQL::
 
