@@ -23,6 +23,7 @@ kind, spans closer together than a pixel: what cannot be seen is not drawn.
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -105,6 +106,15 @@ def _title(meta: dict, trace: dict) -> str:
             f"run {meta.get('run_s', 0):.3g} s · workers' time: {split}")
 
 
+TITLE_CHARS, LABEL_CHARS = 150, 170   # characters a line of a 12-inch figure holds at 9 and 8 points
+
+
+def _wrapped(text: str, width: int) -> str:
+    """``text`` in lines of at most ``width`` characters: an engine's note can be long, and an unwrapped
+    line would push the chart off the figure."""
+    return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
+
+
 def _legend(fig, trace_has_flows: bool) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -136,12 +146,11 @@ def draw_cell(meta: dict, trace: dict, path: Path) -> Path:
     """``timeline-<workload>-<size>-<engine>-w<N>.png``: one cell's Gantt chart."""
     plt, fig, (ax,) = _figure([len(trace["lanes"])])
     draw_lanes(ax, trace, _extent(trace))
-    ax.set_title(_title(meta, trace), fontsize=9, loc="left")
-    ax.set_xlabel(f"seconds since the run began ({meta['workload']}, {meta['size']}; "
-                  f"trace: {meta.get('source', '?')})", fontsize=8)
+    ax.set_title(_wrapped(_title(meta, trace), TITLE_CHARS), fontsize=9, loc="left")
+    notes = [f"seconds since the run began ({meta['workload']}, {meta['size']}; trace: {meta.get('source', '?')})"]
     if meta.get("missing"):
-        ax.text(1.0, 1.02, "not shown: " + "; ".join(meta["missing"]), transform=ax.transAxes, ha="right",
-                fontsize=7, color="dimgray")
+        notes.append("not shown: " + "; ".join(meta["missing"]))
+    ax.set_xlabel("\n".join(_wrapped(note, LABEL_CHARS) for note in notes), fontsize=8)
     _legend(fig, bool(trace["flows"]))
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=110)
@@ -155,7 +164,7 @@ def draw_stack(cells: list[tuple[dict, dict]], path: Path, shared_axis: bool = T
     longest = max(_extent(trace) for _, trace in cells)
     for ax, (meta, trace) in zip(axes, cells):
         draw_lanes(ax, trace, longest if shared_axis else _extent(trace))
-        ax.set_title(_title(meta, trace), fontsize=9, loc="left", color=color(meta["engine"]))
+        ax.set_title(_wrapped(_title(meta, trace), TITLE_CHARS), fontsize=9, loc="left", color=color(meta["engine"]))
     meta = cells[0][0]
     axis = "one time axis for all" if shared_axis else "each panel its own time axis"
     axes[-1].set_xlabel(f"seconds since the run began -- {meta['workload']} at {meta['size']} ({axis})", fontsize=8)
