@@ -48,9 +48,9 @@ BUCKETS_PER_WORKER`` x parallelism buckets -- that round trip is paid per
 bucket. Measured on 2 cores: a reduce of 100,000 keys took 504 s keyed by
 key, 17.5 s bucketed with a record per pair; ``join`` at small took 19.5 s
 bucketed with a record per pair and 7.0 s in chunks (``groupby`` 5.6 s and
-4.0 s; one harness run of each). Keys are compared by Python equality, as on every other
-engine (Flink compares keys by their pickled bytes, so ``1`` and ``1.0``
-would be two keys).
+4.0 s; one harness run of each). Keys are compared by Python equality, as
+on every other engine (Flink compares keys by their pickled bytes, so ``1``
+and ``1.0`` would be two keys).
 
 Streams (`translate_stream`) are in the docstring of that function.
 """
@@ -158,13 +158,15 @@ def chunks(items, keyed, n: int):
     by the bucket; otherwise lists of at most ``BATCH`` items.
     """
     if keyed is None:
-        items = list(items)
-        for i in range(0, len(items), BATCH):
-            yield items[i:i + BATCH]
+        yield from _slices(list(items))
         return
     for bucket, pairs in enumerate(cut(items, keyed, n)):
-        for i in range(0, len(pairs), BATCH):
-            yield bucket, pairs[i:i + BATCH]
+        for part in _slices(pairs):
+            yield bucket, part
+
+
+def _slices(items: list):
+    return (items[i:i + BATCH] for i in range(0, len(items), BATCH))
 
 
 def bucket_of(chunk) -> int:
@@ -202,7 +204,7 @@ class Fused(_Guarded, FlatMapFunction):
 
     def flat_map(self, chunk):
         try:
-            with self.stamp("".join(f"+{step.name}" for step in self.steps)[1:] or "chunk"):
+            with self.stamp("+".join(step.name for step in self.steps) or "chunk"):
                 return list(chunks(fuse(chunk, self.ops), self.keyed, self.n))
         except Exception as e:
             raise self.failed(e) from None
