@@ -43,6 +43,7 @@ import time
 import cloudpickle
 
 from engines.api import ActorError, ActorRef, Future
+from engines.common import OneShot
 from engines.errors import remote_traceback
 from engines.mini import messaging
 from engines.mini.cluster import DRIVER, ClusterError
@@ -162,41 +163,10 @@ def remote_error(message: str, error: BaseException) -> ActorError:
 # ================================================================ the call Future
 
 
-class _Once:
-    """A one-shot event made of one lock (held until set): what a Future needs of ``threading.Event``.
-
-    An Event is a Condition and two locks -- about ten times the cost of
-    the rest of a call's bookkeeping here -- and its wake-up goes through a
-    waiter list. One lock is made in a fraction of that and wakes its waiter directly.
-    """
-
-    __slots__ = ("_lock", "_set")
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self._set = False
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:                      # Future._settle calls it once, under its own lock
-        if not self._set:
-            self._set = True
-            self._lock.release()
-
-    def wait(self, timeout=None) -> bool:
-        if self._set:
-            return True
-        if self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
-            self._lock.release()                # let the next waiter through
-        return self._set
-
-
 class Reply(Future):
-    """The Future of a call (an `engines.api.Future` on a `_Once`); waiting for it first flushes its owner."""
+    """The Future of a call (an `engines.api.Future` on a `OneShot`); waiting for it first flushes its owner."""
 
-    _new_event = _Once
+    _new_event = OneShot
 
     def __init__(self, name: str, owner: "Endpoint", log=None):
         super().__init__(name, log)

@@ -427,13 +427,17 @@ def _place(state, keys) -> None:
 
 
 def _best_worker(state, key) -> int:
-    """The worker where ``key`` would start soonest: missing input bytes over bandwidth, plus its queue."""
+    """The worker where ``key`` would start soonest: missing input bytes over bandwidth, plus its queue.
+
+    Without inputs: the least loaded, the first of them on a tie -- so a caller who waits for each
+    task in turn keeps one worker busy (warm) and lets the others sleep, instead of waking each in turn.
+    """
     alive, processing = state["alive"], state["processing"]
     deps = state["specs"][key][3]
     turn, n = state["turn"], len(alive)
     state["turn"] = turn + 1
     if not deps:
-        return min((alive[(turn + i) % n] for i in range(n)), key=lambda w: len(processing[w]))
+        return min(alive, key=lambda w: len(processing[w]))
     nbytes, who_has = state["nbytes"], state["who_has"]
     total, have = 0, {}
     for d in deps:

@@ -57,7 +57,7 @@ import weakref
 from collections import deque
 
 from engines.api import DataflowError, Future, Session, TaskError, Tasks
-from engines.common import task_name
+from engines.common import OneShot, task_name
 from engines.mini import scheduler
 from engines.mini.cluster import DRIVER, ClusterError
 from engines.mini.engine import MiniEngine, MiniSession
@@ -68,6 +68,8 @@ from engines.support import Support
 REPLY_TIMEOUT = 30.0     # s to wait for a worker's trace or stats
 LINGER = 0.001           # s between the flusher's polls while submits keep coming (Dask's batched send: 2 ms)
 LINGER_POLLS = 50        # polls with nothing to send before it sleeps until kicked
+#: housekeeping: a worker frees memory when told; it can wait for the flusher (a batch of them within LINGER)
+LAZY = frozenset({"release", "unheld", "drop"})
 
 SUPPORTS = {
     "dataflow": Support.emulated("compiled to a task graph", streams="streams as micro-batches of such graphs"),
@@ -86,6 +88,8 @@ class MiniFuture(Future):
     ended reaches the driver, whether or not the Future is still alive; the value comes only
     when asked for (or inline in that report, when it is small).
     """
+
+    _new_event = OneShot
 
     def __init__(self, name: str, session: "MiniTasksSession"):
         super().__init__(name)
@@ -218,7 +222,9 @@ class MiniTasksSession(MiniSession):
                 scheduler.want(self._state, f.name)
             outcomes = self._take_outcomes()
         self._settle(outcomes)
-        self._flush()
+        self._flush(urgent=True)
+        if any(self._state["outbox"].values()):
+            self._kick(now=False)       # housekeeping, left for the flusher
         if not self._threaded:
             return self._drive(lambda: all(f.done() for f in pending))
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -306,12 +312,22 @@ class MiniTasksSession(MiniSession):
                 self._kicked = True
                 self._kick_cv.notify()
 
-    def _flush(self) -> bool:
-        """Send each worker its queued messages as one batch; whether there were any."""
+    def _urgent(self) -> bool:
+        """Is more than `LAZY` housekeeping queued for some worker?"""
+        return any(m[0] not in LAZY for msgs in self._state["outbox"].values() for m in msgs)
+
+    def _flush(self, urgent: bool = False) -> bool:
+        """Send each worker its queued messages as one batch; whether there were any.
+
+        ``urgent`` (a caller about to wait): only to the workers with more
+        than `LAZY` housekeeping queued, so a round trip costs one frame, not
+        one more to free the previous result on the other worker.
+        """
         with self._send_lock:
             with self._lock:
                 outbox = self._state["outbox"]
-                batches = [(w, msgs) for w, msgs in outbox.items() if msgs]
+                batches = [(w, msgs) for w, msgs in outbox.items()
+                           if msgs and not (urgent and all(m[0] in LAZY for m in msgs))]
                 for w, _ in batches:
                     outbox[w] = []
             for w, msgs in batches:
@@ -369,8 +385,8 @@ class MiniTasksSession(MiniSession):
             self._apply([(source, message)], flush=False)
         except BaseException:
             self._break(f"the mini-tasks driver failed:\n{traceback.format_exc()}")
-        if any(self._state["outbox"].values()):
-            self._kick()    # a reader thread never writes: a worker's reader may be busy running its tasks
+        if any(self._state["outbox"].values()):   # a reader thread never writes: a worker's reader may
+            self._kick(now=self._urgent())        # be busy running its tasks
         return True
 
     def _receive(self) -> None:
