@@ -12,6 +12,15 @@ what matters is keeping every worker busy and the per-task overhead.
 Hypothesis: task parallel wins -- it is the shape a task scheduler is built
 for. A data-parallel engine can only express it as a two-stage job; actors
 would need a hand-written pool.
+
+Measured (``archbench run --engines serial,mini-tasks,pool --workloads
+fanout --size small --workers 2 --repeat 3 --trace``, a 2-core machine):
+serial 0.52 s; mini-tasks 0.283 s, the pool 0.282 s -- a tie at the
+machine's limit. The timelines show both keeping the two workers computing
+94 % of the run: what is left is the end, where one worker's last leaf
+ends up to a leaf (8 ms) after the other's and the last merges wait for it.
+The per-task cost where mini-tasks beats the pool (task-overhead: three
+times its throughput) is under 1 % of a leaf here.
 """
 
 from __future__ import annotations
