@@ -19,8 +19,8 @@ serial 0.52 s; mini-tasks 0.283 s, the pool 0.282 s -- a tie at the
 machine's limit. The timelines show both keeping the two workers computing
 94 % of the run: what is left is the end, where one worker's last leaf
 ends up to a leaf (8 ms) after the other's and the last merges wait for it.
-The per-task cost where mini-tasks beats the pool (task-overhead: three
-times its throughput) is under 1 % of a leaf here.
+What mini-tasks saves per task over the pool (task-overhead: 57 against
+180 us a task) is about 1.5 % of a leaf here.
 """
 
 from __future__ import annotations
