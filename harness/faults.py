@@ -222,6 +222,7 @@ def plot_recovery(rows: list[dict], path) -> object | None:
     for ax, ((workload, size), group) in zip(axes, panels.items()):
         group.sort(key=lambda r: (r["engine"], r["workers"]))
         top = max([r.get("run_s") or 0.0 for r in group] + [medians.get(cell_key(r)) or 0.0 for r in group]) or 1.0
+        crowded = len(group) > 5          # labels side by side would overlap: stand them up, one line each
         for i, r in enumerate(group):
             hung = r.get("run_s") is None
             height = 1.15 * top if hung else r["run_s"]
@@ -230,9 +231,11 @@ def plot_recovery(rows: list[dict], path) -> object | None:
             median = medians.get(cell_key(r))
             if median is not None:
                 ax.hlines(median, i - 0.42, i + 0.42, color="#000000", linewidth=2)
-            note = r["fault_outcome"] + (f"\n{signed_seconds(r['recovery_s'])}" if r.get("recovery_s") is not None else "")
-            ax.annotate(note, (i, height), ha="center", va="bottom", fontsize=7)
-        ax.set_ylim(0, 1.35 * top)
+            note = r["fault_outcome"] + ((" " if crowded else "\n") + signed_seconds(r["recovery_s"])
+                                         if r.get("recovery_s") is not None else "")
+            ax.annotate(note, (i, max(height, median or 0.0)), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=7, rotation=90 if crowded else 0)
+        ax.set_ylim(0, (1.9 if crowded else 1.35) * top)
         ax.set_xticks(range(len(group)), [f"{r['engine']} {r['workers']}w" for r in group], fontsize=7,
                       rotation=40, ha="right")
         ax.set_ylabel("run time with the fault (s)", fontsize=8)
