@@ -42,7 +42,7 @@ when its inputs are ready and steals back when one runs dry, which costs a
 round trip and left 13 % idle against the pool's 8 % in the traced run.
 Holding ready long tasks on the scheduler until a worker has room (Dask's
 worker saturation, at two tasks a worker) was tried and did not help:
-hetero-dag stayed level with the pool and tree-reduce lost 15 %, its
+hetero-dag stayed level with the pool and tree-reduce took 16-21 % longer, its
 leaves dealt out two at a time. What mini-tasks saves per task,
 the driver's round trip (about 0.3 ms against tasks of 2.6 ms on average),
 is paid while the other worker computes, so it does not show here.
