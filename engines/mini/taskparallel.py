@@ -11,8 +11,10 @@ for (``result()``, ``gather``) or when it is small and its Future is held.
 Who does what::
 
     user thread     tasks.submit(fn, *args)  --> scheduler.submit: place it, or let it wait
-                    future.result()          --> scheduler.want; wait for the Future
-    flusher thread  outbox -> one ("batch", [message, ...]) frame per worker
+                    future.result()          --> scheduler.want; send what the wait needs; wait
+    flusher thread  outbox -> one ("batch", [message, ...]) frame per worker, when kicked
+                    and every LINGER s while submits come; what only frees memory
+                    (releases) waits for it, or for the next task to the same worker
     reader threads  (the cluster's, one per worker, through its delivery hook ``on_read``)
                     a worker's message -> scheduler.report / lose_worker; settle Futures; wake
                     the flusher (a reader never writes: see `engines.mini.cluster`, "inline")
@@ -79,6 +81,11 @@ SUPPORTS = {
 
 
 # ================================================================ the driver
+
+
+def _lazy(msgs) -> bool:
+    """Only housekeeping (`LAZY`): these messages may wait for the flusher."""
+    return all(m[0] in LAZY for m in msgs)
 
 
 class MiniFuture(Future):
@@ -314,7 +321,7 @@ class MiniTasksSession(MiniSession):
 
     def _urgent(self) -> bool:
         """Is more than `LAZY` housekeeping queued for some worker?"""
-        return any(m[0] not in LAZY for msgs in self._state["outbox"].values() for m in msgs)
+        return any(msgs and not _lazy(msgs) for msgs in self._state["outbox"].values())
 
     def _flush(self, urgent: bool = False) -> bool:
         """Send each worker its queued messages as one batch; whether there were any.
@@ -327,7 +334,7 @@ class MiniTasksSession(MiniSession):
             with self._lock:
                 outbox = self._state["outbox"]
                 batches = [(w, msgs) for w, msgs in outbox.items()
-                           if msgs and not (urgent and all(m[0] in LAZY for m in msgs))]
+                           if msgs and not (urgent and _lazy(msgs))]
                 for w, _ in batches:
                     outbox[w] = []
             for w, msgs in batches:
