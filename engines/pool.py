@@ -198,8 +198,9 @@ class _Pool:
 
         from engines.mini.cluster import exit_status
 
-        for sentinel in wait([proc.sentinel for proc in self.procs.values()], timeout=0):
-            # exited (its sentinel is ready) but perhaps not yet reaped: wait for its exit code
+        # the pool may see a process's pipe close a moment before the process has ended: wait (up to
+        # 1 s) for one to end; then any that exited (its sentinel is ready) may not be reaped yet
+        for sentinel in wait([proc.sentinel for proc in self.procs.values()], timeout=1):
             next(proc for proc in self.procs.values() if proc.sentinel == sentinel).join(1)
         ended = sorted((proc.exitcode == -signal.SIGTERM, pid) for pid, proc in self.procs.items()
                        if proc.exitcode not in (None, 0))
