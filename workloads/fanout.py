@@ -14,13 +14,18 @@ for. A data-parallel engine can only express it as a two-stage job; actors
 would need a hand-written pool.
 
 Measured (``archbench run --engines serial,mini-tasks,pool --workloads
-fanout --size small --workers 2 --repeat 3 --trace``, a 2-core machine):
-serial 0.52 s; mini-tasks 0.283 s, the pool 0.282 s -- a tie at the
-machine's limit. The timelines show both keeping the two workers computing
-94 % of the run: what is left is the end, where one worker's last leaf
-ends up to a leaf (8 ms) after the other's and the last merges wait for it.
-What mini-tasks saves per task over the pool (task-overhead: 57 against
-180 us a task) is about 1.5 % of a leaf here.
+fanout --size small --workers 2 --repeat 7``, a 2-core machine, a dozen
+runs): serial 0.52 s; the pool 0.26-0.29 s, mini-tasks 0.27-0.30 s -- the
+pool ahead by 1-10 %, both near the machine's limit (0.26 s). The
+timelines (``--trace``) show both keeping the two workers computing 94 % of
+the run; what separates them is the end. The pool's workers take the next
+leaf from one queue when they are free, so they finish close together;
+mini-tasks deals the 64 leaves out as they are submitted, 32 to each
+worker, and in the traced run one worker ended about a leaf and a half
+(13 ms) before the other -- stealing starts only when a worker has nothing
+left, and by then the other has little to give. What mini-tasks saves per
+task over the pool (task-overhead: 57 against 180 us a task) is about
+1.5 % of a leaf here.
 """
 
 from __future__ import annotations
