@@ -233,8 +233,8 @@ def plot_recovery(rows: list[dict], path) -> object | None:
                 ax.hlines(median, i - 0.42, i + 0.42, color="#000000", linewidth=2)
             note = r["fault_outcome"] + ((" " if crowded else "\n") + signed_seconds(r["recovery_s"])
                                          if r.get("recovery_s") is not None else "")
-            ax.annotate(note, (i, max(height, median or 0.0)), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
-                        fontsize=7, rotation=90 if crowded else 0)
+            ax.annotate(note, (i, max(height, median or 0.0)), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=7, rotation=90 if crowded else 0)
         ax.set_ylim(0, (1.9 if crowded else 1.35) * top)
         ax.set_xticks(range(len(group)), [f"{r['engine']} {r['workers']}w" for r in group], fontsize=7,
                       rotation=40, ha="right")

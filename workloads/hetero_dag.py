@@ -31,8 +31,8 @@ the dependency tracking written by hand.
 
 Measured (``archbench run --engines serial,mini-tasks,pool --workloads
 hetero-dag --size small --workers 2 --repeat 3 --trace``, a 2-core
-machine): serial 0.79 s; mini-tasks 0.46-0.47 s and the pool 0.44-0.47 s
-over several runs -- a tie, near the ideal of 0.39 s (serial / 2). The
+machine): serial 0.79 s; mini-tasks 0.44-0.47 s and the pool 0.44-0.48 s
+over a dozen runs -- a tie, near the ideal of 0.39 s (serial / 2). The
 timelines say why neither pulls ahead: both keep the workers computing
 87-92 % of the run, and what is left is waiting for inputs on the critical
 path, which no scheduler removes without knowing task lengths ahead. The
@@ -42,10 +42,10 @@ when its inputs are ready and steals back when one runs dry, which costs a
 round trip and left 13 % idle against the pool's 8 % in the traced run.
 Holding ready long tasks on the scheduler until a worker has room (Dask's
 worker saturation, at two tasks a worker) was tried and did not help:
-hetero-dag stayed level with the pool and tree-reduce took 16-21 % longer, its
-leaves dealt out two at a time. What mini-tasks saves per task,
-the driver's round trip (about 0.3 ms against tasks of 2.6 ms on average),
-is paid while the other worker computes, so it does not show here.
+hetero-dag stayed level with the pool, and tree-reduce took 16-21 % longer,
+its leaves dealt out two at a time. What mini-tasks saves per task, the
+driver's round trip (about 0.3 ms against tasks of 2.6 ms on average), is
+paid while the other worker computes, so it does not show here.
 """
 
 from __future__ import annotations
