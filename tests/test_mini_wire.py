@@ -62,6 +62,25 @@ def test_large_buffers_travel_out_of_band_and_code_by_value():
     assert (got_array == array).all() and fn(1) == 2
 
 
+def test_frames_of_every_size_arrive_whole_and_in_order_however_the_stream_is_cut():
+    import threading
+    import numpy
+    from engines.mini.wire import _READ_AHEAD
+    sizes = [0, 1, 100, _READ_AHEAD - 200, _READ_AHEAD + 1, 5, 3 * _READ_AHEAD, 7, 40_000, 40_000]
+    batches = [[numpy.full(n // 8, i, dtype="int64"), "x" * (n % 8)] for i, n in enumerate(sizes)]
+    stream = b"".join(frame(MSGS, b"".join(encode(b))) for b in batches)
+    for cut in (len(stream), 1_000, 7):          # all at once, then in pieces a frame's header may straddle
+        left, right = pair()
+        writer = threading.Thread(target=lambda: [left.sock.sendall(stream[i:i + cut])
+                                                  for i in range(0, len(stream), cut)])
+        writer.start()
+        got = [decode(right.read_frame()[1]) for _ in batches]
+        writer.join()
+        for i, ((array, tail), (want, want_tail)) in enumerate(zip(got, batches)):
+            # every array still holds its own values once the later frames are read: none shares the buffer
+            assert tail == want_tail and (array == want).all() and (array == i).all()
+
+
 def test_a_frame_above_the_cap_is_refused_before_its_payload_is_read():
     left, right = pair()
     left.sock.sendall(HEADER.pack(MAGIC, VERSION, MSGS, MAX_FRAME + 1))  # a header, and no 1 GiB behind it
