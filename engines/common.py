@@ -49,6 +49,22 @@ class OneShot:
         return self._set
 
 
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def plain_args(args: tuple, kwargs: dict) -> bool:
+    """Are all of a call's arguments numbers, strings, bytes, bools or None? Then the C pickler is enough.
+
+    For anything else cloudpickle is used: plain pickle would send a class or
+    function of the driver's ``__main__`` by reference, and the worker has no such
+    module -- it would fail there, not here.
+
+        >>> plain_args((1, "a", None), {"k": 2.5}), plain_args(([1],), {})
+        (True, False)
+    """
+    return _PLAIN.issuperset(map(type, args)) and (not kwargs or _PLAIN.issuperset(map(type, kwargs.values())))
+
+
 def task_name(fn) -> str:
     """``double-7``: the function's name and a number unique in this process."""
     return f"{getattr(fn, '__name__', type(fn).__name__)}-{next(_ids)}"

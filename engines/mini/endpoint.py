@@ -43,7 +43,7 @@ import time
 import cloudpickle
 
 from engines.api import ActorError, ActorRef, Future
-from engines.common import OneShot
+from engines.common import OneShot, plain_args
 from engines.errors import remote_traceback
 from engines.mini import messaging
 from engines.mini.cluster import DRIVER, ClusterError
@@ -53,7 +53,6 @@ log = logging.getLogger("archbench.mini")
 
 _endpoints: dict = {}             # session token -> the Endpoint of this process
 _here = threading.local()         # .endpoint, .actor: what the code on this thread runs as
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
 
 # ================================================================ refs and payloads
@@ -258,8 +257,7 @@ class Endpoint:
         ``internal`` (the engine's own messages, possibly sent from a reader
         thread): never waits for credit, and its latency is not recorded.
         """
-        code = self.me == DRIVER and not (_PLAIN.issuperset(map(type, args))
-                                          and (not kwargs or _PLAIN.issuperset(map(type, kwargs.values()))))
+        code = self.me == DRIVER and not plain_args(args, kwargs)
         payload = pack((args, kwargs), "the arguments of {}.{}()", ref.cls_name, method, code=code)
         deadline = None
         while True:

@@ -59,7 +59,7 @@ import weakref
 from collections import deque
 
 from engines.api import DataflowError, Future, Session, TaskError, Tasks
-from engines.common import OneShot, task_name
+from engines.common import OneShot, plain_args, task_name
 from engines.mini import scheduler
 from engines.mini.cluster import DRIVER, ClusterError
 from engines.mini.engine import MiniEngine, MiniSession
@@ -86,6 +86,12 @@ SUPPORTS = {
 def _lazy(msgs) -> bool:
     """Only housekeeping (`LAZY`): these messages may wait for the flusher."""
     return all(m[0] in LAZY for m in msgs)
+
+
+def _plain(msgs) -> bool:
+    """Do these messages' tasks take only plain arguments? Then the batch needs no cloudpickle (functions
+    travel pickled already, in their own ``fn`` message)."""
+    return all(m[0] != "run" or plain_args(m[3], m[4]) for m in msgs)
 
 
 class MiniFuture(Future):
@@ -343,7 +349,7 @@ class MiniTasksSession(MiniSession):
 
     def _send(self, w, msgs) -> None:
         try:
-            nbytes = self.host.send(w, ("batch", msgs), code=True)
+            nbytes = self.host.send(w, ("batch", msgs), code=not _plain(msgs))
         except (ClusterError, OSError):
             return          # the worker is lost; the cluster's notice places its tasks again
         except Exception:
@@ -531,7 +537,7 @@ class MiniTasksEngine(MiniEngine):
     runtime, local_runtime = "engines.mini.taskworker:TaskWorker", TaskWorker
 
     def mode_settings(self) -> dict:
-        return {"serializer": "cloudpickle protocol 5, one pickle per batch; each function pickled once",
+        return {"serializer": "one pickle per batch (cloudpickle unless every argument is plain); each function pickled once",
                 "placement": "missing input bytes / bandwidth + queue x task time; chains placed ahead",
                 "bandwidth_assumed_MBps": scheduler.BANDWIDTH / 1e6, "short_task_ms": scheduler.SHORT * 1e3,
                 "fetch_latency_assumed_ms": scheduler.FETCH_LATENCY * 1e3,
