@@ -149,7 +149,13 @@ def test_loopback_processes_share_a_per_user_secret_only_the_user_can_read(monke
 def hostile(address, marker: str, how: str) -> None:
     """Connect to ``address``, send a marker pickle ``how``, and wait until the peer hangs up."""
     evil = b"".join(encode([Marker(marker)]))
-    with socket.create_connection(address, timeout=10) as sock:
+    if isinstance(address, str):                 # a local cluster's Unix socket
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(10)
+        sock.connect(address)
+    else:
+        sock = socket.create_connection(address, timeout=10)
+    with sock:
         if how == "raw pickle":
             sock.sendall(pickle.dumps(Marker(marker)))
         elif how == "frame before the handshake":
@@ -159,6 +165,22 @@ def hostile(address, marker: str, how: str) -> None:
             sock.sendall(frame(PROOF, os.urandom(auth.NONCE + 32)) + frame(MSGS, evil))
         while sock.recv(4096):                                       # until the peer closes
             pass
+
+
+def test_a_local_cluster_talks_over_unix_sockets_in_a_private_folder_removed_at_close():
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("this platform has no Unix sockets: a local cluster uses loopback TCP")
+    with get_engine("mini-data").start(workers=2) as session:
+        host = session.host
+        folder = host.socket_dir
+        addresses = [host.listener.address] + [addr for addr, _pid in host.table.values()]
+        assert all(isinstance(a, str) and os.path.dirname(a) == folder for a in addresses)
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700          # other users cannot even connect
+        assert all(conn.sock.family == socket.AF_UNIX for conn in host.conns.values())
+        flow = Dataflow("over-unix")
+        flow.read([[1, 2], [3, 4]]).map(lambda x: (x % 2, x)).reduce_by_key(max).collect("out")
+        assert sorted(session.dataflow(flow)["out"]) == [(0, 4), (1, 3)]   # the records crossed the mesh
+    assert not os.path.exists(folder)
 
 
 def test_an_unauthenticated_peers_pickle_is_never_executed(tmp_path, caplog):

@@ -35,7 +35,7 @@ Where the secret comes from:
   start and says why.
 
 State of a `Listener`: ``sock`` (bound at construction, so "address in use"
-is reported at once), ``address: (host, port)``, ``on_conn`` (called with
+is reported at once), ``address`` (``(host, port)``, or a Unix socket's path), ``on_conn`` (called with
 each authenticated `Conn`), ``dropped: int`` (connections refused so far).
 
 Worked example -- a peer that knows the secret and one that does not::
@@ -183,12 +183,20 @@ def accept_handshake(sock: socket.socket, secret: bytes, peer: str, timeout: flo
     return conn
 
 
-def connect(address: tuple[str, int], secret: bytes, peer: str | None = None,
-            timeout: float = HANDSHAKE_TIMEOUT) -> Conn:
-    """Connect to ``address`` and prove the secret; a trusted `Conn`, or `AuthError`/`OSError`."""
-    host, port = address
-    peer = peer or f"{host}:{port}"
-    sock = socket.create_connection((host, port), timeout=timeout)
+def connect(address, secret: bytes, peer: str | None = None, timeout: float = HANDSHAKE_TIMEOUT) -> Conn:
+    """Connect to ``address`` -- ``(host, port)``, or the path of a Unix socket -- and prove the secret;
+    a trusted `Conn`, or `AuthError`/`OSError`."""
+    peer = peer or describe(address)
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except OSError:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection(tuple(address), timeout=timeout)
     conn = Conn(sock, peer, trusted=False)
     try:
         nonce_a = _expect(conn, CHALLENGE, NONCE)
@@ -199,10 +207,20 @@ def connect(address: tuple[str, int], secret: bytes, peer: str | None = None,
             raise AuthError("the peer does not know the secret")
     except (OSError, WireError) as e:
         conn.close()
-        raise AuthError(f"authentication with {host}:{port} failed: {_reason(e)}") from None
+        raise AuthError(f"authentication with {describe(address)} failed: {_reason(e)}") from None
     sock.settimeout(None)
     conn.trusted = True
     return conn
+
+
+def describe(address) -> str:
+    """``127.0.0.1:7000``, or a Unix socket's path; what an error or a log line calls an address."""
+    return address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+
+
+def as_address(address):
+    """An address as it came back through a pickle or JSON: a path stays a path, ``[host, port]`` a tuple."""
+    return address if isinstance(address, str) else tuple(address)
 
 
 def _reason(error: BaseException) -> str:
@@ -217,7 +235,8 @@ def _reason(error: BaseException) -> str:
 
 
 class Listener:
-    """Accept connections on ``(host, port)``; hand each authenticated one to ``on_conn``.
+    """Accept connections on ``(host, port)`` -- or, when ``port`` is None, on a Unix socket at the path
+    ``host`` -- and hand each authenticated one to ``on_conn``.
 
     Each handshake runs in its own thread, so a slow or hostile peer never
     holds up the others. ``on_conn`` runs in that thread too; if it raises,
@@ -225,9 +244,15 @@ class Listener:
     """
 
     def __init__(self, host: str, port: int, secret: bytes, on_conn, name: str = "listener"):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.create_server((host, port), family=family, backlog=128)
-        self.address = self.sock.getsockname()[:2]
+        if port is None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(host)
+            self.sock.listen(128)
+            self.address = host
+        else:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self.sock = socket.create_server((host, port), family=family, backlog=128)
+            self.address = self.sock.getsockname()[:2]
         self.secret = secret
         self.on_conn = on_conn
         self.name = name
@@ -248,7 +273,7 @@ class Listener:
             threading.Thread(target=self._handshake, args=(sock, addr), daemon=True).start()
 
     def _handshake(self, sock: socket.socket, addr) -> None:
-        peer = f"{addr[0]}:{addr[1]}"
+        peer = describe(addr) if addr else "a local process"     # a Unix socket's peer has no address
         try:
             conn = accept_handshake(sock, self.secret, peer)
         except AuthError as e:
@@ -266,7 +291,8 @@ class Listener:
         self.dropped += 1
         sock.close()
         if not self._closed:
-            log.warning("%s %s:%s dropped a connection from %s:%s: %s", self.name, *self.address, *addr[:2], why)
+            log.warning("%s %s dropped a connection from %s: %s", self.name, describe(self.address),
+                        describe(addr) if addr else "a local process", why)
 
     def close(self) -> None:
         """Stop accepting. Connections already handed over stay open. Safe twice."""
@@ -276,6 +302,11 @@ class Listener:
         except OSError:
             pass
         self.sock.close()
+        if isinstance(self.address, str):
+            try:
+                os.unlink(self.address)
+            except OSError:
+                pass
 
     def __enter__(self):
         return self
