@@ -220,6 +220,41 @@ def test_an_actor_whose_host_is_killed_is_restarted_fresh_elsewhere():
         assert writer.call("ask", counter, "add", 5).result(timeout=20) == 106   # refs held by actors follow
 
 
+class Hanger:
+    def pid(self):
+        return os.getpid()
+
+    def hang(self, path):
+        """Say it has started (the pid in ``path``), then hang until its worker is killed."""
+        with open(path + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(path + ".tmp", path)
+        time.sleep(120)
+
+
+def test_a_call_whose_worker_is_killed_while_the_caller_reads_its_connection_fails_naming_it(tmp_path):
+    path = str(tmp_path / "started")
+    with MiniActorsEngine().start(workers=2) as session, session.actors() as actors:
+        seen, hook = [], session.host.reader
+        session.host.reader = lambda source, message: (
+            seen.append(threading.current_thread() is threading.main_thread()) or hook(source, message))
+        hanger = actors.spawn(Hanger, worker=1, max_restarts=0)
+        pids = [hanger.call("pid").result() for _ in range(100)]
+        assert set(pids) == {session.worker_pids[1]}
+        assert any(seen), "no reply was read by the waiting caller: every one was handed over by a reader thread"
+
+        def kill_when_started():
+            wait_until(lambda: os.path.exists(path), 60, "hang() to start")
+            os.kill(pids[0], signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_when_started)
+        killer.start()
+        with pytest.raises(ActorError, match=r"Hanger actor Hanger-1: hang\(\) was lost in flight.*SIGKILL"):
+            hanger.call("hang", path).result(timeout=60)
+        killer.join()
+        assert actors.spawn(Hanger).call("pid").result(timeout=20) == session.worker_pids[0]
+
+
 def test_restarts_are_limited_and_a_dead_actor_says_why():
     with MiniActorsEngine().start(workers=2) as session, session.actors() as actors:
         mortal = actors.spawn(Counter, worker=1, max_restarts=0)

@@ -13,9 +13,11 @@ with its traceback; no process outlives its session.
 
 from __future__ import annotations
 
+import operator
 import os
 import random
 import signal
+import threading
 import time
 from collections import Counter
 
@@ -250,6 +252,61 @@ def test_a_chain_whose_worker_dies_is_recomputed_from_lineage_on_the_survivor():
         assert f.result()[0] == 59              # the links it had made are gone: made again from their specs
         assert middle.result()[0] == 29
         assert list(s._state["lost"]) == [busy]
+
+
+def hang_the_first_time(path: str) -> int:
+    """The first attempt writes its pid to ``path`` and hangs (until its worker is killed); a retry returns."""
+    if os.path.exists(path):
+        return os.getpid()
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(120)
+    return -1
+
+
+def delivered_on_the_callers_thread(session) -> list[bool]:
+    """From now on, for each message delivered to the driver: was it on the thread that waits (main)?"""
+    seen, hook = [], session.host.reader
+
+    def spy(source, message):
+        seen.append(threading.current_thread() is threading.main_thread())
+        return hook(source, message)
+
+    session.host.reader = spy
+    return seen
+
+
+def test_a_caller_waiting_for_the_only_task_in_flight_reads_its_report_itself():
+    with get_engine("mini-tasks").start(workers=2) as s, s.tasks() as tasks:
+        seen = delivered_on_the_callers_thread(s)
+        x = 0
+        for _ in range(200):
+            x = tasks.submit(operator.add, x, 1).result()
+        assert x == 200
+        assert any(seen), "no report was read by the waiting caller: every one was handed over by a reader thread"
+
+
+def test_a_worker_killed_while_the_caller_reads_its_connection_is_survived(tmp_path):
+    path = str(tmp_path / "first-attempt")
+    with get_engine("mini-tasks").start(workers=2) as s, s.tasks() as tasks:
+        seen = delivered_on_the_callers_thread(s)
+        x = 0
+        for _ in range(50):                     # the caller now reads its worker's reports itself
+            x = tasks.submit(operator.add, x, 1).result()
+        assert any(seen)
+
+        def kill_the_first_attempt():
+            wait_until(lambda: os.path.exists(path), 60, "the first attempt to start")
+            with open(path) as f:
+                os.kill(int(f.read()), signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_the_first_attempt)
+        killer.start()
+        survivor = tasks.submit(hang_the_first_time, path).result(timeout=60)
+        killer.join()
+        assert len(s._state["lost"]) == 1 and survivor in s.worker_pids
+        assert tasks.submit(operator.add, x, 1).result() == 51
 
 
 def test_no_process_outlives_its_session():

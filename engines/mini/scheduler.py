@@ -259,6 +259,21 @@ def want(state, key) -> None:
         _recompute(state, key)
 
 
+def source_of(state, key):
+    """The worker whose report will bring ``key``'s value (the one running it, or a holder), or None."""
+    status = state["status"].get(key)
+    if status == "processing":
+        return state["where"][key]
+    if status == "memory":
+        return _a_holder(state, key)
+    return None
+
+
+def in_flight(state) -> int:
+    """How many tasks are waiting or running."""
+    return len(state["waiting"]) + sum(map(len, state["processing"].values()))
+
+
 def drop(state, key) -> None:
     """The driver no longer holds a Future of ``key``: release the result if nothing else needs it. Mutates."""
     if key not in state["held"]:

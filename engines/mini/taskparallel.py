@@ -12,6 +12,8 @@ Who does what::
 
     user thread     tasks.submit(fn, *args)  --> scheduler.submit: place it, or let it wait
                     future.result()          --> scheduler.want; send what the wait needs; wait
+                                                 (for the only task in flight: read its worker's report
+                                                 itself, `engines.mini.cluster.Host.read_for`)
     flusher thread  outbox -> one ("batch", [message, ...]) frame per worker, when kicked
                     and every LINGER s while submits come; what only frees memory
                     (releases) waits for it, or for the next task to the same worker
@@ -234,12 +236,17 @@ class MiniTasksSession(MiniSession):
             for f in pending:
                 scheduler.want(self._state, f.name)
             outcomes = self._take_outcomes()
+            source = scheduler.source_of(self._state, pending[0].name) if len(pending) == 1 else None
+            if source is not None and scheduler.in_flight(self._state) > 1:
+                source = None           # others' reports are coming too: leave the reading to the readers
         self._settle(outcomes)
         self._flush(urgent=True)
         if any(self._state["outbox"].values()):
             self._kick(now=False)       # housekeeping, left for the flusher
         if not self._threaded:
             return self._drive(lambda: all(f.done() for f in pending))
+        if source is not None:          # the one answer to come, from one worker: read it here, not on a reader
+            self.host.read_for(source, pending[0].done, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         for f in pending:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())

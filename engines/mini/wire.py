@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import socket
 import struct
 import threading
@@ -164,6 +165,7 @@ class Conn:
         self._lock = threading.Lock()
         self._buf = memoryview(bytearray(_READ_AHEAD))     # read ahead: [_at, _end) is not taken yet
         self._at = self._end = 0
+        self._poll = None                                  # made on the first `readable`
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -269,21 +271,35 @@ class Conn:
         lacks) goes to ``on_error(exception)`` and reading goes on -- frames
         stay aligned; without ``on_error`` it raises.
         """
-        while True:
-            kind, payload = self.read_frame()
-            if kind == MSGS:
-                try:
-                    batch = decode(payload)
-                except Exception as e:
-                    if on_error is None:
-                        raise
-                    on_error(e)
-                    continue
-                yield from batch
-            elif kind == BYE:
-                return
-            elif kind != PING:
-                raise WireError(f"unexpected {KINDS[kind]} frame from {self.peer}")
+        while (batch := self.next_batch(on_error)) is not None:
+            yield from batch
+
+    def next_batch(self, on_error=None) -> list | None:
+        """The messages of the next frame (none for a heartbeat), or None when the peer says BYE;
+        errors as in `messages`."""
+        kind, payload = self.read_frame()
+        if kind == MSGS:
+            try:
+                return decode(payload)
+            except Exception as e:
+                if on_error is None:
+                    raise
+                on_error(e)
+                return []
+        if kind == BYE:
+            return None
+        if kind != PING:
+            raise WireError(f"unexpected {KINDS[kind]} frame from {self.peer}")
+        return []
+
+    def readable(self, timeout: float = 0.0) -> bool:
+        """Are bytes waiting to be read -- read ahead already, or arriving within ``timeout`` s?"""
+        if self._end > self._at:
+            return True
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self.sock, select.POLLIN)
+        return bool(self._poll.poll(timeout * 1000))
 
     def close(self, *, bye: bool = False) -> None:
         """Close the socket; with ``bye``, first tell the peer this is on purpose. Safe twice."""
