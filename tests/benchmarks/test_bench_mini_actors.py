@@ -6,8 +6,9 @@ Three measures, each on every engine in the same run:
   p50 and p99 of the per-call latency;
 - **async calls/s**: a burst of calls, then ``gather`` -- how many the
   engine completes per second when the caller does not wait in between;
-- **loopback TCP**: a byte echoed by another process, as many times -- the
-  floor under any call round trip, measured in the same run;
+- **loopback TCP** and **loopback Unix socket**: a byte echoed by another
+  process, as many times -- the floors under any call round trip, measured
+  in the same run (a local mini cluster talks over Unix sockets);
 - **ping-pong**: an actor calls another one and waits for each reply; p50
   of that actor-to-actor round trip, timed inside the actor. The two are
   in different processes: mini-actors places them round robin, Ray gives
@@ -43,6 +44,7 @@ PINGS = {"tiny": 100, "small": 1_000, "medium": 3_000, "large": 10_000}        #
 ROUNDS = {"tiny": 1, "small": 3, "medium": 3, "large": 1}
 ENGINES = ["mini-actors", "mini-actors/queue", "ray", "ray (raw)", "dask", "dask (raw)"]
 TCP = "loopback TCP"    # the floor: a byte echoed by another process (round trip only)
+UNIX = "loopback Unix socket"    # the same over a Unix socket: what a local mini cluster talks over
 RESULTS: dict[tuple[str, str], list[float]] = {}     # (measure, engine) -> samples
 
 
@@ -184,16 +186,16 @@ def summary(request, bench_size):
 
 
 def _write_summary(write, bench_size: str) -> None:
-    rows = {name: _figures(name) for name in [*ENGINES, TCP]}
+    rows = {name: _figures(name) for name in [*ENGINES, TCP, UNIX]}
     write(f"\nmini-actors benchmarks ({bench_size}, pid {os.getpid()}): medians over rounds")
-    write(f"{'engine':<20}{'RTT p50 us':>12}{'RTT p99 us':>12}{'calls/s':>10}{'ping p50 us':>13}")
+    write(f"{'engine':<22}{'RTT p50 us':>12}{'RTT p99 us':>12}{'calls/s':>10}{'ping p50 us':>13}")
     for name, (p50, p99, rate, ping) in rows.items():
-        write(f"{name:<20}{_fmt(p50):>12}{_fmt(p99):>12}{_fmt(rate):>10}{_fmt(ping):>13}")
+        write(f"{name:<22}{_fmt(p50):>12}{_fmt(p99):>12}{_fmt(rate):>10}{_fmt(ping):>13}")
     mine = rows["mini-actors"]
-    for peer in ("ray", "ray (raw)", "dask", "dask (raw)", TCP):
+    for peer in ("ray", "ray (raw)", "dask", "dask (raw)", TCP, UNIX):
         theirs = rows[peer]
         ratios = [a / b if a and b else None for a, b in zip(mine, theirs)]
-        write(f"mini-actors / {peer:<11}  RTT p50 x{_fmt(ratios[0], 2)}  p99 x{_fmt(ratios[1], 2)}  "
+        write(f"mini-actors / {peer:<20}  RTT p50 x{_fmt(ratios[0], 2)}  p99 x{_fmt(ratios[1], 2)}  "
               f"calls/s x{_fmt(ratios[2], 2)}  ping p50 x{_fmt(ratios[3], 2)}")
 
 
@@ -229,12 +231,13 @@ def test_sequential_call_round_trip(benchmark, engines, bench_size, name):
     benchmark.pedantic(run, rounds=ROUNDS[bench_size], iterations=1)
 
 
-def test_loopback_tcp_round_trip(benchmark, bench_size):
+@pytest.mark.parametrize("floor", [TCP, UNIX])
+def test_loopback_round_trip(benchmark, bench_size, floor):
     """The same number of round trips, one byte each, to an echo process: what a call cannot beat."""
-    samples = RESULTS.setdefault(("rtt", TCP), [])
+    samples = RESULTS.setdefault(("rtt", floor), [])
 
     def run():
-        times = round_trips(CALLS[bench_size])
+        times = round_trips(CALLS[bench_size], unix=floor == UNIX)
         assert len(times) == CALLS[bench_size]
         samples.extend(times)
 

@@ -10,7 +10,8 @@ the same session API (the ``dask`` and ``ray`` adapters of the registry):
   one before it); this is the latency a dependency costs inside a graph;
 - ``sync-chain``: the driver waits for each hop before submitting the next
   -> seconds per hop: the driver -> worker -> driver round trip; beside it
-  ``loopback TCP``, a byte echoed by another process as often: the floor;
+  ``loopback TCP`` and ``loopback Unix socket``, a byte echoed by another
+  process as often: the floors (a local mini cluster talks over the second);
 - ``tree``: the ``tree-reduce`` workload (vectors summed up a tree; the
   leaves made on the workers) -> seconds.
 
@@ -123,13 +124,15 @@ def test_sync_chain(benchmark, sessions, bench_size, engine):
     assert got == hops
 
 
-def test_sync_chain_floor_loopback_tcp(benchmark, bench_size):
-    """As many one-byte round trips to an echo process as ``sync-chain`` has hops: its floor."""
+@pytest.mark.parametrize("floor", ["loopback TCP", "loopback Unix socket"])
+def test_sync_chain_floor(benchmark, bench_size, floor):
+    """As many one-byte round trips to an echo process as ``sync-chain`` has hops: its floor (the Unix
+    socket's is the one a local mini cluster stands on)."""
     hops = COUNTS[bench_size][2]
 
     def timed():                        # the round trips only, not the echo process's start
-        times = round_trips(hops)
-        TIMES.setdefault(("sync-chain", "loopback TCP"), []).append(sum(times))
+        times = round_trips(hops, unix=floor.endswith("socket"))
+        TIMES.setdefault(("sync-chain", floor), []).append(sum(times))
         return times
     got = benchmark.pedantic(timed, rounds=ROUNDS[bench_size], iterations=1)
     assert len(got) == hops
