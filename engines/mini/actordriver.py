@@ -12,7 +12,8 @@ requests into those verbs and the cluster's events into `receive`:
 - `Driver` (worker processes): events are taken on the cluster's reader
   threads (`engines.mini.cluster.Host.on_read`; or, with
   ``direct_receive=False``, by one thread reading ``host.recv()``); a
-  waiting caller wakes when its Future is set.
+  waiting caller wakes when its Future is set -- or, waiting for the only
+  call in flight, reads the reply itself (`Driver.wait`).
 - `InProcessDriver` (`engines.mini.cluster.InProcessHost`): nothing runs
   on its own; waiting for a Future runs the cluster until it is settled.
 

@@ -35,8 +35,9 @@ Where the secret comes from:
   start and says why.
 
 State of a `Listener`: ``sock`` (bound at construction, so "address in use"
-is reported at once), ``address`` (``(host, port)``, or a Unix socket's path), ``on_conn`` (called with
-each authenticated `Conn`), ``dropped: int`` (connections refused so far).
+is reported at once), ``address`` (``(host, port)``, or a Unix socket's
+path), ``on_conn`` (called with each authenticated `Conn`), ``dropped:
+int`` (connections refused so far).
 
 Worked example -- a peer that knows the secret and one that does not::
 
