@@ -167,11 +167,8 @@ class WorkerProcess:
         self.meshed = threading.Condition()
         self.stopping = False
         secret = spec["secret"]
-        folder = spec["socket_dir"]     # a local cluster's private folder of Unix sockets, or None: TCP
-        self.listener = auth.Listener(os.path.join(folder, f"worker-{self.me}-{os.getpid()}") if folder
-                                      else spec["listen"], None if folder else 0, secret, self._on_peer,
-                                      name=f"worker {self.me}")
-        self.host = auth.connect(auth.as_address(spec["host"]), secret, peer=DRIVER)
+        self.listener = auth.Listener(spec["listen"], 0, secret, self._on_peer, name=f"worker {self.me}")
+        self.host = auth.connect(auth.as_address(spec["host"]), secret, peer=DRIVER)   # a Unix socket, locally
         self.host.send(("hello", self.me, os.getpid(), self.listener.address))
         self._thread(self._read, DRIVER, self.host)
         self._thread(self._heartbeat)
@@ -379,9 +376,9 @@ class Echo:
 class Host:
     """Start ``workers`` worker processes running ``runtime`` and mesh them.
 
-    Locally (``addresses`` None) the host and its workers listen on Unix
-    sockets in a private folder (on loopback TCP where there are none), with
-    a fresh random secret. As process ``process_id`` of a multi-process
+    Locally (``addresses`` None) the host listens on a Unix socket in a
+    private folder (on loopback TCP where there are none) and the workers
+    on loopback TCP, with a fresh random secret. As process ``process_id`` of a multi-process
     cluster, it listens on ``addresses[process_id]`` and the cluster's
     workers are ``process_id * workers ...``; ``secret`` must then be shared
     by all.
@@ -425,8 +422,7 @@ class Host:
         else:
             self.listener = auth.Listener(host, port, secret, self._on_conn, name=name)
         try:
-            spec = {"n": self.n, "host": self.listener.address, "listen": host, "socket_dir": self.socket_dir,
-                    "secret": secret,
+            spec = {"n": self.n, "host": self.listener.address, "listen": host, "secret": secret,
                     "runtime": runtime, "options": dict(options or {}), "heartbeat": heartbeat,
                     "timeout": 2 * timeout + heartbeat,   # a worker waits longer for its driver than the reverse
                     "parent": os.getpid(), "sys_path": list(sys.path)}
@@ -827,15 +823,18 @@ class _Turn:
 
 
 def _socket_dir() -> str | None:
-    """A private folder (mode 0700) for a local cluster's Unix sockets; None where there are none (TCP then).
+    """A private folder (mode 0700) for a local driver's Unix socket; None where there are none (TCP then).
 
-    Between processes of one machine a Unix socket skips the TCP stack: here a
-    round trip through one takes about 40 us, through loopback TCP about 70.
+    The driver's messages are small and wait for answers: a Unix socket skips
+    the TCP stack, and a round trip through one takes about 40 us here, through
+    loopback TCP about 70. The workers' mesh stays on TCP: its big batches of
+    records moved 5-7 % slower over Unix sockets (the mini-data exchange
+    benchmark, four runs alternated).
     """
     if not hasattr(socket, "AF_UNIX"):
         return None
     folder = tempfile.mkdtemp(prefix="archbench-")
-    if len(os.path.join(folder, "worker-9999-4194304")) > 100:    # a socket's path has a length limit
+    if len(os.path.join(folder, "driver")) > 100:    # a socket's path has a length limit
         os.rmdir(folder)
         return None
     return folder

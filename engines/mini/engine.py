@@ -11,7 +11,7 @@ manifest, as the session has it.
     >>> from engines.mini.dataparallel import MiniDataEngine
     >>> settings = MiniDataEngine().settings(2, processes=False)
     >>> settings["workers"], settings["transport"], settings["processes"]
-    (2, 'Unix sockets (TCP between machines), HMAC-SHA256 authenticated', False)
+    (2, 'driver: a Unix socket (TCP between machines); workers: TCP; HMAC-SHA256 authenticated', False)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from engines.mini.cluster import Host, InProcessHost
 from engines.mini.trace import Recording
 
 COMMON_SETTINGS = {"processes": True, "start_method": "spawn (fresh interpreters)",
-                   "transport": "Unix sockets (TCP between machines), HMAC-SHA256 authenticated",
+                   "transport": "driver: a Unix socket (TCP between machines); workers: TCP; HMAC-SHA256 authenticated",
                    "heartbeat_s": 1.0, "heartbeat_timeout_s": 30.0}
 
 

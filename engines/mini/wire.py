@@ -1,8 +1,8 @@
 """The wire: how messages travel between the processes of a mini cluster.
 
 Everything the minimal engine sends -- a flow to run, a bucket of records
-for another worker, a heartbeat -- crosses a connection as **frames**: a
-Unix socket between the processes of one machine, TCP between machines.
+for another worker, a heartbeat -- crosses a connection as **frames**: TCP,
+or a Unix socket between a local driver and its workers.
 A frame is a fixed 8-byte header and a payload::
 
     header = magic b"mb" | version (1 byte) | kind (1 byte) | payload length (4 bytes, big-endian)
