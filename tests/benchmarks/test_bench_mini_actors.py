@@ -38,6 +38,8 @@ from conftest import require_engine
 from engines import get_engine
 from loopback import round_trips
 
+pytestmark = pytest.mark.timeout(1800)   # Dask's 30,000 async calls at medium take 100 s a round on a loaded 2-core machine
+
 CALLS = {"tiny": 200, "small": 2_000, "medium": 5_000, "large": 20_000}        # sequential, per round
 BURST = {"tiny": 1_000, "small": 10_000, "medium": 30_000, "large": 100_000}    # async, per round
 PINGS = {"tiny": 100, "small": 1_000, "medium": 3_000, "large": 10_000}        # actor to actor, per round
