@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -115,6 +116,19 @@ def wait_until(condition, timeout: float = 20.0, what: str = "the condition") ->
         if time.monotonic() > deadline:
             pytest.fail(f"{what} did not happen within {timeout} s")
         time.sleep(0.005)
+
+
+def delivered_on_the_main_thread(host) -> list[bool]:
+    """From now on, for each message a mini cluster's ``host`` delivers to the driver: was it on the main
+    thread (a caller reading for itself, `engines.mini.cluster.Host.read_for`), not a reader thread?"""
+    seen, hook = [], host.reader
+
+    def spy(source, message):
+        seen.append(threading.current_thread() is threading.main_thread())
+        return hook(source, message)
+
+    host.reader = spy
+    return seen
 
 
 def meet(folder: str, me: str, others: tuple[str, ...], timeout: float = 60.0) -> str:

@@ -20,7 +20,7 @@ import time
 import psutil
 import pytest
 
-from conftest import wait_until
+from conftest import delivered_on_the_main_thread, wait_until
 from engines.api import ActorError, Dataflow, DataflowError
 from engines.mini.actors import MiniActorsEngine
 from engines.mini.trace import traffic
@@ -235,9 +235,7 @@ class Hanger:
 def test_a_call_whose_worker_is_killed_while_the_caller_reads_its_connection_fails_naming_it(tmp_path):
     path = str(tmp_path / "started")
     with MiniActorsEngine().start(workers=2) as session, session.actors() as actors:
-        seen, hook = [], session.host.reader
-        session.host.reader = lambda source, message: (
-            seen.append(threading.current_thread() is threading.main_thread()) or hook(source, message))
+        seen = delivered_on_the_main_thread(session.host)
         hanger = actors.spawn(Hanger, worker=1, max_restarts=0)
         pids = [hanger.call("pid").result() for _ in range(100)]
         assert set(pids) == {session.worker_pids[1]}

@@ -23,7 +23,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import meet, process_running, wait_until
+from conftest import delivered_on_the_main_thread, meet, process_running, wait_until
 from engines import get_engine
 from engines.api import TaskError
 from engines.mini.taskparallel import run_graph
@@ -265,21 +265,9 @@ def hang_the_first_time(path: str) -> int:
     return -1
 
 
-def delivered_on_the_callers_thread(session) -> list[bool]:
-    """From now on, for each message delivered to the driver: was it on the thread that waits (main)?"""
-    seen, hook = [], session.host.reader
-
-    def spy(source, message):
-        seen.append(threading.current_thread() is threading.main_thread())
-        return hook(source, message)
-
-    session.host.reader = spy
-    return seen
-
-
 def test_a_caller_waiting_for_the_only_task_in_flight_reads_its_report_itself():
     with get_engine("mini-tasks").start(workers=2) as s, s.tasks() as tasks:
-        seen = delivered_on_the_callers_thread(s)
+        seen = delivered_on_the_main_thread(s.host)
         x = 0
         for _ in range(200):
             x = tasks.submit(operator.add, x, 1).result()
@@ -290,7 +278,7 @@ def test_a_caller_waiting_for_the_only_task_in_flight_reads_its_report_itself():
 def test_a_worker_killed_while_the_caller_reads_its_connection_is_survived(tmp_path):
     path = str(tmp_path / "first-attempt")
     with get_engine("mini-tasks").start(workers=2) as s, s.tasks() as tasks:
-        seen = delivered_on_the_callers_thread(s)
+        seen = delivered_on_the_main_thread(s.host)
         x = 0
         for _ in range(50):                     # the caller now reads its worker's reports itself
             x = tasks.submit(operator.add, x, 1).result()

@@ -526,12 +526,13 @@ class Host:
     # -- running
     def _read(self, source, conn) -> None:
         turn = conn.turn = _Turn() if isinstance(source, int) else None     # a worker's: see `read_for`
+        undecodable = self._undecodable(source, conn)
         clean, why = False, "connection lost"
         try:
             while True:
                 if turn is not None and turn.asked() and not turn.step_aside(conn, lambda: self.closing):
                     return                                   # closing while a caller had the connection
-                if (turn is not None and turn.ended) or not self._take(source, conn):
+                if (turn is not None and turn.ended) or not self._take(source, conn, undecodable):
                     break                                    # BYE (read by a caller, or here)
             clean = True
         except (OSError, WireError) as e:
@@ -539,11 +540,15 @@ class Host:
         if not self.closing:
             self._lose(source, "closed its connection" if clean else why, wait=1.0, conn=conn)
 
-    def _take(self, source, conn) -> bool:
-        """Read one frame of ``conn`` and deliver its messages; False when the peer said BYE."""
-        def undecodable(error):
+    def _undecodable(self, source, conn):
+        """What to do with a batch from ``conn`` that cannot be unpickled: report it, as a runtime error."""
+        def report(error):
             self._arrive(source, ("runtime-error", source, f"the driver cannot unpickle a message from "
                                                            f"{conn.peer}: {type(error).__name__}: {error}"))
+        return report
+
+    def _take(self, source, conn, undecodable) -> bool:
+        """Read one frame of ``conn`` and deliver its messages; False when the peer said BYE."""
         batch = conn.next_batch(on_error=undecodable)
         if batch is None:
             return False
@@ -578,13 +583,14 @@ class Host:
         if turn is None or wid in self.lost or not turn.borrow():
             return False
         deadline = None if timeout is None else time.monotonic() + timeout
+        undecodable = self._undecodable(wid, conn)
         ok = False
         try:
             while not done():
                 left = READ_POLL if deadline is None else min(READ_POLL, deadline - time.monotonic())
                 if left <= 0:
                     break
-                if conn.readable(left) and not self._take(wid, conn):
+                if conn.readable(left) and not self._take(wid, conn, undecodable):
                     turn.ended = True                        # BYE: the reader thread ends cleanly
                     break
             ok = not turn.ended
