@@ -42,7 +42,8 @@ State of a `Conn` (one per connection, either end):
 ``pending: list`` of queued messages and ``pending_code: bool`` (does one
 carry code); ``_buf``, the bytes read ahead, of which ``[_at, _end)`` are
 not taken yet; ``last_seen: float`` (``time.monotonic()`` of the last frame
-read, for heartbeats); ``sent: int`` and ``received: int`` bytes.
+read, for heartbeats); ``poll_next: float`` (s to poll before sleeping for
+the next frame, once: see `readable`); ``sent: int`` and ``received: int`` bytes.
 
 Worked example -- a batch of two messages over a socket pair::
 
@@ -82,6 +83,9 @@ HANDSHAKE_CAP = 256                 # bytes a not-yet-trusted peer may send in o
 MAX_FRAME = min(int(os.environ.get("ARCHBENCH_MAX_FRAME", 1 << 30)), (1 << 32) - 1)   # 1 GiB by default
 _SMALL = 1 << 16                    # below this, a frame is joined into one write
 _READ_AHEAD = 1 << 16               # bytes a reader takes from the socket at once (small frames: one call)
+
+
+_yield = getattr(os, "sched_yield", lambda: None)
 
 
 class WireError(ConnectionError):
@@ -166,6 +170,7 @@ class Conn:
         self._buf = memoryview(bytearray(_READ_AHEAD))     # read ahead: [_at, _end) is not taken yet
         self._at = self._end = 0
         self._poll = None                                  # made on the first `readable`
+        self.poll_next = 0.0                               # s to poll before sleeping for the next frame, once
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -245,6 +250,9 @@ class Conn:
                 left = self._end - self._at
                 self._buf[:left] = self._buf[self._at:self._end]
                 self._at, self._end = 0, left
+            if self.poll_next and self._end == self._at:     # asked to expect the next frame soon
+                spin, self.poll_next = self.poll_next, 0.0
+                self.readable(0.0, spin)
             while self._end - self._at < n:
                 got = self.sock.recv_into(self._buf[self._end:])
                 if got == 0:
@@ -292,13 +300,27 @@ class Conn:
             raise WireError(f"unexpected {KINDS[kind]} frame from {self.peer}")
         return []
 
-    def readable(self, timeout: float = 0.0) -> bool:
-        """Are bytes waiting to be read -- read ahead already, or arriving within ``timeout`` s?"""
+    def readable(self, timeout: float = 0.0, spin: float = 0.0) -> bool:
+        """Are bytes waiting to be read -- read ahead already, or arriving within ``timeout`` s?
+
+        With ``spin``, poll without sleeping for up to ``spin`` s first. A
+        process asleep in ``poll`` takes tens of microseconds to wake when
+        the bytes come (more on a VM whose CPU has gone idle): most of a small
+        round trip. A reader that expects an answer within microseconds, and
+        has a core to spare, asks again and again instead, letting any thread
+        with work run first between two asks; it sleeps once ``spin`` s have
+        passed, so a slow answer costs no more CPU than that.
+        """
         if self._end > self._at:
             return True
         if self._poll is None:
             self._poll = select.poll()
             self._poll.register(self.sock, select.POLLIN)
+        until = time.perf_counter() + spin
+        while spin and time.perf_counter() < until:
+            if self._poll.poll(0):
+                return True
+            _yield()                                         # a thread with work to do goes first
         return bool(self._poll.poll(timeout * 1000))
 
     def close(self, *, bye: bool = False) -> None:
