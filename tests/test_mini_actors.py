@@ -220,6 +220,15 @@ def test_an_actor_whose_host_is_killed_is_restarted_fresh_elsewhere():
         assert writer.call("ask", counter, "add", 5).result(timeout=20) == 106   # refs held by actors follow
 
 
+@pytest.mark.parametrize("spin_us", [0, 5_000])
+def test_calls_are_answered_in_order_whether_the_caller_and_workers_poll_or_sleep(spin_us):
+    with MiniActorsEngine().start(workers=2, spin_us=spin_us) as session, session.actors() as actors:
+        assert session.host.spin == spin_us / 1e6
+        counters = [actors.spawn(Counter, worker=w) for w in (0, 1)]
+        assert [counters[i % 2].call("add").result() for i in range(100)] == [i // 2 + 1 for i in range(100)]
+        assert actors.gather([counters[0].call("add") for _ in range(50)]) == list(range(51, 101))
+
+
 class Hanger:
     def pid(self):
         return os.getpid()

@@ -275,6 +275,25 @@ def test_a_caller_waiting_for_the_only_task_in_flight_reads_its_report_itself():
         assert any(seen), "no report was read by the waiting caller: every one was handed over by a reader thread"
 
 
+@pytest.mark.parametrize("spin_us", [0, 5_000])
+def test_a_sync_chain_is_right_whether_the_caller_and_workers_poll_or_sleep(spin_us):
+    with get_engine("mini-tasks").start(workers=2, spin_us=spin_us) as s, s.tasks() as tasks:
+        assert s.settings["spin_us"] == spin_us and s.host.spin == spin_us / 1e6
+        seen = delivered_on_the_main_thread(s.host)
+        x = 0
+        for _ in range(100):
+            x = tasks.submit(operator.add, x, 1).result()
+        assert x == 100 and any(seen)
+        assert tasks.gather([tasks.submit(operator.add, i, 1) for i in range(200)]) == list(range(1, 201))
+
+
+def test_a_spin_setting_out_of_range_is_refused_with_the_range_before_any_worker_starts():
+    for bad in (-1, "fast", 1e9, True):
+        with pytest.raises(ValueError, match=r"spin_us is how many microseconds .* from 0 \(sleep at once\) "
+                                             r"to 100000; got"):
+            get_engine("mini-tasks").start(workers=2, spin_us=bad)
+
+
 def test_a_worker_killed_while_the_caller_reads_its_connection_is_survived(tmp_path):
     path = str(tmp_path / "first-attempt")
     with get_engine("mini-tasks").start(workers=2) as s, s.tasks() as tasks:

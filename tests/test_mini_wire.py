@@ -81,6 +81,55 @@ def test_frames_of_every_size_arrive_whole_and_in_order_however_the_stream_is_cu
             assert tail == want_tail and (array == want).all() and (array == i).all()
 
 
+def test_bytes_that_come_while_a_reader_polls_are_seen_with_no_time_left_to_sleep():
+    import threading
+    left, right = pair()
+    assert not right.readable(0.0, spin=0.001)         # nothing comes: the poll ends, and says so
+    writing = threading.Event()
+    writer = threading.Thread(target=lambda: (writing.wait(), left.send(("late",))))
+    writer.start()
+    writing.set()                                      # the bytes leave while the reader is polling
+    assert right.readable(0.0, spin=30.0)              # a timeout of 0: only the poll can have seen them
+    writer.join()
+    assert right.next_batch() == [("late",)]
+
+
+def test_a_reader_told_to_poll_for_its_next_frame_does_so_once_and_reads_it_whole():
+    import threading
+    left, right = pair()
+    right.poll_next = 30.0
+    writer = threading.Thread(target=lambda: [left.send(("part", i, "x" * 100_000 * i)) for i in range(3)])
+    writer.start()
+    assert right.next_batch() == [("part", 0, "")]
+    assert right.poll_next == 0.0                      # once: the next reads sleep until their bytes come
+    assert [right.next_batch() for _ in range(2)] == [[("part", i, "x" * 100_000 * i)] for i in (1, 2)]
+    writer.join()
+
+
+class Seer:
+    """A cluster runtime that tells the driver the kind of every message it is handed."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def handle(self, source, message):
+        self.ctx.send("driver", ("saw", message[0]))
+
+
+def test_the_drivers_hint_to_poll_is_taken_by_the_worker_and_never_reaches_its_runtime():
+    from engines.mini.cluster import Host
+    with Host(1, "test_mini_wire:Seer") as host:
+        host.poll_hint(0)
+        assert host.conns[0].pending == [("poll",)]    # it waits for the next frame, and goes with it
+        for i in range(3):
+            host.send(0, ("echo", i))
+            assert host.recv(timeout=30) == (0, ("saw", "echo"))
+            host.poll_hint(0)
+    with Host(1, "test_mini_wire:Seer", spin=0.0) as host:
+        host.poll_hint(0)                              # polling turned off: no hint
+        assert host.conns[0].pending == []
+
+
 def test_a_frame_above_the_cap_is_refused_before_its_payload_is_read():
     left, right = pair()
     left.sock.sendall(HEADER.pack(MAGIC, VERSION, MSGS, MAX_FRAME + 1))  # a header, and no 1 GiB behind it

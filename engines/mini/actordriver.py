@@ -125,13 +125,16 @@ class Driver(Endpoint):
         """Send what the call may be queued with. If it is the only call in flight (and the cluster's
         reader threads deliver, ``direct``), read its worker's messages here until the reply is in
         (`engines.mini.cluster.Host.read_for`): a thread switch less per call."""
-        self.flush()
+        worker = None
         if self.direct:
             with self.lock:
                 calls = self.state["calls"]
                 worker = next(iter(calls.values()))[4] if len(calls) == 1 else None   # (waiter, ..., worker)
             if type(worker) is int:
-                self.host.read_for(worker, future.done, timeout)
+                self.host.poll_hint(worker)      # the next call follows at once, as likely as not: poll for it
+        self.flush()
+        if type(worker) is int:
+            self.host.read_for(worker, future.done, timeout)
 
     # -- what the cluster says
     def transmit(self, dest, message) -> int:

@@ -88,6 +88,21 @@ and the answer is delivered on the thread that waits for it, one thread
 switch sooner. Everything else read meanwhile is delivered as the reader
 thread would deliver it.
 
+Polling. Most of a small round trip is spent waking processes: one asleep
+in ``poll`` takes tens of microseconds to run again once its bytes come.
+So a caller reading for itself first polls for its answer, without
+sleeping, for ``spin`` s (`SPIN`, 250 us; the engines' ``spin_us``
+setting, 0 to turn it off), and ``host.poll_hint(k)`` tells worker ``k``,
+in the next frame sent to it, to poll as long for the driver's next
+message once it has read that frame. A caller gives the hint when its
+answer is the only one in flight -- a core is free then, and the next
+request likely follows at once; with more in flight, nobody polls, so a
+busy cluster's cores are not spent waiting. Nor after an answer that took
+longer than ``spin`` s (the worker had other work, an actor its backlog):
+polling resumes once an answer comes that fast again. A polling thread
+yields its core to any other thread with work (``sched_yield``), and
+sleeps once ``spin`` s have passed.
+
 `InProcessHost` runs the same runtimes as plain objects in one process,
 with one FIFO of messages (each still pickled and unpickled, as on the
 wire): a deterministic form of every mode, for debugging and teaching.
@@ -134,6 +149,7 @@ log = logging.getLogger("archbench.mini")
 
 DRIVER = "driver"
 START_TIMEOUT = 60.0
+SPIN = 250e-6         # s a reader expecting an answer at once polls before it sleeps (see "Polling")
 
 
 class ClusterError(ArchbenchError):
@@ -232,6 +248,9 @@ class WorkerProcess:
     def _arrive(self, source, message) -> None:
         """A message read (on a reader thread): to the runtime's hook if it takes it, to an idle inline
         runtime if it is the driver's, else to the inbox."""
+        if source == DRIVER and message[0] == "poll":       # see "Polling"
+            self.host.poll_next = self.spec["spin"]
+            return
         reader = self.reader
         if reader is not None and reader(source, message):
             return
@@ -387,7 +406,7 @@ class Host:
     def __init__(self, workers: int, runtime: str, *, options: dict | None = None,
                  process_id: int = 0, addresses: list[tuple[str, int]] | None = None,
                  secret: bytes | None = None, heartbeat: float = 1.0, timeout: float = 30.0,
-                 start_timeout: float = START_TIMEOUT):
+                 start_timeout: float = START_TIMEOUT, spin: float = SPIN):
         if workers < 1:
             raise ClusterError(f"a cluster needs at least one worker per process, got {workers}")
         local = not addresses
@@ -407,7 +426,7 @@ class Host:
         self.joined: set = set()              # (worker, replacement) pairs that have met again
         self.arrived: dict = {}               # barrier tag -> processes that reached it
         self.closing = False
-        self.heartbeat, self.timeout = heartbeat, timeout
+        self.heartbeat, self.timeout, self.spin = heartbeat, timeout, spin
         self._joined = threading.Condition()
         if secret is None:
             if self.processes > 1:
@@ -423,7 +442,7 @@ class Host:
             self.listener = auth.Listener(host, port, secret, self._on_conn, name=name)
         try:
             spec = {"n": self.n, "host": self.listener.address, "listen": host, "secret": secret,
-                    "runtime": runtime, "options": dict(options or {}), "heartbeat": heartbeat,
+                    "runtime": runtime, "options": dict(options or {}), "heartbeat": heartbeat, "spin": spin,
                     "timeout": 2 * timeout + heartbeat,   # a worker waits longer for its driver than the reverse
                     "parent": os.getpid(), "sys_path": list(sys.path)}
             self._spec = spec
@@ -584,21 +603,32 @@ class Host:
             return False
         deadline = None if timeout is None else time.monotonic() + timeout
         undecodable = self._undecodable(wid, conn)
-        ok = False
+        ok, spin, start = False, self.spin if turn.quick else 0.0, time.perf_counter()
         try:
             while not done():
                 left = READ_POLL if deadline is None else min(READ_POLL, deadline - time.monotonic())
                 if left <= 0:
                     break
-                if conn.readable(left) and not self._take(wid, conn, undecodable):
+                ready, spin = conn.readable(left, spin), 0.0       # poll before the first sleep only
+                if ready and not self._take(wid, conn, undecodable):
                     turn.ended = True                        # BYE: the reader thread ends cleanly
                     break
             ok = not turn.ended
+            turn.quick = time.perf_counter() - start < self.spin    # poll next time only if that paid
         except (OSError, WireError):
             pass                                             # the reader thread reads the same end, and reports it
         finally:                                             # (also on Ctrl-C: never leave the connection unread)
             turn.end_borrow() if ok else turn.give_back()
         return ok
+
+    def poll_hint(self, wid: int) -> None:
+        """Tell worker ``wid``, in the next frame sent to it, that a caller waits for its answer and
+        will send again at once: after that frame, it polls `spin` s for the next (see "Polling").
+        Not while its last answer read here took longer than that: it was busy, and will be."""
+        conn = self.conns.get(wid)
+        turn = getattr(conn, "turn", None)
+        if turn is not None and turn.quick and self.spin and wid not in self.lost:
+            conn.queue(("poll",))
 
     def _lose(self, source, why: str, wait: float = 0.0, conn=None) -> None:
         """Post ``("lost", source, sentence)`` once per member; for a local worker, say how it ended
@@ -783,6 +813,7 @@ class _Turn:
     def __init__(self):
         self.cond = threading.Condition()
         self.parked = self.borrowed = self.ended = False     # ended: a borrower read the peer's BYE
+        self.quick = True                                    # the last answer a borrower read came within SPIN
         self.asked_at = self.freed_at = self.interrupted_at = -1.0
 
     def asked(self) -> bool:

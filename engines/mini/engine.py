@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from engines import Engine
 from engines.api import Session
-from engines.mini.cluster import Host, InProcessHost
+from engines.mini.cluster import SPIN, Host, InProcessHost
 from engines.mini.trace import Recording
 
 COMMON_SETTINGS = {"processes": True, "start_method": "spawn (fresh interpreters)",
                    "transport": "driver: a Unix socket (TCP between machines); workers: TCP; HMAC-SHA256 authenticated",
-                   "heartbeat_s": 1.0, "heartbeat_timeout_s": 30.0}
+                   "heartbeat_s": 1.0, "heartbeat_timeout_s": 30.0,
+                   "spin_us": round(SPIN * 1e6)}   # a reader expecting an answer at once polls this long before it sleeps
 
 
 class MiniEngine(Engine):
@@ -47,9 +48,17 @@ class MiniEngine(Engine):
         """
         if settings["processes"]:
             return Host(settings["workers"], self.runtime, options=options, heartbeat=settings["heartbeat_s"],
-                        timeout=settings["heartbeat_timeout_s"])
+                        timeout=settings["heartbeat_timeout_s"], spin=_spin(settings["spin_us"]))
         return InProcessHost(settings["workers"], self.local_runtime,
                              options=options if local_options is None else local_options)
+
+
+def _spin(us) -> float:
+    """The ``spin_us`` setting, in seconds: 0 (always sleep at once) to 100,000 us."""
+    if isinstance(us, bool) or not isinstance(us, (int, float)) or not 0 <= us <= 100_000:
+        raise ValueError(f"spin_us is how many microseconds a reader expecting an answer polls before it "
+                         f"sleeps: a number from 0 (sleep at once) to 100000; got {us!r}")
+    return us / 1e6
 
 
 class MiniSession(Recording, Session):

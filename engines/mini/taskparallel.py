@@ -240,6 +240,8 @@ class MiniTasksSession(MiniSession):
             if source is not None and scheduler.in_flight(self._state) > 1:
                 source = None           # others' reports are coming too: leave the reading to the readers
         self._settle(outcomes)
+        if source is not None and self._threaded:
+            self.host.poll_hint(source)  # the next task follows at once, as likely as not: poll for it
         self._flush(urgent=True)
         if any(self._state["outbox"].values()):
             self._kick(now=False)       # housekeeping, left for the flusher
