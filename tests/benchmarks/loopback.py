@@ -5,7 +5,10 @@ both ends, as every engine here sets it) and times ``n`` one-byte round
 trips from this one. The benchmarks set a driver -> worker -> driver
 round trip against it, measured in the same run. ``unix=True`` echoes over
 a Unix socket instead: the floor of a local mini cluster, whose processes
-talk over those.
+talk over those. ``poll=True`` has both ends poll for the byte instead of
+sleeping until it comes (a mini cluster polls for a while before it sleeps,
+see `engines.mini.wire.Conn.readable`): what is left of the floor once no
+process has to be woken.
 """
 
 from __future__ import annotations
@@ -19,27 +22,45 @@ import time
 
 ECHO = r"""
 import socket, sys
-if len(sys.argv) > 1:                       # a Unix socket at this path
+path, poll = sys.argv[1], sys.argv[2] == "poll"
+if path:                                    # a Unix socket at this path
     server = socket.socket(socket.AF_UNIX)
-    server.bind(sys.argv[1])
+    server.bind(path)
     server.listen()
     print(0, flush=True)
 else:
     server = socket.create_server(("127.0.0.1", 0))
     print(server.getsockname()[1], flush=True)
 conn, _ = server.accept()
-if len(sys.argv) == 1:
+if not path:
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-while data := conn.recv(64):
+conn.setblocking(not poll)
+while True:
+    try:
+        data = conn.recv(64)
+    except BlockingIOError:                 # polling: nothing yet, ask again
+        continue
+    if not data:
+        break
     conn.sendall(data)
 """
 
 
-def round_trips(n: int, unix: bool = False) -> list[float]:
-    """Seconds of each of ``n`` one-byte round trips to an echo process over loopback TCP (or a Unix socket)."""
+def _recv(conn) -> bytes:
+    """The next bytes of ``conn``; on a non-blocking socket, asking until they come."""
+    while True:
+        try:
+            return conn.recv(64)
+        except BlockingIOError:
+            pass
+
+
+def round_trips(n: int, unix: bool = False, poll: bool = False) -> list[float]:
+    """Seconds of each of ``n`` one-byte round trips to an echo process over loopback TCP (or a Unix
+    socket), both ends sleeping until the byte comes (or ``poll``-ing for it)."""
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "echo")
-        server = subprocess.Popen([sys.executable, "-c", ECHO, *([path] if unix else [])],
+        server = subprocess.Popen([sys.executable, "-c", ECHO, path if unix else "", "poll" if poll else "sleep"],
                                   stdout=subprocess.PIPE, text=True)
         try:
             port = int(server.stdout.readline())
@@ -50,11 +71,12 @@ def round_trips(n: int, unix: bool = False) -> list[float]:
                 conn = socket.create_connection(("127.0.0.1", port))
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with conn:
+                conn.setblocking(not poll)
                 times = []
                 for _ in range(n + 50):                 # the first 50 warm the connection up
                     start = time.perf_counter()
                     conn.sendall(b"x")
-                    if conn.recv(64) != b"x":
+                    if _recv(conn) != b"x":
                         raise RuntimeError("the echo server answered something else")
                     times.append(time.perf_counter() - start)
             return times[50:]

@@ -8,7 +8,9 @@ Three measures, each on every engine in the same run:
   engine completes per second when the caller does not wait in between;
 - **loopback TCP** and **loopback Unix socket**: a byte echoed by another
   process, as many times -- the floors under any call round trip, measured
-  in the same run (a local mini cluster talks over Unix sockets);
+  in the same run (a local mini cluster talks over Unix sockets); and
+  **loopback Unix socket, polling**, where neither process sleeps while
+  it waits: what is left of the floor without the wake-ups;
 - **ping-pong**: an actor calls another one and waits for each reply; p50
   of that actor-to-actor round trip, timed inside the actor. The two are
   in different processes: mini-actors places them round robin, Ray gives
@@ -16,7 +18,9 @@ Three measures, each on every engine in the same run:
   ``dask`` adapter lets Dask place them).
 
 Engines: ``mini-actors`` (and ``mini-actors/queue``: the same with every
-message through the cluster's queues, i.e. ``direct_receive=False``), the
+message through the cluster's queues, i.e. ``direct_receive=False``, and
+``mini-actors/sleep``: the same with ``spin_us=0``, i.e. a caller and workers
+that sleep at once instead of polling for an answer first), the
 registry's ``ray`` and ``dask`` adapters (the same neutral API, so the same
 wrapper costs), and ``ray (raw)`` / ``dask (raw)``: the frameworks' own
 actor calls with no archbench layer (``ray.get(a.add.remote(1))``,
@@ -44,9 +48,12 @@ CALLS = {"tiny": 200, "small": 2_000, "medium": 5_000, "large": 20_000}        #
 BURST = {"tiny": 1_000, "small": 10_000, "medium": 30_000, "large": 100_000}    # async, per round
 PINGS = {"tiny": 100, "small": 1_000, "medium": 3_000, "large": 10_000}        # actor to actor, per round
 ROUNDS = {"tiny": 1, "small": 3, "medium": 3, "large": 1}
-ENGINES = ["mini-actors", "mini-actors/queue", "ray", "ray (raw)", "dask", "dask (raw)"]
+ENGINES = ["mini-actors", "mini-actors/queue", "mini-actors/sleep", "ray", "ray (raw)", "dask", "dask (raw)"]
+VARIANTS = {"mini-actors/queue": {"direct_receive": False}, "mini-actors/sleep": {"spin_us": 0}}   # start options
 TCP = "loopback TCP"    # the floor: a byte echoed by another process (round trip only)
 UNIX = "loopback Unix socket"    # the same over a Unix socket: what a local mini cluster talks over
+POLLING = "loopback Unix socket, polling"    # the same with neither process asleep: what is left without wake-ups
+FLOORS = {TCP: {}, UNIX: {"unix": True}, POLLING: {"unix": True, "poll": True}}
 RESULTS: dict[tuple[str, str], list[float]] = {}     # (measure, engine) -> samples
 
 
@@ -162,7 +169,7 @@ def engines():
             base, _, variant = name.partition(" ")
             engine_name = "mini-actors" if base.startswith("mini-actors") else base
             require_engine(engine_name)
-            options = {"direct_receive": False} if base == "mini-actors/queue" else {}
+            options = VARIANTS.get(base, {})
             if base not in sessions:
                 sessions[base] = get_engine(engine_name).start(workers=2, **options)
             view = {"": Neutral, "(raw)": RawRay if base == "ray" else RawDask}[variant]
@@ -188,16 +195,16 @@ def summary(request, bench_size):
 
 
 def _write_summary(write, bench_size: str) -> None:
-    rows = {name: _figures(name) for name in [*ENGINES, TCP, UNIX]}
+    rows = {name: _figures(name) for name in [*ENGINES, *FLOORS]}
     write(f"\nmini-actors benchmarks ({bench_size}, pid {os.getpid()}): medians over rounds")
-    write(f"{'engine':<22}{'RTT p50 us':>12}{'RTT p99 us':>12}{'calls/s':>10}{'ping p50 us':>13}")
+    write(f"{'engine':<31}{'RTT p50 us':>12}{'RTT p99 us':>12}{'calls/s':>10}{'ping p50 us':>13}")
     for name, (p50, p99, rate, ping) in rows.items():
-        write(f"{name:<22}{_fmt(p50):>12}{_fmt(p99):>12}{_fmt(rate):>10}{_fmt(ping):>13}")
+        write(f"{name:<31}{_fmt(p50):>12}{_fmt(p99):>12}{_fmt(rate):>10}{_fmt(ping):>13}")
     mine = rows["mini-actors"]
-    for peer in ("ray", "ray (raw)", "dask", "dask (raw)", TCP, UNIX):
+    for peer in ("mini-actors/sleep", "ray", "ray (raw)", "dask", "dask (raw)", *FLOORS):
         theirs = rows[peer]
         ratios = [a / b if a and b else None for a, b in zip(mine, theirs)]
-        write(f"mini-actors / {peer:<20}  RTT p50 x{_fmt(ratios[0], 2)}  p99 x{_fmt(ratios[1], 2)}  "
+        write(f"mini-actors / {peer:<29}  RTT p50 x{_fmt(ratios[0], 2)}  p99 x{_fmt(ratios[1], 2)}  "
               f"calls/s x{_fmt(ratios[2], 2)}  ping p50 x{_fmt(ratios[3], 2)}")
 
 
@@ -233,13 +240,13 @@ def test_sequential_call_round_trip(benchmark, engines, bench_size, name):
     benchmark.pedantic(run, rounds=ROUNDS[bench_size], iterations=1)
 
 
-@pytest.mark.parametrize("floor", [TCP, UNIX])
+@pytest.mark.parametrize("floor", FLOORS)
 def test_loopback_round_trip(benchmark, bench_size, floor):
     """The same number of round trips, one byte each, to an echo process: what a call cannot beat."""
     samples = RESULTS.setdefault(("rtt", floor), [])
 
     def run():
-        times = round_trips(CALLS[bench_size], unix=floor == UNIX)
+        times = round_trips(CALLS[bench_size], **FLOORS[floor])
         assert len(times) == CALLS[bench_size]
         samples.extend(times)
 

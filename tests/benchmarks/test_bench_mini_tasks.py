@@ -11,12 +11,15 @@ the same session API (the ``dask`` and ``ray`` adapters of the registry):
 - ``sync-chain``: the driver waits for each hop before submitting the next
   -> seconds per hop: the driver -> worker -> driver round trip; beside it
   ``loopback TCP`` and ``loopback Unix socket``, a byte echoed by another
-  process as often: the floors (a local mini cluster talks over the second);
+  process as often: the floors (a local mini cluster talks over the second),
+  and ``loopback Unix socket, polling``, where neither process sleeps;
 - ``tree``: the ``tree-reduce`` workload (vectors summed up a tree; the
   leaves made on the workers) -> seconds.
 
-A table of medians and ratios (mini-tasks against each) is printed at the
-end. No time is asserted; every answer is checked, outside the timing::
+``mini-tasks/sleep`` is mini-tasks with ``spin_us=0``: its caller and
+workers sleep at once instead of polling for an answer first
+(`engines.mini.cluster`, "Polling"). A table of medians and ratios
+(mini-tasks against each) is printed at the end. No time is asserted; every answer is checked, outside the timing::
 
     ARCHBENCH_BENCH_SIZE=medium python -m pytest tests/benchmarks/test_bench_mini_tasks.py --benchmark-enable
 """
@@ -38,7 +41,10 @@ from workloads.task_overhead import noop
 
 pytestmark = pytest.mark.timeout(1800)   # Dask's 10,000 no-op tasks take minutes on a loaded 2-core machine
 
-ENGINES = ["mini-tasks", "ray", "dask", "pool"]
+ENGINES = ["mini-tasks", "mini-tasks/sleep", "ray", "dask", "pool"]
+VARIANTS = {"mini-tasks/sleep": ("mini-tasks", {"spin_us": 0})}      # name -> (engine, start options)
+FLOORS = {"loopback TCP": {}, "loopback Unix socket": {"unix": True},
+          "loopback Unix socket, polling": {"unix": True, "poll": True}}
 COUNTS = {   # noop tasks, chain hops, driver-synchronous hops, tree-reduce workload size
     "tiny": (300, 100, 30, "tiny"),
     "small": (2_000, 300, 100, "small"),
@@ -56,10 +62,10 @@ def sessions():
     started: dict = {}
 
     def get(name: str):
-        require_engine(name)
-        engine = get_engine(name)
+        engine_name, options = VARIANTS.get(name, (name, {}))
+        require_engine(engine_name)
         if name not in started:
-            started[name] = engine.start(workers=2)
+            started[name] = get_engine(engine_name).start(workers=2, **options)
         return started[name]
 
     yield get
@@ -124,14 +130,14 @@ def test_sync_chain(benchmark, sessions, bench_size, engine):
     assert got == hops
 
 
-@pytest.mark.parametrize("floor", ["loopback TCP", "loopback Unix socket"])
+@pytest.mark.parametrize("floor", FLOORS)
 def test_sync_chain_floor(benchmark, bench_size, floor):
     """As many one-byte round trips to an echo process as ``sync-chain`` has hops: its floor (the Unix
     socket's is the one a local mini cluster stands on)."""
     hops = COUNTS[bench_size][2]
 
     def timed():                        # the round trips only, not the echo process's start
-        times = round_trips(hops, unix=floor.endswith("socket"))
+        times = round_trips(hops, **FLOORS[floor])
         TIMES.setdefault(("sync-chain", floor), []).append(sum(times))
         return times
     got = benchmark.pedantic(timed, rounds=ROUNDS[bench_size], iterations=1)
