@@ -101,7 +101,10 @@ busy cluster's cores are not spent waiting. Nor after an answer that took
 longer than ``spin`` s (the worker had other work, an actor its backlog):
 polling resumes once an answer comes that fast again. A polling thread
 yields its core to any other thread with work (``sched_yield``), and
-sleeps once ``spin`` s have passed.
+sleeps once ``spin`` s have passed. On a 2-core machine this took a
+mini-tasks hop from 213 to 111 us and a mini-actors call from 151 to 56 us
+(p50), against 85 and 66 us for a byte echoed over loopback TCP in the same
+runs (``tests/benchmarks``, medium).
 
 `InProcessHost` runs the same runtimes as plain objects in one process,
 with one FIFO of messages (each still pickled and unpickled, as on the
