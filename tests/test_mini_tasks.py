@@ -288,10 +288,13 @@ def test_a_sync_chain_is_right_whether_the_caller_and_workers_poll_or_sleep(spin
 
 
 def test_a_spin_setting_out_of_range_is_refused_with_the_range_before_any_worker_starts():
+    import psutil
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
     for bad in (-1, "fast", 1e9, True):
         with pytest.raises(ValueError, match=r"spin_us is how many microseconds .* from 0 \(sleep at once\) "
                                              r"to 100000; got"):
             get_engine("mini-tasks").start(workers=2, spin_us=bad)
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= children    # no worker was spawned
 
 
 def test_a_worker_killed_while_the_caller_reads_its_connection_is_survived(tmp_path):
