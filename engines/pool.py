@@ -199,11 +199,19 @@ class _Pool:
         from engines.mini.cluster import exit_status
 
         # the pool may see a process's pipe close a moment before the process has ended: wait (up to
-        # 1 s) for one to end; then any that exited (its sentinel is ready) may not be reaped yet
+        # 1 s) for one to end; then any that exited (its sentinel is ready) may not be reaped yet, and
+        # while the pool's own thread reaps it, its exit code reads None here for a moment. So ask
+        # again until one ended otherwise than by the pool's SIGTERM, or every one has ended
+        deadline = time.monotonic() + 1
         for sentinel in wait([proc.sentinel for proc in self.procs.values()], timeout=1):
             next(proc for proc in self.procs.values() if proc.sentinel == sentinel).join(1)
-        ended = sorted((proc.exitcode == -signal.SIGTERM, pid) for pid, proc in self.procs.items()
-                       if proc.exitcode not in (None, 0))
+        while True:
+            ended = sorted((proc.exitcode == -signal.SIGTERM, pid) for pid, proc in self.procs.items()
+                           if proc.exitcode not in (None, 0))
+            settled = all(proc.exitcode is not None for proc in self.procs.values())
+            if (ended and not ended[0][0]) or settled or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
         if not ended:
             return f"a pool process (of pids {', '.join(map(str, self.pids))}) ended abruptly"
         pid = ended[0][1]
