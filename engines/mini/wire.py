@@ -316,11 +316,12 @@ class Conn:
         if self._poll is None:
             self._poll = select.poll()
             self._poll.register(self.sock, select.POLLIN)
-        until = time.perf_counter() + spin
-        while spin and time.perf_counter() < until:
-            if self._poll.poll(0):
-                return True
-            _yield()                                         # a thread with work to do goes first
+        if spin:
+            until = time.perf_counter() + spin
+            while time.perf_counter() < until:
+                if self._poll.poll(0):
+                    return True
+                _yield()                                     # a thread with work to do goes first
         return bool(self._poll.poll(timeout * 1000))
 
     def close(self, *, bye: bool = False) -> None:
