@@ -9,6 +9,19 @@ partition to one record per distinct word before anything crosses the
 network, and identical workers need no scheduler in the loop. A task engine
 runs the same stages as split and merge tasks (close behind, plus a
 scheduler round trip per task); an actor pipeline pays a message per batch.
+
+Measured (``archbench run --engines all --workloads wordcount --size medium
+--workers 2``, a 2-core machine, medians of 3): serial 1.18 s, mini-data
+0.66 s (parallel efficiency 0.89), Bytewax 0.67 s, Ray 0.82 s, Dask 0.88 s,
+the pool 0.93 s. Where mini-data's time goes (the spans of ``--trace``, one
+worker, a 0.61 s run): 0.57 s in its split, of which making its eight
+partitions' lines takes 0.39 s (`make_lines`, the same on every engine) and
+counting their words 0.18 s (one C loop, ``Counter.update``); 18 ms waiting
+for the other worker's counts, 10 ms merging, 16 ms sending the answer to
+the driver. So the run is about 10 % above serial ÷ 2, the floor of any
+engine on two cores, and making the input is two thirds of it. Bytewax is
+as close to that floor, which is why the two tie: on this workload an
+engine's lead is how far the other is from the floor.
 """
 
 from __future__ import annotations
