@@ -3,6 +3,9 @@
 ``throughput.png``: per workload and size, the median throughput of each
 engine × worker count (bars, min–max whiskers, log scale); cells that did
 not pass are marked with their status instead of a bar, a wrong one in red.
+A dashed line marks serial × N for each worker count N > 1 (`serial_ceilings`):
+what N workers would reach running the serial engine's Python with nothing
+lost, so the gap under it is what an engine spends on being parallel.
 ``latency.png``: per workload and size, the p50 / p90 / p99 latency of each
 engine (medians over repeats, log scale). The figures a decision rests on
 (scaling, growth, the latency CDF, phases) are `harness.evidence`'s.
@@ -24,6 +27,23 @@ def _panels(rows):
     return panels
 
 
+def serial_ceilings(entries) -> dict[int, float]:
+    """{N: serial throughput × N} for the worker counts N > 1 of a panel's ``entries``
+    (``(engine, workers, rows)``), from the serial engine's median at N, else at any count
+    (serial ignores workers); {} when no serial cell passed.
+
+    >>> ok = lambda rate: [{"status": "ok", "throughput": rate}]
+    >>> serial_ceilings([("serial", 1, ok(100.0)), ("mini-data", 2, ok(180.0)), ("ray", 4, ok(50.0))])
+    {2: 200.0, 4: 400.0}
+    """
+    serial = {w: median_of(group, "throughput") for engine, w, group in entries if engine == "serial"}
+    serial = {w: rate for w, rate in serial.items() if rate is not None}
+    if not serial:
+        return {}
+    anyone = sorted(serial.values())[len(serial) // 2]
+    return {w: serial.get(w, anyone) * w for w in sorted({w for _, w, _ in entries}) if w > 1}
+
+
 def plot_throughput(rows: list[dict], path: Path) -> Path:
     panels = _panels(rows)
     plt, fig, axes = grid(len(panels))
@@ -42,12 +62,19 @@ def plot_throughput(rows: list[dict], path: Path) -> Path:
             values = [r["throughput"] for r in group if r["status"] == "ok" and r.get("throughput")]
             ax.bar(i, value, color=color(engine), edgecolor="black", linewidth=0.5)
             ax.plot([i, i], [min(values), max(values)], color="black", linewidth=1)
+        ceilings = serial_ceilings(entries)
+        for workers, rate in ceilings.items():
+            ax.axhline(rate, color=color("serial"), linestyle="--", linewidth=1, zorder=0)
+            ax.annotate(f"serial × {workers}", (1, rate), xycoords=("axes fraction", "data"), xytext=(-3, -2),
+                        textcoords="offset points", ha="right", va="top", fontsize=7, color="dimgray")
         ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=40, ha="right")
         ax.set_yscale("log")
+        if ceilings:                # room above the highest line for its label
+            ax.set_ylim(top=max(ax.get_ylim()[1], max(ceilings.values()) * 1.25))
         ax.set_title(f"{workload} ({size})", fontsize=10)
         ax.set_ylabel(f"{unit} / s (higher is better)", fontsize=8)
         ax.grid(axis="y", which="both", alpha=0.3)
-    fig.suptitle("Throughput: median of the ok repeats, whiskers min–max", fontsize=11)
+    fig.suptitle("Throughput: median of the ok repeats, whiskers min–max; dashed: serial × workers", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

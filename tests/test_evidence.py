@@ -36,3 +36,24 @@ def test_sizes_workers_and_samples_give_every_figure(tmp_path):
 def test_the_growth_exponent_is_the_log_log_slope():
     assert round(growth_exponent([1e3, 1e4, 1e5], [0.5, 0.5, 0.5]), 2) == 0.0      # start-up bound: flat
     assert round(growth_exponent([1e3, 1e4], [0.01, 1.0]), 2) == 2.0
+
+
+def test_the_throughput_figure_marks_serial_times_workers_for_each_worker_count_above_one(tmp_path):
+    from harness.plot import _panels, plot_throughput, serial_ceilings
+
+    rows = [row("serial", "small", w, 2.0, 1000, r) for w in (1, 2, 4) for r in range(3)]
+    rows += [row("mini-data", "small", w, 2.0 / w * 1.2, 1000) for w in (1, 2, 4)]
+    rows += [{**row("serial", "small", 4, 1.0, 1000, 9), "status": "failed", "throughput": None}]
+    [entries] = _panels(rows).values()
+    assert serial_ceilings(entries) == {2: 1000.0, 4: 2000.0}    # 500 items/s × N
+    without = [e for e in entries if e[0] != "serial"]
+    assert serial_ceilings(without) == {}
+    assert plot_throughput(rows, tmp_path / "throughput.png").stat().st_size > 0
+
+
+def test_serial_at_one_worker_count_sets_the_line_for_the_others():
+    from harness.plot import _panels, serial_ceilings
+
+    rows = [row("serial", "small", 1, 4.0, 1000), row("mini-data", "small", 2, 1.0, 1000)]
+    [entries] = _panels(rows).values()
+    assert serial_ceilings(entries) == {2: 500.0}
