@@ -5,7 +5,9 @@ engine × worker count (bars, min–max whiskers, log scale); cells that did
 not pass are marked with their status instead of a bar, a wrong one in red.
 A dashed line marks serial × N for each worker count N > 1 (`serial_ceilings`):
 what N workers would reach running the serial engine's Python with nothing
-lost, so the gap under it is what an engine spends on being parallel.
+lost, so the gap under it is what an engine spends on being parallel. A
+workload whose serial run mostly waited (a stream paced by its source) has
+no line.
 ``latency.png``: per workload and size, the p50 / p90 / p99 latency of each
 engine (medians over repeats, log scale). The figures a decision rests on
 (scaling, growth, the latency CDF, phases) are `harness.evidence`'s.
@@ -27,21 +29,36 @@ def _panels(rows):
     return panels
 
 
+#: below this share of its run on a CPU, serial was waiting (a stream's paced source, a sleep),
+#: and N workers would not wait less: no serial × N line
+BUSY = 0.8
+
+
 def serial_ceilings(entries) -> dict[int, float]:
     """{N: serial throughput × N} for the worker counts N > 1 of a panel's ``entries``
     (``(engine, workers, rows)``), from the serial engine's median at N, else at any count
-    (serial ignores workers); {} when no serial cell passed.
+    (serial ignores workers); {} when no serial cell passed, or serial was busy less than
+    `BUSY` of its run (median ``cpu_s`` ÷ median ``run_s``).
 
-    >>> ok = lambda rate: [{"status": "ok", "throughput": rate}]
+    >>> ok = lambda rate, cpu=1.0: [{"status": "ok", "throughput": rate, "run_s": 1.0, "cpu_s": cpu}]
     >>> serial_ceilings([("serial", 1, ok(100.0)), ("mini-data", 2, ok(180.0)), ("ray", 4, ok(50.0))])
     {2: 200.0, 4: 400.0}
+    >>> serial_ceilings([("serial", 2, ok(100.0, cpu=0.45)), ("mini-data", 2, ok(100.0))])   # paced
+    {}
     """
-    serial = {w: median_of(group, "throughput") for engine, w, group in entries if engine == "serial"}
+    serial = {w: median_of(group, "throughput") for engine, w, group in entries
+              if engine == "serial" and _busy(group) >= BUSY}
     serial = {w: rate for w, rate in serial.items() if rate is not None}
     if not serial:
         return {}
     anyone = sorted(serial.values())[len(serial) // 2]
     return {w: serial.get(w, anyone) * w for w in sorted({w for _, w, _ in entries}) if w > 1}
+
+
+def _busy(group: list[dict]) -> float:
+    """The cell's median CPU seconds ÷ its median run time (1.0 when either is not known)."""
+    cpu, run = median_of(group, "cpu_s"), median_of(group, "run_s")
+    return cpu / run if cpu is not None and run else 1.0
 
 
 def plot_throughput(rows: list[dict], path: Path) -> Path:

@@ -57,3 +57,13 @@ def test_serial_at_one_worker_count_sets_the_line_for_the_others():
     rows = [row("serial", "small", 1, 4.0, 1000), row("mini-data", "small", 2, 1.0, 1000)]
     [entries] = _panels(rows).values()
     assert serial_ceilings(entries) == {2: 500.0}
+
+
+def test_no_line_where_serial_mostly_waited_as_a_paced_stream_does():
+    from harness.plot import _panels, serial_ceilings
+
+    paced = [{**row("serial", "small", 2, 0.5, 1000, r), "cpu_s": 0.23} for r in range(3)]
+    busy = [{**row("serial", "small", 2, 0.5, 1000, r), "cpu_s": 0.5} for r in range(3)]
+    others = [row("mini-data", "small", 2, 0.5, 1000)]
+    assert serial_ceilings(next(iter(_panels(paced + others).values()))) == {}
+    assert serial_ceilings(next(iter(_panels(busy + others).values()))) == {2: 4000.0}
