@@ -46,6 +46,12 @@ while True:
 """
 
 
+#: the floors a benchmark sets beside its round trips: name -> `round_trips` options
+FLOORS = {"loopback TCP": {},                                   # a byte echoed by another process
+          "loopback Unix socket": {"unix": True},               # what a local mini cluster talks over
+          "loopback Unix socket, polling": {"unix": True, "poll": True}}   # neither process asleep
+
+
 def _recv(conn) -> bytes:
     """The next bytes of ``conn``; on a non-blocking socket, asking until they come."""
     while True:

@@ -40,7 +40,7 @@ import pytest
 
 from conftest import require_engine
 from engines import get_engine
-from loopback import round_trips
+from loopback import FLOORS, round_trips
 
 pytestmark = pytest.mark.timeout(1800)   # Dask's 30,000 async calls at medium take 100 s a round on a loaded 2-core machine
 
@@ -50,10 +50,6 @@ PINGS = {"tiny": 100, "small": 1_000, "medium": 3_000, "large": 10_000}        #
 ROUNDS = {"tiny": 1, "small": 3, "medium": 3, "large": 1}
 ENGINES = ["mini-actors", "mini-actors/queue", "mini-actors/sleep", "ray", "ray (raw)", "dask", "dask (raw)"]
 VARIANTS = {"mini-actors/queue": {"direct_receive": False}, "mini-actors/sleep": {"spin_us": 0}}   # start options
-TCP = "loopback TCP"    # the floor: a byte echoed by another process (round trip only)
-UNIX = "loopback Unix socket"    # the same over a Unix socket: what a local mini cluster talks over
-POLLING = "loopback Unix socket, polling"    # the same with neither process asleep: what is left without wake-ups
-FLOORS = {TCP: {}, UNIX: {"unix": True}, POLLING: {"unix": True, "poll": True}}
 RESULTS: dict[tuple[str, str], list[float]] = {}     # (measure, engine) -> samples
 
 

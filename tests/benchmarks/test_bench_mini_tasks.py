@@ -35,7 +35,7 @@ import pytest
 
 from conftest import require_engine
 from engines import get_engine
-from loopback import round_trips
+from loopback import FLOORS, round_trips
 from workloads import get_workload
 from workloads.task_overhead import noop
 
@@ -43,8 +43,6 @@ pytestmark = pytest.mark.timeout(1800)   # Dask's 10,000 no-op tasks take minute
 
 ENGINES = ["mini-tasks", "mini-tasks/sleep", "ray", "dask", "pool"]
 VARIANTS = {"mini-tasks/sleep": ("mini-tasks", {"spin_us": 0})}      # name -> (engine, start options)
-FLOORS = {"loopback TCP": {}, "loopback Unix socket": {"unix": True},
-          "loopback Unix socket, polling": {"unix": True, "poll": True}}
 COUNTS = {   # noop tasks, chain hops, driver-synchronous hops, tree-reduce workload size
     "tiny": (300, 100, 30, "tiny"),
     "small": (2_000, 300, 100, "small"),
