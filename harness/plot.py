@@ -5,9 +5,10 @@ engine × worker count (bars, min–max whiskers, log scale); cells that did
 not pass are marked with their status instead of a bar, a wrong one in red.
 A dashed line marks serial × N for each worker count N > 1 (`serial_ceilings`):
 what N workers would reach running the serial engine's Python with nothing
-lost, so the gap under it is what an engine spends on being parallel. A
-workload whose serial run mostly waited (a stream paced by its source) has
-no line.
+lost, so the gap under it is what an engine spends on being parallel (or,
+for a chain of dependent steps, the work not splitting: an upper bound, not a
+target). A workload whose serial run mostly waited (a stream paced by its
+source) has no line.
 ``latency.png``: per workload and size, the p50 / p90 / p99 latency of each
 engine (medians over repeats, log scale). The figures a decision rests on
 (scaling, growth, the latency CDF, phases) are `harness.evidence`'s.
